@@ -1,0 +1,62 @@
+"""Small helpers shared by the benchmarks: timing, tables, JSON results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def best_of(runs: int, fn: Callable[[int], object], *, settle: bool = True) -> float:
+    """Fastest wall time of `runs` calls of fn(i), in seconds.
+
+    With `settle`, dirty pages are flushed (untimed) before each run, so one run's
+    writeback does not throttle the next: on these VMs that noise exceeds 2x.
+    """
+    times = []
+    for i in range(runs):
+        if settle:
+            os.sync()
+        start = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(c) for c in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def save(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    data = {"machine": {"cpus": _cpus(), "python": platform.python_version()}, **data}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def git_repo(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for args in (
+        ["init", "-q"],
+        ["config", "user.name", "bench"],
+        ["config", "user.email", "bench@example.com"],
+        ["commit", "-q", "--allow-empty", "-m", "bench"],
+    ):
+        subprocess.run(["git", *args], cwd=path, check=True)
+    return path
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0))

@@ -1,0 +1,85 @@
+"""`nexus list` on a metadata file of many entries, run as the real command.
+
+    python bench/list_large.py [--entries 100000]
+
+Target: under 1 s for 100,000 entries (the whole process: start-up, parse, render).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import best_of, git_repo, save, table
+
+
+def make_metadata(entries: int) -> bytes:
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    models = []
+    for i in range(entries):
+        commit = hashlib.sha1(str(i).encode()).hexdigest()
+        name = f"model_{i % 50}"
+        models.append(
+            {
+                "commit_hash": commit,
+                "model_name": name,
+                "storage_uri": f"{name}/{commit}.pt",
+                "file_size": 1000 + i,
+                "timestamp": (start + timedelta(minutes=i)).isoformat(timespec="seconds"),
+                "is_latest": i >= entries - 50,
+                "sha256": hashlib.sha256(str(i).encode()).hexdigest(),
+                "format": "torchscript",
+                "metrics": {"accuracy": (i % 1000) / 1000},
+            }
+        )
+    return orjson.dumps({"schema_version": 1, "models": models}, option=orjson.OPT_INDENT_2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    nexus = str(Path(sys.executable).with_name("nexus"))
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = git_repo(Path(tmp) / "repo")
+        data = make_metadata(args.entries)
+        (repo / ".nexus_meta.json").write_bytes(data)
+
+        def run(*extra: str) -> None:
+            subprocess.run([nexus, *extra], cwd=repo, check=True, stdout=subprocess.DEVNULL)
+
+        startup = best_of(args.runs, lambda i: run("--help"))
+        listing = best_of(args.runs, lambda i: run("list"))
+        as_json = best_of(args.runs, lambda i: run("list", "--json"))
+        one_model = best_of(args.runs, lambda i: run("list", "--model-name", "model_7"))
+    rows = [
+        ["nexus --help (start-up floor)", f"{startup:.3f}"],
+        ["nexus list", f"{listing:.3f}"],
+        ["nexus list --json", f"{as_json:.3f}"],
+        ["nexus list --model-name (2% of rows)", f"{one_model:.3f}"],
+    ]
+    print(f"{args.entries} entries ({len(data) / 2**20:.1f} MiB file), best of {args.runs}")
+    print(table(["command", "seconds"], rows))
+    path = save(
+        "list_large",
+        {
+            "entries": args.entries,
+            "seconds": {"startup": startup, "list": listing, "json": as_json, "one": one_model},
+            "target_seconds": 1.0,
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

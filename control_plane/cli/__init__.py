@@ -1,0 +1,5 @@
+"""The `nexus` command line: thin commands over `control_plane.Registry`."""
+
+from control_plane.cli.app import app, main
+
+__all__ = ["app", "main"]

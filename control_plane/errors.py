@@ -1,0 +1,80 @@
+"""The one exception tree of NexusML.
+
+    NexusError(message, hint)          exit code 1: the user can fix it
+    ├── UsageError                     bad input: a name, a ref, a flag value
+    ├── ConfigError                    .nexusrc or NEXUS_* environment
+    ├── GitError                       not a repo, no commits, dirty tree
+    ├── MetadataError                  .nexus_meta.json unreadable or inconsistent
+    │   ├── NotFoundError              no version matches a ref
+    │   ├── AmbiguousRefError          a ref matches several versions
+    │   └── ConflictError              other bytes at an existing version
+    └── StorageError                   exit code 3: the store failed us
+        ├── ObjectNotFoundError        the key is not in the store
+        ├── ObjectExistsError          the key holds other bytes
+        └── IntegrityError             bytes do not match size or sha256
+
+Library errors (OSError, boto3, gitpython) are translated where they enter,
+so callers catch this tree and nothing else.
+"""
+
+from __future__ import annotations
+
+
+class NexusError(Exception):
+    """Base of every expected failure: one sentence, an optional hint."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(NexusError):
+    """Bad input from the user: a model name, a ref, a key=value pair."""
+
+
+class ConfigError(NexusError):
+    """`.nexusrc` or a NEXUS_* variable is wrong."""
+
+
+class GitError(NexusError):
+    """The Git repository is missing, empty or dirty."""
+
+
+class MetadataError(NexusError):
+    """`.nexus_meta.json` cannot be read or is inconsistent."""
+
+
+class NotFoundError(MetadataError):
+    """No version matches a ref."""
+
+
+class AmbiguousRefError(MetadataError):
+    """A ref matches more than one version."""
+
+
+class ConflictError(MetadataError):
+    """A version already exists with other bytes."""
+
+
+class StorageError(NexusError):
+    """The storage backend failed: unreachable, denied, missing object."""
+
+    exit_code = 3
+
+
+class ObjectNotFoundError(StorageError):
+    """The object is not in the store."""
+
+
+class ObjectExistsError(StorageError):
+    """The object exists with other bytes and must not be overwritten."""
+
+
+class IntegrityError(StorageError):
+    """Downloaded or stored bytes do not match the recorded size or sha256."""

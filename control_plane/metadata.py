@@ -1,0 +1,254 @@
+"""`.nexus_meta.json`: the seed's format, optional fields, atomic locked rewrites.
+
+A file written by the seed's tool (six fields, short hashes, naive timestamps)
+loads unchanged. Unknown fields, top-level or per entry, survive a rewrite.
+A file that cannot be parsed is reported with its line and column and is never
+overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from filelock import FileLock, Timeout
+
+from control_plane.errors import MetadataError
+
+METADATA_FILENAME = ".nexus_meta.json"
+SCHEMA_VERSION = 1
+LOCK_TIMEOUT_S = 60.0
+
+_REQUIRED = ("commit_hash", "model_name", "storage_uri")
+_OPTIONAL = ("sha256", "format", "metrics", "params", "tags", "message", "author", "dirty")
+_KNOWN = frozenset((*_REQUIRED, "file_size", "timestamp", "is_latest", *_OPTIONAL))
+
+
+@dataclass(slots=True)
+class ModelEntry:
+    """One stored version of one model."""
+
+    commit_hash: str
+    model_name: str
+    storage_uri: str
+    file_size: int | None = None
+    timestamp: str | None = None
+    is_latest: bool = False
+    sha256: str | None = None
+    format: str | None = None
+    metrics: dict[str, float] | None = None
+    params: dict[str, Any] | None = None
+    tags: dict[str, str] | None = None
+    message: str | None = None
+    author: str | None = None
+    dirty: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def short_hash(self) -> str:
+        return self.commit_hash[:7]
+
+    @property
+    def created(self) -> datetime:
+        """The timestamp as an aware datetime; the seed's naive times are read as UTC."""
+        if not self.timestamp:
+            return datetime.min.replace(tzinfo=UTC)
+        try:
+            moment = datetime.fromisoformat(self.timestamp)
+        except ValueError:
+            return datetime.min.replace(tzinfo=UTC)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_name}@{self.short_hash}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: seed fields always, optional fields only when set, then unknown ones."""
+        out: dict[str, Any] = {
+            "commit_hash": self.commit_hash,
+            "model_name": self.model_name,
+            "storage_uri": self.storage_uri,
+            "file_size": self.file_size,
+            "timestamp": self.timestamp,
+            "is_latest": self.is_latest,
+        }
+        for key in _OPTIONAL:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Any, index: int) -> ModelEntry:
+        """Validate and wrap one entry; kept lean because files hold 100,000s of them."""
+        if type(raw) is not dict:
+            raise MetadataError(f"entry {index} in {METADATA_FILENAME} is not a JSON object.")
+        get = raw.get
+        commit, name, uri = get("commit_hash"), get("model_name"), get("storage_uri")
+        if not (type(commit) is str and type(name) is str and type(uri) is str) or not (
+            commit and name and uri
+        ):
+            _explain_bad_entry(raw, index)
+        size = get("file_size")
+        if size is not None and (type(size) is not int or size < 0):
+            raise MetadataError(
+                f"entry {index} in {METADATA_FILENAME} has a 'file_size' that is not a "
+                f"whole number of bytes: {size!r}."
+            )
+        return cls(
+            commit,  # type: ignore[arg-type]  # checked above
+            name,  # type: ignore[arg-type]
+            uri,  # type: ignore[arg-type]
+            size,
+            get("timestamp"),
+            bool(get("is_latest", False)),
+            get("sha256"),
+            get("format"),
+            get("metrics"),
+            get("params"),
+            get("tags"),
+            get("message"),
+            get("author"),
+            get("dirty"),
+            {} if _KNOWN.issuperset(raw) else {k: v for k, v in raw.items() if k not in _KNOWN},
+        )
+
+
+def _explain_bad_entry(raw: dict[str, Any], index: int) -> None:
+    for key in _REQUIRED:
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise MetadataError(
+                f"entry {index} in {METADATA_FILENAME} has no valid '{key}' (a string).",
+                hint=f"fix or remove that entry by hand; {METADATA_FILENAME} is in Git",
+            )
+
+
+@dataclass
+class MetadataDocument:
+    """The whole file: its entries in file order plus any unknown top-level fields."""
+
+    entries: list[ModelEntry] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        body: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        body.update(self.extra)
+        body["models"] = [entry.to_dict() for entry in self.entries]
+        return orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n"
+
+    def set_latest(self, chosen: ModelEntry) -> None:
+        """Make `chosen` the one latest version of its model."""
+        for entry in self.entries:
+            if entry.model_name == chosen.model_name:
+                entry.is_latest = entry is chosen
+
+
+def parse_document(data: bytes, source: Path) -> MetadataDocument:
+    """Parse the file's bytes, naming line and column on a syntax error."""
+    try:
+        with _gc_paused():
+            raw = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise MetadataError(
+            f"{source} is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}.",
+            hint="fix it by hand (it is in Git: 'git diff' shows what changed); "
+            "nexus will not overwrite it",
+        ) from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("models", []), list):
+        raise MetadataError(
+            f"{source} must be a JSON object with a 'models' list.",
+            hint="nexus will not overwrite it; fix it by hand",
+        )
+    models = raw.get("models", [])
+    extra = {k: v for k, v in raw.items() if k not in ("models", "schema_version")}
+    version = raw.get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise MetadataError(
+            f"{source} has schema_version {version}; this nexus understands up to "
+            f"{SCHEMA_VERSION}.",
+            hint="upgrade nexusml",
+        )
+    with _gc_paused():
+        entries = [ModelEntry.from_dict(item, index) for index, item in enumerate(models)]
+    return MetadataDocument(entries=entries, extra=extra)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Building 100,000s of acyclic dicts triggers needless cyclic-GC passes (~2x slower)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class MetadataFile:
+    """`.nexus_meta.json` on disk, read freely and rewritten only under a lock."""
+
+    def __init__(self, path: Path, lock_path: Path) -> None:
+        self.path = path
+        self._lock_path = lock_path
+
+    def read(self) -> MetadataDocument:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return MetadataDocument()
+        except OSError as exc:
+            raise MetadataError(f"cannot read {self.path}: {exc.strerror}.") from exc
+        return parse_document(data, self.path)
+
+    @contextlib.contextmanager
+    def update(self) -> Iterator[MetadataDocument]:
+        """Lock, read, let the caller change the document, then write it atomically.
+
+        If the caller raises, nothing is written.
+        """
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self._lock_path), timeout=LOCK_TIMEOUT_S)
+        try:
+            lock.acquire()
+        except Timeout as exc:
+            raise MetadataError(
+                f"another nexus process has held {self._lock_path} for {LOCK_TIMEOUT_S:.0f} s.",
+                hint="wait for it to finish, or delete the lock file if no nexus is running",
+            ) from exc
+        try:
+            document = self.read()
+            yield document
+            atomic_write(self.path, document.to_bytes())
+        finally:
+            lock.release()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same directory, fsync, rename, fsync the directory."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,81 @@
+"""The storage interface every backend implements.
+
+A backend addresses objects by key (`<prefix>/<model>/<commit>.<ext>`) inside
+its bucket or directory. Five methods are required; conveniences such as
+`exists` are built once here. A backend missing a method cannot be created.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from control_plane.errors import ObjectNotFoundError, UsageError
+from control_plane.hashing import ProgressCallback
+
+_KEY = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9._/-]{1,1024}$")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a store knows about one object without reading it."""
+
+    key: str
+    size: int
+    sha256: str | None = None
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that could escape the store (absolute, `..`, odd characters)."""
+    if not _KEY.match(key) or "//" in key:
+        raise UsageError(f"'{key}' is not a valid storage key.")
+    return key
+
+
+class StorageBackend(ABC):
+    """Upload, download, stat, list and delete objects by key."""
+
+    scheme: ClassVar[str]
+
+    @abstractmethod
+    def upload(
+        self, source: Path, key: str, *, sha256: str, progress: ProgressCallback | None = None
+    ) -> None:
+        """Copy `source` to `key`. The object is visible only once complete.
+
+        Raises ObjectExistsError rather than replace an existing object.
+        """
+
+    @abstractmethod
+    def download(self, key: str, dest: Path, *, progress: ProgressCallback | None = None) -> None:
+        """Write the object's bytes to `dest` (a temporary file the caller verifies)."""
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """Size (and sha256 where the store keeps it); ObjectNotFoundError if absent."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with `prefix`."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; absent objects are not an error."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the objects live, for messages: a directory or a bucket URL."""
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    def uri(self, key: str) -> str:
+        return f"{self.scheme}://{self.describe().split('://')[-1].rstrip('/')}/{key}"

@@ -1,0 +1,142 @@
+"""Everything the terminal sees: the only module that imports rich.
+
+Tables, progress bars, errors and JSON. Large listings and non-terminal output
+take a plain fast path, so `nexus list` on 100,000 entries stays well under a
+second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from control_plane.errors import NexusError
+from control_plane.hashing import ProgressCallback
+from control_plane.metadata import ModelEntry
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+RICH_TABLE_MAX_ROWS = 2000
+_HEADERS = ("MODEL", "COMMIT", "SIZE", "STORED", "LATEST", "FORMAT")
+
+
+_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def human_size(size: int | None) -> str:
+    """1536 -> '1.5 KiB'; a table of 100,000 rows calls this 100,000 times."""
+    if size is None:
+        return "?"
+    if size < 1024:
+        return f"{size} B"
+    exp = min((size.bit_length() - 1) // 10, len(_UNITS) - 1)
+    return f"{size / (1 << (10 * exp)):.1f} {_UNITS[exp]}"
+
+
+def error(exc: NexusError) -> None:
+    err_console.print(f"[bold red]Error:[/] {_escape(exc.message)}")
+    if exc.hint:
+        err_console.print(f"[dim]Hint: {_escape(exc.hint)}[/]")
+
+
+def warning(message: str) -> None:
+    err_console.print(f"[yellow]Warning:[/] {_escape(message)}")
+
+
+def info(message: str) -> None:
+    console.print(message)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.flush()
+
+
+def entries_table(entries: Sequence[ModelEntry]) -> None:
+    if not entries:
+        console.print("No models stored yet. Run 'nexus store PATH MODEL_NAME'.")
+        return
+    columns = _columns(entries)
+    if console.is_terminal and len(entries) <= RICH_TABLE_MAX_ROWS:
+        table = Table(*_HEADERS, header_style="bold")
+        for row in zip(*columns, strict=True):
+            table.add_row(*(_escape(cell) for cell in row))
+        console.print(table)
+        return
+    # Plain fast path: one %-format per row (100,000 rows in a fraction of a second).
+    widths = [max(len(h), *map(len, col)) for h, col in zip(_HEADERS, columns, strict=True)]
+    template = "  ".join(f"%-{w}s" for w in widths[:-1]) + "  %s"
+    lines = [template % _HEADERS]
+    lines.extend([template % row for row in zip(*columns, strict=True)])
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+def _columns(entries: Sequence[ModelEntry]) -> list[list[str]]:
+    return [
+        [e.model_name for e in entries],
+        [e.commit_hash[:7] for e in entries],
+        [human_size(e.file_size) for e in entries],
+        [(e.timestamp or "?").replace("T", " ")[:19] for e in entries],
+        ["*" if e.is_latest else "" for e in entries],
+        [e.format or "" for e in entries],
+    ]
+
+
+def entry_details(entry: ModelEntry) -> None:
+    data = entry.to_dict()
+    width = max(len(key) for key in data)
+    for key, value in data.items():
+        shown = orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
+        if key == "file_size":
+            shown = f"{value} ({human_size(value)})"
+        console.print(f"[bold]{key:<{width}}[/]  {_escape(shown)}")
+
+
+@contextlib.contextmanager
+def transfer_progress(enabled: bool) -> Iterator[_RichReporter | None]:
+    """A Rich progress display on stderr when enabled and stderr is a terminal."""
+    if not enabled or not err_console.is_terminal:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description:<11}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        yield _RichReporter(progress)
+
+
+class _RichReporter:
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+
+    def start(self, description: str, total: int) -> ProgressCallback:
+        task = self._progress.add_task(description, total=total or None)
+
+        def advance(n: int) -> None:
+            self._progress.advance(task, n)
+
+        return advance
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", "\\[")

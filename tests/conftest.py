@@ -1,0 +1,64 @@
+"""Shared fixtures: a clean environment and real Git repositories in tmp dirs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+_LEAKY_PREFIXES = ("AWS_", "GOOGLE_", "NEXUS_", "STORAGE_EMULATOR_HOST", "GIT_")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
+    """A developer's credentials or NEXUS_* settings must never reach a test."""
+    for name in list(os.environ):
+        if name.startswith(_LEAKY_PREFIXES):
+            monkeypatch.delenv(name)
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+def git(repo: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout
+    return out.strip()
+
+
+def commit_all(repo: Path, message: str) -> str:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def empty_repo(tmp_path: Path) -> Path:
+    """A Git repository with no commits."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", "Ada Lovelace")
+    git(repo, "config", "user.email", "ada@example.com")
+    return repo
+
+
+@pytest.fixture
+def repo(empty_repo: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Git repository with one commit, as the working directory."""
+    (empty_repo / "train.py").write_text("print('training')\n")
+    commit_all(empty_repo, "initial")
+    monkeypatch.chdir(empty_repo)
+    return empty_repo
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    """An untracked model binary outside the repository."""
+    path = tmp_path / "model.pt"
+    path.write_bytes(os.urandom(64 * 1024))
+    return path
