@@ -1,0 +1,207 @@
+"""The proxy's HTTP face: a bare ASGI app (FastAPI would cost ~3x per request here).
+
+POST /predict   one JSON item -> {"output": ..., "model": ...}
+GET  /health    alive
+GET  /ready     at least one healthy upstream
+GET  /metrics   Prometheus text
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from batch_proxy.batcher import Batcher, BatchError, Pending
+from batch_proxy.metrics import ProxyMetrics
+from batch_proxy.settings import ProxySettings
+from batch_proxy.upstream import UpstreamPool
+
+logger = logging.getLogger("nexus.proxy")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ClientGone(Exception):
+    pass
+
+
+class ProxyApp:
+    """ASGI application; the batcher and upstream pool live in its lifespan."""
+
+    def __init__(self, settings: ProxySettings) -> None:
+        self.settings = settings
+        self.pool = UpstreamPool(
+            settings.upstreams,
+            max_inflight=settings.max_inflight,
+            timeout_s=settings.upstream_timeout_s,
+            health_interval_s=settings.health_interval_s,
+            pool_size=settings.connection_pool_size,
+        )
+        self.batcher = Batcher(
+            self.pool,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_wait_s,
+            eager=settings.eager,
+            max_queue=settings.max_queue,
+        )
+        self.metrics = ProxyMetrics(
+            queue_depth=lambda: self.batcher.queue_depth, inflight=lambda: self.batcher.inflight
+        )
+        self.batcher.observer = self.metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def startup(self) -> None:
+        await self.pool.start()
+        self.batcher.start()
+
+    async def shutdown(self) -> None:
+        await self.batcher.stop(drain_timeout_s=self.settings.request_timeout_s)
+        await self.pool.close()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        if path == "/predict":
+            if method != "POST":
+                await _respond(send, 405, {"error": "use POST /predict with a JSON body."})
+                return
+            status = await self._predict(receive, send)
+            if status:
+                self.metrics.request_done(status)
+        elif path in ("/health", "/ready", "/metrics") and method in ("GET", "HEAD"):
+            await self._probe(path, send)
+        else:
+            await _respond(send, 404, {"error": f"no route {method} {path}."})
+
+    async def _probe(self, path: str, send: Send) -> int:
+        if path == "/health":
+            await _respond(send, 200, {"status": "ok"})
+            return 200
+        if path == "/ready":
+            if self.pool.ready:
+                await _respond(send, 200, {"status": "ready"})
+                return 200
+            await _respond(send, 503, {"error": "no healthy upstream."})
+            return 503
+        body = self.metrics.render()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return 200
+
+    async def _predict(self, receive: Receive, send: Send) -> int:
+        """Answer one item; 0 means the client left before an answer could be sent."""
+        try:
+            body = await _read_body(receive, self.settings.max_body_bytes)
+        except BodyTooLarge:
+            limit = self.settings.max_body_bytes
+            return await _respond(send, 413, {"error": f"the body is over {limit} bytes."})
+        except ClientGone:
+            return 0
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return await _respond(
+                send, 400, {"error": f"the request body is not valid JSON: {exc}."}
+            )
+        try:
+            item = self.batcher.submit(body, self.settings.request_timeout_s)
+        except BatchError as exc:
+            return await _respond(send, exc.status, {"error": exc.message}, retry_after=True)
+        return await self._await_answer(item, receive, send)
+
+    async def _await_answer(self, item: Pending, receive: Receive, send: Send) -> int:
+        watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, item))
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                output, model = await item.future
+        except TimeoutError:
+            timeout = self.settings.request_timeout_s
+            return await _respond(send, 504, {"error": f"no answer within {timeout:g} s."})
+        except BatchError as exc:
+            return await _respond(send, exc.status, {"error": exc.message}, retry_after=True)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled, not just the item
+            return 0  # the client disconnected; its item was dropped from the queue
+        finally:
+            watcher.cancel()
+        if isinstance(output, dict) and "error" in output:
+            return await _respond(send, 422, {"error": output["error"], "model": model})
+        return await _respond(send, 200, {"output": output, "model": model})
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+
+async def _cancel_on_disconnect(receive: Receive, item: Pending) -> None:
+    """After the body, the only message left is http.disconnect: drop the item then."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            item.future.cancel()
+            return
+
+
+async def _respond(
+    send: Send, status: int, payload: dict[str, Any], *, retry_after: bool = False
+) -> int:
+    body = orjson.dumps(payload)
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if retry_after and status == 503:
+        headers.append((b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    return status

@@ -1,0 +1,134 @@
+"""A simulated model server: POST /predict/batch takes a fixed time per batch.
+
+One batch at a time (like one GPU), whatever its size, so the ideal throughput
+with batches of 32 and 20 ms is 32 / 0.020 = 1,600 items/s. Used by the
+batching benchmark and, with its control endpoint, by the proxy's tests.
+
+    python -m bench.sim_model --port 8000 --latency-ms 20
+
+Each output echoes its input: {"echo": item}. An input {"bad": ...} gets
+{"error": ...} at its index. POST /_control {"mode": ..., "latency_ms": ...,
+"healthy": ...} changes behaviour (mode: ok | http500 | malformed | short);
+GET /_batches lists the batches seen (size, time, inputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+Message = MutableMapping[str, Any]
+
+
+class SimModel:
+    def __init__(self, latency_ms: float = 20.0) -> None:
+        self.latency_s = latency_ms / 1000
+        self.mode = "ok"
+        self.healthy = True
+        self.batches: list[dict[str, Any]] = []
+        self.record_inputs = True
+        self._lock = asyncio.Lock()
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        if scope["type"] != "http":
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        path = scope["path"]
+        if path == "/predict/batch":
+            status, payload = await self._predict(body)
+        elif path == "/health":
+            status, payload = (200, {"status": "ok"}) if self.healthy else (503, {"error": "down"})
+        elif path == "/_control":
+            status, payload = 200, self._control(orjson.loads(body))
+        elif path == "/_batches":
+            status, payload = 200, {"batches": self.batches}
+        else:
+            status, payload = 404, {"error": "no route"}
+        data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
+
+    def _control(self, change: dict[str, Any]) -> dict[str, Any]:
+        if "latency_ms" in change:
+            self.latency_s = change["latency_ms"] / 1000
+        self.mode = change.get("mode", self.mode)
+        self.healthy = change.get("healthy", self.healthy)
+        if change.get("reset"):
+            self.batches.clear()
+        return {"mode": self.mode, "latency_ms": self.latency_s * 1000, "healthy": self.healthy}
+
+    async def _predict(self, body: bytes) -> tuple[int, Any]:
+        inputs = orjson.loads(body)["inputs"]
+        arrived = time.monotonic()
+        async with self._lock:
+            await asyncio.sleep(self.latency_s)
+        self.batches.append(
+            {
+                "size": len(inputs),
+                "arrived": arrived,
+                "inputs": inputs if self.record_inputs else None,
+            }
+        )
+        if self.mode == "http500":
+            return 500, {"error": "simulated failure"}
+        if self.mode == "malformed":
+            return 200, b"this is not json"
+        outputs = [
+            {"error": "bad item"} if isinstance(x, dict) and "bad" in x else {"echo": x}
+            for x in inputs
+        ]
+        if self.mode == "short":
+            outputs = outputs[:-1]
+        return 200, {"outputs": outputs, "model": {"name": "sim", "commit_hash": "0" * 40}}
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="simulated batch model server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    args = parser.parse_args()
+    model = SimModel(args.latency_ms)
+    model.record_inputs = False
+    uvicorn.run(
+        model,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

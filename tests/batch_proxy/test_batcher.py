@@ -1,0 +1,146 @@
+"""The batcher alone, with an in-memory slot pool: no HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from batch_proxy.batcher import (
+    Batcher,
+    BatchReply,
+    NoUpstreamError,
+    QueueFullError,
+    ShuttingDownError,
+    UpstreamError,
+)
+
+
+class FakeSlot:
+    def __init__(self, pool: FakePool) -> None:
+        self.pool = pool
+
+    async def send(self, payloads: Sequence[bytes]) -> BatchReply:
+        self.pool.batches.append(list(payloads))
+        await asyncio.sleep(self.pool.latency)
+        if self.pool.fail:
+            raise self.pool.fail
+        return BatchReply(outputs=[p.decode() for p in payloads], model="m")
+
+    def release(self) -> None:
+        self.pool.busy -= 1
+        self.pool.freed.set()
+
+
+class FakePool:
+    def __init__(self, slots: int = 1, latency: float = 0.05) -> None:
+        self.slots = slots
+        self.latency = latency
+        self.busy = 0
+        self.batches: list[list[bytes]] = []
+        self.freed = asyncio.Event()
+        self.fail: Exception | None = None
+        self.down = False
+
+    async def acquire(self) -> FakeSlot:
+        while True:
+            if self.down:
+                raise NoUpstreamError("no healthy upstream.")
+            if self.busy < self.slots:
+                self.busy += 1
+                return FakeSlot(self)
+            self.freed.clear()
+            await self.freed.wait()
+
+
+async def test_batches_respect_max_size_and_order() -> None:
+    pool = FakePool()
+    batcher = Batcher(pool, max_batch_size=8)
+    batcher.start()
+    items = [batcher.submit(str(i).encode(), 5) for i in range(20)]
+    results = await asyncio.gather(*(item.future for item in items))
+    assert [out for out, _ in results] == [str(i) for i in range(20)]
+    assert all(len(b) <= 8 for b in pool.batches)
+    await batcher.stop()
+
+
+async def test_cancelled_items_are_dropped_and_cannot_kill_the_loop() -> None:
+    pool = FakePool(latency=0.1)
+    batcher = Batcher(pool, max_batch_size=32)
+    batcher.start()
+    first = batcher.submit(b"first", 5)
+    await asyncio.sleep(0.02)  # first is in flight, the slot is busy
+    doomed = [batcher.submit(f"gone{i}".encode(), 5) for i in range(5)]
+    kept = batcher.submit(b"kept", 5)
+    for item in doomed:
+        item.future.cancel()
+    assert (await kept.future)[0] == "kept"
+    await first.future
+    assert [b"first"] in pool.batches
+    assert [b"kept"] in pool.batches
+    assert batcher._loop_alive()
+    await batcher.stop()
+
+
+async def test_queue_bound_and_upstream_errors() -> None:
+    pool = FakePool(latency=0.2)
+    batcher = Batcher(pool, max_batch_size=2, max_queue=3)
+    batcher.start()
+    batcher.submit(b"a", 5)
+    await asyncio.sleep(0.01)
+    queued = [batcher.submit(b"x", 5) for _ in range(3)]
+    with pytest.raises(QueueFullError):
+        batcher.submit(b"overflow", 5)
+    pool.fail = UpstreamError("boom.")
+    for item in queued:
+        with pytest.raises(UpstreamError, match="boom"):
+            await item.future
+    pool.fail = None
+    pool.down = True
+    lonely = batcher.submit(b"y", 5)
+    with pytest.raises(NoUpstreamError):
+        await lonely.future
+    await batcher.stop()
+
+
+async def test_wrong_reply_length_fails_the_batch() -> None:
+    class ShortSlot(FakeSlot):
+        async def send(self, payloads: Sequence[bytes]) -> BatchReply:
+            return BatchReply(outputs=[], model=None)
+
+    class ShortPool(FakePool):
+        async def acquire(self) -> FakeSlot:
+            self.busy += 1
+            return ShortSlot(self)
+
+    batcher = Batcher(ShortPool(), max_batch_size=4)
+    batcher.start()
+    item = batcher.submit(b"1", 5)
+    with pytest.raises(UpstreamError, match="0 outputs for 1 inputs"):
+        await item.future
+    await batcher.stop()
+
+
+async def test_stop_flushes_queue_then_refuses() -> None:
+    pool = FakePool(latency=0.05)
+    batcher = Batcher(pool, max_batch_size=4)
+    batcher.start()
+    items = [batcher.submit(str(i).encode(), 5) for i in range(10)]
+    await batcher.stop(drain_timeout_s=5)
+    assert all(item.future.done() and not item.future.exception() for item in items)
+    with pytest.raises(ShuttingDownError):
+        batcher.submit(b"late", 5)
+
+
+async def test_expired_items_are_not_sent() -> None:
+    pool = FakePool(latency=0.2)
+    batcher = Batcher(pool, max_batch_size=4)
+    batcher.start()
+    batcher.submit(b"busy", 5)
+    await asyncio.sleep(0.01)
+    expired = batcher.submit(b"expired", 0.05)
+    with pytest.raises(Exception, match="timed out in the queue"):
+        await expired.future
+    await batcher.stop()
+    assert [b"expired"] not in pool.batches

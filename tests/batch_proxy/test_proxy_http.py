@@ -1,0 +1,227 @@
+"""The proxy against a real upstream over HTTP on 127.0.0.1 (the simulated model)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.servers import free_port
+
+
+async def post(client: aiohttp.ClientSession, url: str, item, **kw) -> tuple[int, Any, Any]:
+    async with client.post(url + "/predict", json=item, **kw) as resp:
+        return resp.status, await resp.json(), dict(resp.headers)
+
+
+async def control(client, sim_url: str, **change) -> None:
+    async with client.post(sim_url + "/_control", json=change) as resp:
+        assert resp.status == 200
+
+
+async def test_each_caller_gets_its_own_output(sim, proxy, client) -> None:
+    model, sim_url = sim
+    async with proxy(upstreams=(sim_url,)) as (_, url):
+        results = await asyncio.gather(*(post(client, url, {"id": i}) for i in range(100)))
+    for i, (status, body, _) in enumerate(results):
+        assert status == 200
+        assert body["output"] == {"echo": {"id": i}}
+        assert body["model"]["name"] == "sim"
+    sizes = [b["size"] for b in model.batches]
+    assert sum(sizes) == 100
+    assert max(sizes) <= 32
+    sent = sorted(x["id"] for b in model.batches for x in b["inputs"])
+    assert sent == list(range(100))
+
+
+async def test_32_concurrent_requests_form_one_batch(sim, proxy, client) -> None:
+    model, sim_url = sim
+    async with proxy(upstreams=(sim_url,), eager=False, max_wait_ms=2000) as (_, url):
+        results = await asyncio.gather(*(post(client, url, i) for i in range(32)))
+    assert all(status == 200 for status, _, _ in results)
+    assert [b["size"] for b in model.batches] == [32]
+
+
+@pytest.mark.parametrize(("eager", "expect_wait"), [(True, False), (False, True)])
+async def test_single_request_waits_only_in_fixed_policy(
+    sim, proxy, client, eager: bool, expect_wait: bool
+) -> None:
+    model, sim_url = sim
+    async with proxy(upstreams=(sim_url,), eager=eager, max_wait_ms=400) as (_, url):
+        start = time.monotonic()
+        status, _, _ = await post(client, url, {"id": 1})
+    assert status == 200
+    waited = model.batches[0]["arrived"] - start
+    # Generous bounds: the fixed policy holds the item ~400 ms, eager sends it at once.
+    assert (waited >= 0.3) is expect_wait
+
+
+async def test_items_accumulate_while_upstream_is_busy(sim, proxy, client) -> None:
+    model, sim_url = sim
+    await control(client, sim_url, latency_ms=400)
+    async with proxy(upstreams=(sim_url,), max_inflight=1) as (_, url):
+        first = asyncio.ensure_future(post(client, url, "first"))
+        await asyncio.sleep(0.15)  # the first batch is now running upstream
+        rest = await asyncio.gather(*(post(client, url, i) for i in range(10)))
+        await first
+    assert all(status == 200 for status, _, _ in rest)
+    assert [b["size"] for b in model.batches] == [1, 10]
+
+
+async def test_overload_gets_503_then_recovers(sim, proxy, client) -> None:
+    _model, sim_url = sim
+    await control(client, sim_url, latency_ms=300)
+    async with proxy(upstreams=(sim_url,), max_inflight=1, max_queue=40) as (_, url):
+        results = await asyncio.gather(*(post(client, url, i) for i in range(150)))
+        statuses = [s for s, _, _ in results]
+        assert statuses.count(503) > 0
+        assert statuses.count(200) >= 40
+        assert set(statuses) == {200, 503}
+        rejected = next(r for r in results if r[0] == 503)
+        assert rejected[2]["Retry-After"] == "1"
+        assert "queue is full" in rejected[1]["error"]
+        status, body, _ = await post(client, url, "after")
+        assert status == 200
+        assert body["output"] == {"echo": "after"}
+
+
+async def test_upstream_down_gives_502_quickly(proxy, client) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with proxy(upstreams=(dead,), request_timeout_s=20) as (_app, url):
+        start = time.monotonic()
+        status, body, _ = await post(client, url, 1)
+        elapsed = time.monotonic() - start
+        async with client.get(url + "/ready") as resp:
+            assert resp.status == 503
+    assert status == 502
+    assert dead in body["error"]
+    assert elapsed < 10  # far below the 20 s request timeout
+
+
+async def test_slow_upstream_gives_504(sim, proxy, client) -> None:
+    _, sim_url = sim
+    await control(client, sim_url, latency_ms=3000)
+    async with proxy(upstreams=(sim_url,), request_timeout_s=0.5) as (_, url):
+        status, body, _ = await post(client, url, 1)
+    assert status == 504
+    assert "no answer within 0.5 s" in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("http500", "answered 500: simulated failure"),
+        ("malformed", "not JSON"),
+        ("short", "returned 2 outputs for 3 inputs"),
+    ],
+)
+async def test_bad_upstream_replies_give_502(sim, proxy, client, mode: str, message: str) -> None:
+    _model, sim_url = sim
+    await control(client, sim_url, mode=mode)
+    async with proxy(upstreams=(sim_url,), eager=False, max_wait_ms=1000) as (_, url):
+        results = await asyncio.gather(*(post(client, url, i) for i in range(3)))
+        await control(client, sim_url, mode="ok")
+        after = await post(client, url, "ok")
+    assert [s for s, _, _ in results] == [502, 502, 502]
+    assert all(message in body["error"] for _, body, _ in results)
+    assert after[0] == 200
+
+
+async def test_item_error_is_4xx_for_that_caller_only(sim, proxy, client) -> None:
+    _, sim_url = sim
+    async with proxy(upstreams=(sim_url,), eager=False, max_wait_ms=1000) as (_, url):
+        good, bad = await asyncio.gather(
+            post(client, url, {"id": 1}), post(client, url, {"bad": 1})
+        )
+    assert good[0] == 200
+    assert bad[0] == 422
+    assert bad[1]["error"] == "bad item"
+
+
+async def test_invalid_requests(sim, proxy, client) -> None:
+    _, sim_url = sim
+    async with proxy(upstreams=(sim_url,), max_body_bytes=100) as (_, url):
+        async with client.post(url + "/predict", data=b"{not json") as resp:
+            assert resp.status == 400
+            assert "not valid JSON" in (await resp.json())["error"]
+        async with client.post(url + "/predict", data=b"[" + b"1," * 100 + b"1]") as resp:
+            assert resp.status == 413
+        async with client.get(url + "/predict") as resp:
+            assert resp.status == 405
+        async with client.get(url + "/nope") as resp:
+            assert resp.status == 404
+            assert "error" in await resp.json()
+
+
+async def test_disconnected_client_item_is_never_sent(sim, proxy, client) -> None:
+    model, sim_url = sim
+    await control(client, sim_url, latency_ms=600)
+    async with proxy(upstreams=(sim_url,), max_inflight=1) as (_app, url):
+        first = asyncio.ensure_future(post(client, url, "first"))
+        await asyncio.sleep(0.1)
+        with pytest.raises(asyncio.TimeoutError):
+            await post(client, url, "gone", timeout=aiohttp.ClientTimeout(total=0.15))
+        await first
+        await control(client, sim_url, latency_ms=10)
+        status, _, _ = await post(client, url, "later")
+        assert status == 200
+    sent = [x for b in model.batches for x in b["inputs"]]
+    assert "first" in sent
+    assert "later" in sent
+    assert "gone" not in sent
+
+
+async def test_two_upstreams_share_load_and_fail_over(proxy, client) -> None:
+    from bench.sim_model import SimModel
+    from tests.servers import serve_in_process
+
+    a, b = SimModel(latency_ms=30), SimModel(latency_ms=30)
+    async with (
+        serve_in_process(a) as url_a,
+        serve_in_process(b) as url_b,
+        proxy(upstreams=(url_a, url_b), max_inflight=1) as (app, url),
+    ):
+        for _ in range(3):
+            results = await asyncio.gather(*(post(client, url, i) for i in range(64)))
+            assert all(s == 200 for s, _, _ in results)
+        assert a.batches
+        assert b.batches
+        a.healthy = False  # its /health now answers 503
+        for _ in range(100):
+            if not app.pool.upstreams[0].healthy:
+                break
+            await asyncio.sleep(0.05)
+        before = len(a.batches)
+        results = await asyncio.gather(*(post(client, url, i) for i in range(64)))
+        assert all(s == 200 for s, _, _ in results)
+        assert len(a.batches) == before
+        a.healthy = True
+        for _ in range(100):
+            if app.pool.upstreams[0].healthy:
+                break
+            await asyncio.sleep(0.05)
+        assert app.pool.upstreams[0].healthy
+
+
+async def test_health_ready_and_metrics(sim, proxy, client) -> None:
+    _, sim_url = sim
+    async with proxy(upstreams=(sim_url,)) as (_, url):
+        await asyncio.gather(*(post(client, url, i) for i in range(10)))
+        async with client.get(url + "/health") as resp:
+            assert resp.status == 200
+        async with client.get(url + "/ready") as resp:
+            assert resp.status == 200
+        async with client.get(url + "/metrics") as resp:
+            text = await resp.text()
+    assert 'nexus_proxy_requests_total{status="200"} 10.0' in text
+    assert "nexus_proxy_batch_size_sum 10.0" in text
+    for name in (
+        "nexus_proxy_queue_wait_seconds",
+        "nexus_proxy_upstream_seconds",
+        "nexus_proxy_queue_depth",
+        "nexus_proxy_inflight_batches",
+    ):
+        assert name in text

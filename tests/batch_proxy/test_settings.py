@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+
+from batch_proxy.settings import ProxySettings, SettingsError, settings_from
+
+
+def test_defaults() -> None:
+    settings = settings_from([], {})
+    assert settings == ProxySettings()
+    assert settings.port == 8080
+    assert (settings.max_batch_size, settings.max_wait_ms, settings.eager) == (32, 50.0, True)
+    assert settings.connection_pool_size >= settings.max_inflight
+
+
+def test_environment_then_flags() -> None:
+    env = {
+        "NEXUS_PROXY_UPSTREAMS": "http://a:1/, http://b:2",
+        "NEXUS_PROXY_MAX_BATCH_SIZE": "16",
+        "NEXUS_PROXY_EAGER": "false",
+        "NEXUS_PROXY_MAX_WAIT_MS": "10.5",
+    }
+    settings = settings_from(["--max-batch-size", "8", "--port", "9000"], env)
+    assert settings.upstreams == ("http://a:1", "http://b:2")
+    assert settings.max_batch_size == 8
+    assert settings.eager is False
+    assert settings.max_wait_ms == 10.5
+    assert settings.port == 9000
+    assert settings_from(["--eager"], env).eager is True
+    assert settings_from(["--upstream", "http://x/", "--upstream", "http://y"], {}).upstreams == (
+        "http://x",
+        "http://y",
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        ([], {"NEXUS_PROXY_EAGER": "maybe"}, "true or false"),
+        ([], {"NEXUS_PROXY_MAX_QUEUE": "lots"}, "must be a whole number"),
+        (["--max-queue", "8"], {}, "must hold at least one full batch"),
+        (["--max-inflight", "0"], {}, "max_inflight must be at least 1"),
+        (["--max-wait-ms", "-1"], {}, "must not be negative"),
+        (["--request-timeout-s", "0"], {}, "must be positive"),
+        (["--upstream", "localhost:8000"], {}, "http:// or https://"),
+    ],
+)
+def test_bad_settings(argv: list[str], env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        settings_from(argv, env)
