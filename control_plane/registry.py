@@ -339,7 +339,7 @@ def _resolve(document: MetadataDocument, ref: str, model_name: str | None) -> Mo
         if len(names) > 1:
             raise AmbiguousRefError(
                 f"'latest' is ambiguous: {len(names)} models are stored ({', '.join(names)}).",
-                hint="pass --model-name",
+                hint="pass --model-name (NEXUS_MODEL_NAME for the model server)",
             )
         flagged = [e for e in entries if e.is_latest] or entries
         return max(flagged, key=lambda e: e.created)

@@ -1,0 +1,64 @@
+"""`nexus-model-server`: serve one model version with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+from pydantic import ValidationError
+from pydantic_settings import CliApp
+
+from control_plane.errors import NexusError
+from model_server.app import create_app
+from model_server.settings import ServerSettings
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        settings = CliApp.run(ServerSettings, cli_args=list(argv) if argv is not None else None)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"Error: invalid settings: {problems}.", file=sys.stderr)
+        raise SystemExit(1) from None
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s: %(message)s")
+    fatal: list[NexusError] = []
+    server: uvicorn.Server | None = None
+
+    def stop(error: NexusError) -> None:
+        fatal.append(error)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_fatal=stop)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop",
+            http="httptools",
+            log_level=settings.log_level,
+            access_log=False,
+        )
+    )
+    # uvicorn re-raises the stop signal after its graceful shutdown; exit with a status.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+    server.run()
+    if fatal:
+        error = fatal[0]
+        print(f"Error: {error.message}", file=sys.stderr)
+        if error.hint:
+            print(f"Hint: {error.hint}", file=sys.stderr)
+        raise SystemExit(1)
+    if not server.started:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""A handler used by the tests: a state dict needs code to become a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tests.models import IN_FEATURES, TinyMLP
+
+
+class StateDictMLP:
+    def load(self, path: Path, device: str) -> None:
+        self.model = TinyMLP()
+        self.model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        self.model.eval()
+
+    def preprocess(self, item: Any) -> torch.Tensor:
+        values = item["features"]
+        if len(values) != IN_FEATURES:
+            raise ValueError(f"need {IN_FEATURES} features, got {len(values)}")
+        return torch.tensor(values, dtype=torch.float32)
+
+    def predict(self, inputs: list[torch.Tensor]) -> list[list[float]]:
+        with torch.inference_mode():
+            return self.model(torch.stack(inputs)).tolist()
