@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.cloud"]  # moto and GCS emulator fixtures, session-scoped
+
 _LEAKY_PREFIXES = ("AWS_", "GOOGLE_", "NEXUS_", "STORAGE_EMULATOR_HOST", "GIT_")
 
 

@@ -1,0 +1,172 @@
+"""The whole CLI flow and the fault cases against real S3 (moto) and GCS (emulator) servers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+from typer.testing import CliRunner
+
+from control_plane import Registry, StorageError
+from control_plane.cli import app
+from tests.conftest import commit_all, git
+from tests.servers import free_port
+
+runner = CliRunner()
+
+
+def nexus(*args: str, code: int = 0):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    return result
+
+
+def configure(repo: Path, text: str) -> None:
+    (repo / ".nexusrc").write_text(text)
+    commit_all(repo, "configure nexus")
+
+
+@pytest.fixture(params=["s3", "gcs"])
+def cloud_repo(request, repo: Path) -> Path:
+    if request.param == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        url = request.getfixturevalue("moto_url")
+        configure(repo, f"provider: s3\nbucket: {bucket}\nendpoint_url: {url}\nprefix: team\n")
+    else:
+        bucket = request.getfixturevalue("gcs_bucket")
+        configure(repo, f"provider: gcs\nbucket: {bucket}\nprefix: team\n")
+    return repo
+
+
+def test_store_list_load_rollback(cloud_repo: Path, tmp_path: Path) -> None:
+    repo = cloud_repo
+    first = os.urandom(300_000)
+    (tmp_path / "m.pt").write_bytes(first)
+    commit1 = git(repo, "rev-parse", "HEAD")
+    nexus("store", str(tmp_path / "m.pt"), "cloud_model")
+    entry = json.loads(nexus("list", "--json").stdout)[0]
+    assert entry["storage_uri"] == f"team/cloud_model/{commit1}.pt"
+    nexus("load", "latest", "out.pt", "-m", "cloud_model")
+    assert (repo / "out.pt").read_bytes() == first
+
+    (repo / "train.py").write_text("v2\n")
+    commit_all(repo, "v2")
+    (tmp_path / "m.pt").write_bytes(os.urandom(1000))
+    nexus("store", str(tmp_path / "m.pt"), "cloud_model")
+    nexus("rollback", commit1[:7], "cloud_model")
+    nexus("load", "latest", "again.pt", "-m", "cloud_model")
+    assert (repo / "again.pt").read_bytes() == first
+    info = Registry(repo).backend.stat(entry["storage_uri"])
+    assert info.sha256 == entry["sha256"]
+
+
+def test_wrong_bucket_is_a_clear_error(
+    repo: Path, model_file: Path, moto_url: str, s3_bucket
+) -> None:
+    configure(repo, f"provider: s3\nbucket: no-such-bucket\nendpoint_url: {moto_url}\n")
+    result = nexus("store", str(model_file), "m", code=3)
+    assert "the bucket 'no-such-bucket' does not exist" in result.stderr
+    assert not (repo / ".nexus_meta.json").exists()
+
+
+def test_wrong_gcs_bucket(repo: Path, model_file: Path, gcs_bucket) -> None:
+    configure(repo, "provider: gcs\nbucket: no-such-bucket\n")
+    result = nexus("store", str(model_file), "m", code=3)
+    assert "no-such-bucket" in result.stderr
+    assert not (repo / ".nexus_meta.json").exists()
+
+
+def test_unreachable_endpoint_names_it(repo: Path, model_file: Path, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    dead = f"http://127.0.0.1:{free_port()}"
+    configure(repo, f"provider: s3\nbucket: b\nendpoint_url: {dead}\nregion: us-east-1\n")
+    result = nexus("store", str(model_file), "m", code=3)
+    assert f"cannot reach the S3 endpoint {dead}" in result.stderr
+
+
+def test_no_credentials(repo: Path, model_file: Path, moto_url: str) -> None:
+    configure(repo, f"provider: s3\nbucket: b\nendpoint_url: {moto_url}\nregion: us-east-1\n")
+    result = nexus("store", str(model_file), "m", code=3)
+    assert "no AWS credentials were found" in result.stderr
+    assert "AWS_ACCESS_KEY_ID" in result.stderr
+
+
+def test_object_changed_behind_our_back(repo: Path, model_file: Path, moto_url, s3_bucket) -> None:
+    configure(repo, f"provider: s3\nbucket: {s3_bucket}\nendpoint_url: {moto_url}\n")
+    nexus("store", str(model_file), "m")
+    key = json.loads(nexus("list", "--json").stdout)[0]["storage_uri"]
+    client = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
+    client.put_object(Bucket=s3_bucket, Key=key, Body=os.urandom(model_file.stat().st_size))
+    (repo / "out.pt").write_bytes(b"keep me")
+    result = nexus("load", "latest", "out.pt", code=3)
+    assert "sha256" in result.stderr
+    assert (repo / "out.pt").read_bytes() == b"keep me"
+    assert not [p for p in repo.iterdir() if p.name.endswith(".part")]
+
+
+def test_existing_object_with_other_bytes_is_never_overwritten(
+    repo: Path, model_file: Path, moto_url, s3_bucket
+) -> None:
+    configure(repo, f"provider: s3\nbucket: {s3_bucket}\nendpoint_url: {moto_url}\n")
+    commit = git(repo, "rev-parse", "HEAD")
+    client = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
+    client.put_object(Bucket=s3_bucket, Key=f"m/{commit}.pt", Body=b"someone else's bytes")
+    result = nexus("store", str(model_file), "m", code=3)
+    assert "already holds other bytes" in result.stderr
+    body = client.get_object(Bucket=s3_bucket, Key=f"m/{commit}.pt")["Body"].read()
+    assert body == b"someone else's bytes"
+
+
+def test_s3_server_stopped_mid_upload_then_retry(repo: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+    client.create_bucket(Bucket="faulty")
+    configure(
+        repo,
+        f"provider: s3\nbucket: faulty\nendpoint_url: {url}\nregion: us-east-1\n"
+        "multipart_chunk_mb: 5\nmax_concurrency: 1\n",
+    )
+    model = tmp_path / "big.pt"
+    model.write_bytes(os.urandom(30 * 1024 * 1024))
+
+    class StopServerOnce:
+        stopped = False
+
+        def start(self, description: str, total: int):
+            def advance(n: int) -> None:
+                if description == "uploading" and not self.stopped:
+                    self.stopped = True
+                    server.stop()
+
+            return advance
+
+    try:
+        with pytest.raises(StorageError) as info:
+            Registry(repo).store(model, "big", progress=StopServerOnce())
+        assert url in info.value.message or "failed" in info.value.message
+        assert not (repo / ".nexus_meta.json").exists()
+
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        commit = git(repo, "rev-parse", "HEAD")
+        assert client.list_objects_v2(Bucket="faulty").get("KeyCount", 0) == 0
+        result = Registry(repo).store(model, "big")
+        assert result.entry.storage_uri == f"big/{commit}.pt"
+        head = client.head_object(Bucket="faulty", Key=f"big/{commit}.pt")
+        assert head["ContentLength"] == model.stat().st_size
+        Registry(repo).load("latest", tmp_path / "back.pt")
+        assert (tmp_path / "back.pt").read_bytes() == model.read_bytes()
+    finally:
+        server.stop()
