@@ -30,10 +30,13 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest --cov --cov-report=term:skip-covered
 
+DEMO ?= demo
+PORT ?= 8080
+MODEL_PORT ?= 8000
+
 up: $(STAMP)
-	@echo "make up: the serving stack (model server + proxy) is not built yet; see the issue" \
-	     "'The serving stack in one command'. Until then: nexus store / list / load / rollback."
-	@exit 1
+	$(BIN)/python -m examples.demo_workspace $(DEMO)
+	cd $(DEMO) && $(CURDIR)/$(BIN)/nexus serve --model-name demo --port $(PORT) --model-port $(MODEL_PORT)
 
 bench: $(STAMP)
 	$(BIN)/python bench/local_store.py

@@ -62,6 +62,15 @@ def info(message: str) -> None:
     console.print(message)
 
 
+_CHILD_STYLES = {"model": "cyan", "proxy": "magenta"}
+
+
+def child_log(name: str, line: str) -> None:
+    """One line of a child server's log, prefixed with its name."""
+    style = _CHILD_STYLES.get(name, "blue")
+    err_console.print(f"[{style}]{name:>5} |[/] {_escape(line)}")
+
+
 def print_json(data: Any) -> None:
     sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()

@@ -199,6 +199,7 @@ def create_app(
                 **state.entry.to_dict(),
                 "device": state.predictor.device,
                 "load_seconds": round(state.load_seconds, 3),
+                "example_input": state.predictor.example_item(),
             }
         )
 

@@ -52,6 +52,10 @@ class Predictor(ABC):
     def warmup(self) -> None:  # noqa: B027  # optional hook
         """Run one small batch so the first request does not pay for lazy initialisation."""
 
+    def example_item(self) -> Any:
+        """An item this model accepts (for docs and `nexus serve`'s curl line), if known."""
+        return None
+
 
 class TensorPredictor(Predictor):
     """Shared decoding and grouping for models that take one float tensor."""
@@ -90,6 +94,10 @@ class TensorPredictor(Predictor):
         if self.item_shape is not None:
             self.forward(np.zeros((1, *self.item_shape), dtype=self.input_dtype))
 
+    def example_item(self) -> Any:
+        shape = self.item_shape
+        return None if shape is None else {"input": np.zeros(shape).tolist()}
+
     def _decode(self, item: Any) -> np.ndarray:
         if not isinstance(item, dict) or "input" not in item:
             raise ItemError('each item must be an object {"input": <nested list of numbers>}.')
@@ -121,6 +129,10 @@ class TorchPredictor(TensorPredictor):
         self._module = module.to(device=device, dtype=self._dtype).eval()
         self.item_shape = None
         self._warmup_shape = warmup_shape
+
+    def example_item(self) -> Any:
+        shape = self._warmup_shape
+        return None if shape is None else {"input": np.zeros(shape).tolist()}
 
     def forward(self, batch: np.ndarray) -> list[Any]:
         with torch.inference_mode():
@@ -199,6 +211,9 @@ class HandlerPredictor(Predictor):
         hook = getattr(self._handler, "warmup", None)
         if hook is not None:
             hook()
+
+    def example_item(self) -> Any:
+        return getattr(self._handler, "example", None)
 
 
 def resolve_device(requested: str | None) -> str:

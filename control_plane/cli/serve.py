@@ -1,0 +1,81 @@
+"""`nexus serve`: the model server and the batching proxy, wired together, in one command."""
+
+from __future__ import annotations
+
+import json
+import signal
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from control_plane import ui
+from control_plane.cli.app import ModelNameOption, command
+from control_plane.registry import Registry
+from control_plane.serve import ServeOptions, Supervisor, example_item
+
+
+@command("serve")
+def serve(
+    model_name: ModelNameOption = None,
+    model_ref: Annotated[
+        str, typer.Option("--ref", help="Version: latest, a commit hash or a 4+ char prefix.")
+    ] = "latest",
+    host: Annotated[str, typer.Option(help="Address the proxy listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Proxy port (clients POST /predict here).")] = 8080,
+    model_port: Annotated[int, typer.Option(help="Model server port (127.0.0.1 only).")] = 8000,
+    device: Annotated[str | None, typer.Option(help="cuda, cuda:N or cpu.")] = None,
+    handler: Annotated[str | None, typer.Option(help="module:Class for custom models.")] = None,
+    eager: Annotated[
+        bool, typer.Option("--eager/--no-eager", help="Send at once when the model is idle.")
+    ] = True,
+    startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for ready.")] = 600.0,
+) -> None:
+    """Serve a stored model: the model server plus the batching proxy in front of it."""
+    registry = Registry()
+    entry = registry.resolve(model_ref, model_name)  # fail fast, with the registry's message
+    options = ServeOptions(
+        repo=registry.root,
+        model_name=entry.model_name,
+        model_ref=entry.commit_hash,
+        host=host,
+        port=port,
+        model_port=model_port,
+        device=device,
+        handler=handler,
+        eager=eager,
+        startup_timeout_s=startup_timeout,
+    )
+    supervisor = Supervisor(options, ui.child_log)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        supervisor.request_stop()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    ui.info(f"Starting [bold]{entry.label}[/] ...")
+    try:
+        info = supervisor.start()
+        _announce(supervisor, info, host, port)
+        supervisor.wait()
+        ui.info("Stopping ...")
+    except KeyboardInterrupt:
+        ui.info("Interrupted; stopping ...")
+        raise
+    finally:
+        supervisor.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _announce(supervisor: Supervisor, info: dict[str, object], host: str, port: int) -> None:
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{shown_host}:{port}/predict"
+    item = example_item(info) or {"input": "<your input>"}
+    ui.info(
+        f"Serving [bold]{info.get('model_name')}@{str(info.get('commit_hash'))[:7]}[/] on "
+        f"{info.get('device')}: proxy pid {supervisor.proxy.pid} on {host}:{port}, "
+        f"model server pid {supervisor.model.pid} on 127.0.0.1:{supervisor.options.model_port}"
+    )
+    ui.info("Send requests with:")
+    body = json.dumps(item, separators=(",", ":"))
+    ui.info(f"  curl -s {url} -H 'content-type: application/json' -d '{body}'")
+    ui.info("Press Ctrl-C to stop.")

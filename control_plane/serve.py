@@ -1,0 +1,199 @@
+"""Run the model server and the batching proxy as two child processes, wired together.
+
+The supervisor starts both, waits until each answers `/ready`, relays their
+logs with a prefix, and stops both when asked (SIGTERM/Ctrl-C) or when either
+dies, reporting why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from control_plane.errors import NexusError
+
+LogSink = Callable[[str, str], None]
+"""Called with (child name, one log line)."""
+
+
+class ServeError(NexusError):
+    """A child could not start, or died while serving."""
+
+
+@dataclass
+class ServeOptions:
+    repo: Path
+    model_name: str | None = None
+    model_ref: str = "latest"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    model_port: int = 8000
+    device: str | None = None
+    handler: str | None = None
+    eager: bool = True
+    extra_proxy_args: Sequence[str] = ()
+    startup_timeout_s: float = 600.0
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    ready_url: str
+    process: subprocess.Popen[bytes] | None = None
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def exit_code(self) -> int | None:
+        return self.process.poll() if self.process else None
+
+
+class Supervisor:
+    def __init__(self, options: ServeOptions, log: LogSink) -> None:
+        self.options = options
+        self._log = log
+        self._stop = threading.Event()
+        model_url = f"http://127.0.0.1:{options.model_port}"
+        model_args = [
+            sys.executable,
+            "-m",
+            "model_server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(options.model_port),
+            "--repo",
+            str(options.repo),
+            "--model-ref",
+            options.model_ref,
+        ]
+        if options.model_name:
+            model_args += ["--model-name", options.model_name]
+        if options.device:
+            model_args += ["--device", options.device]
+        if options.handler:
+            model_args += ["--handler", options.handler]
+        proxy_args = [
+            sys.executable,
+            "-m",
+            "batch_proxy",
+            "--host",
+            options.host,
+            "--port",
+            str(options.port),
+            "--upstream",
+            model_url,
+            "--eager" if options.eager else "--no-eager",
+            *options.extra_proxy_args,
+        ]
+        self.model = Child("model", model_args, model_url + "/ready")
+        self.proxy = Child("proxy", proxy_args, f"http://127.0.0.1:{options.port}/ready")
+
+    @property
+    def children(self) -> tuple[Child, Child]:
+        return self.model, self.proxy
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def start(self) -> dict[str, Any]:
+        """Start both; return the model server's /model once both are ready."""
+        self._spawn(self.model)
+        self._wait_ready(self.model)
+        self._spawn(self.proxy)
+        self._wait_ready(self.proxy)
+        return _get_json(f"http://127.0.0.1:{self.options.model_port}/model")
+
+    def wait(self) -> None:
+        """Block until a stop is requested or a child dies (then raise ServeError)."""
+        while not self._stop.wait(0.2):
+            for child in self.children:
+                code = child.exit_code()
+                if code is not None:
+                    raise ServeError(self._death_message(child, code))
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM both (the proxy first, so it drains into a live model), then wait."""
+        for child in (self.proxy, self.model):
+            if child.process and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+                try:
+                    child.process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    child.process.kill()
+                    child.process.wait()
+
+    def _spawn(self, child: Child) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        child.process = subprocess.Popen(
+            child.args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        threading.Thread(target=self._relay, args=(child,), daemon=True).start()
+
+    def _relay(self, child: Child) -> None:
+        assert child.process is not None
+        assert child.process.stdout is not None
+        for raw in child.process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            child.tail.append(line)
+            self._log(child.name, line)
+
+    def _wait_ready(self, child: Child) -> None:
+        deadline = time.monotonic() + self.options.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._stop.is_set():
+                raise ServeError("stopped before the servers were ready.")
+            code = child.exit_code()
+            if code is not None:
+                raise ServeError(self._death_message(child, code))
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(child.ready_url, timeout=2) as response,
+            ):
+                if response.status == 200:
+                    return
+            time.sleep(0.2)
+        raise ServeError(
+            f"the {child.name} server was not ready within {self.options.startup_timeout_s:.0f} s."
+        )
+
+    def _death_message(self, child: Child, code: int) -> str:
+        time.sleep(0.2)  # let the relay thread catch the last lines
+        errors = [line for line in child.tail if line.startswith("Error:")]
+        reason = (
+            errors[-1].removeprefix("Error:").strip()
+            if errors
+            else (child.tail[-1] if child.tail else "no output")
+        )
+        return f"the {child.name} server exited with code {code}: {reason}"
+
+
+def example_item(model_info: dict[str, Any]) -> Any:
+    """An item the model accepts, for the printed curl line; None when unknown."""
+    return model_info.get("example_input")
+
+
+def _get_json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        data = json.loads(response.read())
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,154 @@
+"""`nexus serve` end to end: S3 (moto over HTTP) -> model server -> proxy -> 100 clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+from control_plane import Registry
+from tests.conftest import commit_all
+from tests.models import IN_FEATURES, make_torchscript
+from tests.servers import console_script, free_port
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def metric(text: str, pattern: str) -> float:
+    found = re.search(pattern, text)
+    assert found is not None, pattern
+    return float(found.group(1))
+
+
+async def predict_all(url: str, inputs: np.ndarray) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        return await asyncio.gather(
+            *(client.post(url, json={"input": row.tolist()}) for row in inputs)
+        )
+
+
+def test_nexus_serve_end_to_end_on_s3(repo: Path, tmp_path: Path, moto_url, s3_bucket) -> None:
+    (repo / ".nexusrc").write_text(
+        f"provider: s3\nbucket: {s3_bucket}\nendpoint_url: {moto_url}\nregion: us-east-1\n"
+    )
+    commit_all(repo, "use s3")
+    model = make_torchscript(tmp_path / "mlp.pt")
+    Registry(repo).store(tmp_path / "mlp.pt", "e2e")
+    port, model_port = free_port(), free_port()
+    env = dict(os.environ, NEXUS_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.Popen(
+        [console_script("nexus"), "serve", "--port", str(port), "--model-port", str(model_port)],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "Press Ctrl-C" in line or proc.poll() is not None:
+                break
+        output = "".join(lines)
+        assert "Press Ctrl-C" in output, output
+        curl = re.search(r"curl -s (\S+) .* -d '(.+)'", output)
+        assert curl is not None
+        assert httpx.post(curl.group(1), content=curl.group(2), timeout=30).status_code == 200
+
+        inputs = np.random.default_rng(0).standard_normal((100, IN_FEATURES)).astype(np.float32)
+        replies = asyncio.run(predict_all(f"http://127.0.0.1:{port}/predict", inputs))
+        with torch.inference_mode():
+            expected = model(torch.from_numpy(inputs)).numpy()
+        for reply, want in zip(replies, expected, strict=True):
+            assert reply.status_code == 200
+            np.testing.assert_allclose(reply.json()["output"], want, rtol=1e-5, atol=1e-6)
+
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        count = metric(metrics, r"nexus_proxy_batch_size_count (\S+)")
+        singles = metric(metrics, r'nexus_proxy_batch_size_bucket\{le="1.0"\} (\S+)')
+        assert count > singles  # some batches held more than one item
+        assert count < 100
+
+        kids = children_of(proc.pid)
+        assert len(kids) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert not any(alive(pid) for pid in kids)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_nexus_serve_without_a_model_fails_clearly(repo: Path) -> None:
+    done = subprocess.run(
+        [
+            console_script("nexus"),
+            "serve",
+            "--port",
+            str(free_port()),
+            "--model-port",
+            str(free_port()),
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "Error: no models are stored yet." in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_nexus_serve_reports_a_model_server_that_cannot_start(repo: Path, tmp_path: Path) -> None:
+    (tmp_path / "junk.bin").write_bytes(b"not a model at all")
+    Registry(repo).store(tmp_path / "junk.bin", "junk")
+    done = subprocess.run(
+        [
+            console_script("nexus"),
+            "serve",
+            "--port",
+            str(free_port()),
+            "--model-port",
+            str(free_port()),
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=dict(os.environ, NEXUS_CACHE_DIR=str(tmp_path / "cache")),
+    )
+    assert done.returncode == 1
+    assert "the model server exited with code 1" in done.stderr
+    assert "not a format the server knows" in done.stderr
