@@ -39,9 +39,15 @@ def make_metadata(entries: int) -> bytes:
                 "sha256": hashlib.sha256(str(i).encode()).hexdigest(),
                 "format": "torchscript",
                 "metrics": {"accuracy": (i % 1000) / 1000},
+                "tags": {"team": "vision" if i % 3 else "nlp"},
+                "stage": ("production", "staging", None, "archived")[i % 4],
+                "status": ("approved", "pending_review")[i % 2],
             }
         )
-    return orjson.dumps({"schema_version": 1, "models": models}, option=orjson.OPT_INDENT_2)
+    return orjson.dumps(
+        {"schema_version": 1, "models": models},
+        option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY,
+    )
 
 
 def main() -> None:
@@ -62,11 +68,28 @@ def main() -> None:
         listing = best_of(args.runs, lambda i: run("list"))
         as_json = best_of(args.runs, lambda i: run("list", "--json"))
         one_model = best_of(args.runs, lambda i: run("list", "--model-name", "model_7"))
+        filtered = best_of(
+            args.runs,
+            lambda i: run(
+                "list",
+                "--stage",
+                "production",
+                "--metric",
+                "accuracy>=0.5",
+                "--tag",
+                "team=vision",
+                "--sort",
+                "accuracy",
+                "--limit",
+                "20",
+            ),
+        )
     rows = [
         ["nexus --help (start-up floor)", f"{startup:.3f}"],
         ["nexus list", f"{listing:.3f}"],
         ["nexus list --json", f"{as_json:.3f}"],
         ["nexus list --model-name (2% of rows)", f"{one_model:.3f}"],
+        ["nexus list --stage --metric --tag --sort --limit", f"{filtered:.3f}"],
     ]
     print(f"{args.entries} entries ({len(data) / 2**20:.1f} MiB file), best of {args.runs}")
     print(table(["command", "seconds"], rows))
@@ -74,7 +97,13 @@ def main() -> None:
         "list_large",
         {
             "entries": args.entries,
-            "seconds": {"startup": startup, "list": listing, "json": as_json, "one": one_model},
+            "seconds": {
+                "startup": startup,
+                "list": listing,
+                "json": as_json,
+                "one": one_model,
+                "filtered": filtered,
+            },
             "target_seconds": 1.0,
         },
     )

@@ -44,6 +44,8 @@ class NexusConfig:
     path: str | None = None
     multipart_chunk_mb: int = 64
     max_concurrency: int = 8
+    require_approval: bool = False
+    dedup_by_config: bool = False
     sources: tuple[str, ...] = field(default=(), compare=False)
 
     def local_root(self, repo_root: Path) -> Path:
@@ -58,6 +60,9 @@ class NexusConfig:
 
 _KEYS = {f.name for f in fields(NexusConfig)} - {"sources"}
 _INT_KEYS = {"multipart_chunk_mb", "max_concurrency"}
+_BOOL_KEYS = {"require_approval", "dedup_by_config"}
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
 _ENV_PREFIX = "NEXUS_"
 _ENV_ALIASES = {"NEXUS_STORE_PATH": "path"}
 
@@ -138,6 +143,13 @@ def _build(values: dict[str, Any], sources: tuple[str, ...]) -> NexusConfig:
 
 
 def _coerce(key: str, value: Any) -> Any:
+    if key in _BOOL_KEYS:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE | _FALSE:
+            return text in _TRUE
+        raise ConfigError(f"'{key}' must be true or false, not {value!r}.")
     if key in _INT_KEYS:
         try:
             number = int(value)

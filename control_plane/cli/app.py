@@ -16,7 +16,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
-from control_plane import ui
+from control_plane import query, ui
 from control_plane.errors import NexusError, UsageError
 from control_plane.registry import Registry
 
@@ -110,8 +110,25 @@ def store(
         list[str] | None, typer.Option("--param", help="KEY=VALUE, repeatable.")
     ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE, repeatable.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Who owns this model.")] = None,
+    training_data: Annotated[
+        str | None, typer.Option(help="URI of the dataset version it was trained on.")
+    ] = None,
+    base_model: Annotated[str | None, typer.Option(help="The model it starts from.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Training config (YAML/JSON): hashed, kept as params.")
+    ] = None,
+    parent: Annotated[
+        list[str] | None, typer.Option(help="MODEL@REF it derives from; repeatable.")
+    ] = None,
+    lineage_type: Annotated[
+        str | None, typer.Option(help="fine_tune, distillation or merge.")
+    ] = None,
     allow_dirty: Annotated[
         bool, typer.Option("--allow-dirty", help="Store despite uncommitted changes (recorded).")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Store even if dedup_by_config finds a twin.")
     ] = False,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
@@ -126,11 +143,21 @@ def store(
             metrics=parse_metrics(metric),
             params=parse_params(param),
             tags=parse_pairs(tag, "tag"),
+            owner=owner,
+            training_data=training_data,
+            base_model=base_model,
+            config_file=config,
+            parents=parent or (),
+            lineage_type=lineage_type,
             allow_dirty=allow_dirty,
+            force=force,
             progress=progress,
         )
     for text in result.warnings:
         ui.warning(text)
+    if not as_json:
+        for text in result.notes:
+            ui.info(text)
     entry = result.entry
     if as_json:
         ui.print_json({"already_stored": result.already_stored, "entry": entry.to_dict()})
@@ -148,10 +175,34 @@ def store(
 @command("list")
 def list_(
     model_name: ModelNameOption = None,
+    stage: Annotated[str | None, typer.Option(help="staging, production or archived.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="pending_review, approved or rejected.")
+    ] = None,
+    metric: Annotated[
+        list[str] | None, typer.Option(help="e.g. 'accuracy>=0.9'; repeatable.")
+    ] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE; repeatable.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only this owner's versions.")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Only versions of this base.")] = None,
+    since: Annotated[str | None, typer.Option(help="Stored on or after DATE.")] = None,
+    sort: Annotated[str | None, typer.Option(help="Sort by this metric, highest first.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most N versions.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List stored versions, newest first."""
-    entries = Registry().list(model_name)
+    """List stored versions, newest first, with optional filters."""
+    filters = [query.metric(m) for m in metric or []] + [query.tag(t) for t in tag or []]
+    if stage:
+        filters.append(query.stage(stage))
+    if status:
+        filters.append(query.status(status))
+    if owner:
+        filters.append(query.owner(owner))
+    if base_model:
+        filters.append(query.base_model(base_model))
+    if since:
+        filters.append(query.since(since))
+    entries = Registry().list(model_name, filters=filters, sort_metric=sort, limit=limit)
     if as_json:
         ui.print_json([entry.to_dict() for entry in entries])
     else:

@@ -65,7 +65,12 @@ def test_seed_file_survives_a_rewrite_with_unknown_fields(repo: Path) -> None:
     assert rewritten["schema_version"] == 1
     assert rewritten["models"][1]["approved_by"] == "grace"
     assert [m["is_latest"] for m in rewritten["models"]] == [False, True]
-    assert rewritten["models"][0] == SEED_FILE["models"][0] | {"is_latest": False}
+    first = rewritten["models"][0]
+    assert {k: first[k] for k in SEED_FILE["models"][0]} == SEED_FILE["models"][0] | {
+        "is_latest": False
+    }
+    assert first["history"][0]["what"] == "latest"
+    assert (first["history"][0]["from"], first["history"][0]["to"]) == (True, False)
 
 
 def test_corrupt_file_reports_line_and_column_and_is_never_overwritten(

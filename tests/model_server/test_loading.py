@@ -87,3 +87,12 @@ def test_bad_handler_and_device(stored, repo, tmp_path) -> None:
         load_model(settings(repo, tmp_path, model_name="mlp_ts", device="tpu"))
     with pytest.raises(ModelLoadError, match="needs a GPU"):
         load_model(settings(repo, tmp_path, model_name="mlp_ts", dtype="float16"))
+
+
+def test_serves_the_production_version(stored, repo, tmp_path) -> None:
+    registry = Registry(repo)
+    with pytest.raises(NotFoundError, match="no version in production"):
+        load_model(settings(repo, tmp_path, model_name="mlp_ts", model_ref="production"))
+    registry.promote("latest", "mlp_ts", "production")
+    entry, _ = load_model(settings(repo, tmp_path, model_name="mlp_ts", model_ref="production"))
+    assert entry.stage == "production"

@@ -1,0 +1,80 @@
+"""Lifecycle commands: promote, archive, approve, reject, lineage, history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from control_plane import ui
+from control_plane.cli.app import JsonOption, command
+from control_plane.registry import Registry
+
+RefArgument = Annotated[str, typer.Argument(help="latest, staging, production or a commit prefix.")]
+ModelArgument = Annotated[str, typer.Argument(help="The model.")]
+
+
+@command("promote")
+def promote(
+    ref: RefArgument,
+    model_name: ModelArgument,
+    stage: Annotated[str, typer.Option(help="staging or production.")],
+    archive_previous: Annotated[
+        bool, typer.Option("--archive-previous", help="Archive the version that held the stage.")
+    ] = False,
+) -> None:
+    """Give a version the staging or production stage (the holder before loses it)."""
+    entry, previous = Registry().promote(ref, model_name, stage, archive_previous=archive_previous)
+    before = ""
+    if previous is not None:
+        before = f" ({previous.short_hash} {'archived' if archive_previous else 'lost it'})"
+    ui.info(f"{entry.label} is now in {stage}{before}.")
+    ui.info("Commit the metadata: git add .nexus_meta.json && git commit -m 'Promote model'")
+
+
+@command("archive")
+def archive(ref: RefArgument, model_name: ModelArgument) -> None:
+    """Archive a version (it stays stored and loadable)."""
+    entry = Registry().archive(ref, model_name)
+    ui.info(f"{entry.label} is archived.")
+
+
+@command("approve")
+def approve(ref: RefArgument, model_name: ModelArgument) -> None:
+    """Mark a version approved (needed for production when require_approval is on)."""
+    entry = Registry().approve(ref, model_name)
+    ui.info(f"{entry.label} is approved.")
+
+
+@command("reject")
+def reject(
+    ref: RefArgument,
+    model_name: ModelArgument,
+    reason: Annotated[str, typer.Option(help="Why it was rejected.")],
+) -> None:
+    """Mark a version rejected, with a reason."""
+    entry = Registry().reject(ref, model_name, reason)
+    ui.info(f"{entry.label} is rejected: {reason}")
+
+
+@command("lineage")
+def lineage(
+    model_ref: Annotated[str, typer.Argument(help="MODEL@REF, e.g. resnet@a1b2c3d.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show a version's ancestors and descendants."""
+    tree = Registry().lineage(model_ref)
+    if as_json:
+        ui.print_json(tree)
+    else:
+        ui.lineage_tree(tree)
+
+
+@command("history")
+def history(model_name: ModelArgument, as_json: JsonOption = False) -> None:
+    """Every change of stage, status or latest of a model's versions."""
+    events = Registry().history(model_name)
+    if as_json:
+        ui.print_json(events)
+    else:
+        ui.history_table(model_name, events)

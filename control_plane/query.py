@@ -1,0 +1,109 @@
+"""Composable filters over versions, shared by `nexus list` and the Python API.
+
+from control_plane import query
+registry.list("resnet", filters=[query.stage("production"), query.metric("accuracy>=0.9")])
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+
+from control_plane.errors import UsageError
+from control_plane.lifecycle import STAGE_VALUES, STATUSES
+from control_plane.metadata import ModelEntry
+
+Filter = Callable[[ModelEntry], bool]
+
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+_METRIC = re.compile(
+    r"^\s*([A-Za-z0-9_.\-/]+)\s*(>=|<=|==|!=|>|<)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$"
+)
+
+
+def stage(name: str) -> Filter:
+    if name not in STAGE_VALUES:
+        raise UsageError(f"--stage must be one of {', '.join(STAGE_VALUES)}, not '{name}'.")
+    return lambda e: e.stage == name
+
+
+def status(name: str) -> Filter:
+    if name not in STATUSES:
+        raise UsageError(f"--status must be one of {', '.join(STATUSES)}, not '{name}'.")
+    return lambda e: e.status == name
+
+
+def metric(expression: str) -> Filter:
+    """`accuracy>=0.9`: versions without the metric never match."""
+    found = _METRIC.match(expression)
+    if not found:
+        raise UsageError(
+            f"'{expression}' is not a metric filter.",
+            hint="write NAME OP NUMBER with OP one of >= > <= < == !=, e.g. 'accuracy>=0.9'",
+        )
+    name, op, number = found.group(1), _OPERATORS[found.group(2)], float(found.group(3))
+
+    def matches(entry: ModelEntry) -> bool:
+        value = (entry.metrics or {}).get(name)
+        return isinstance(value, int | float) and op(value, number)
+
+    return matches
+
+
+def tag(pair: str) -> Filter:
+    key, sep, value = pair.partition("=")
+    if not sep or not key:
+        raise UsageError(f"--tag expects KEY=VALUE, got '{pair}'.")
+    return lambda e: (e.tags or {}).get(key) == value
+
+
+def owner(name: str) -> Filter:
+    return lambda e: e.owner == name
+
+
+def base_model(name: str) -> Filter:
+    return lambda e: e.base_model == name
+
+
+def since(date: str) -> Filter:
+    """Versions stored at or after DATE (YYYY-MM-DD or an ISO timestamp; UTC if naive)."""
+    try:
+        moment = datetime.fromisoformat(date)
+    except ValueError:
+        raise UsageError(
+            f"--since expects a date like 2024-01-31 or 2024-01-31T12:00, not '{date}'."
+        ) from None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return lambda e: e.created >= moment
+
+
+def apply(
+    entries: Iterable[ModelEntry],
+    filters: Sequence[Filter] = (),
+    *,
+    sort_metric: str | None = None,
+    limit: int | None = None,
+) -> list[ModelEntry]:
+    """Filter (all must match), sort by a metric descending if asked, then cut to `limit`."""
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1, not {limit}.")
+    chosen = [e for e in entries if all(f(e) for f in filters)] if filters else list(entries)
+    if sort_metric:
+        with_metric = [
+            e for e in chosen if isinstance((e.metrics or {}).get(sort_metric), int | float)
+        ]
+        without = (
+            [e for e in chosen if e not in with_metric] if len(with_metric) < len(chosen) else []
+        )
+        with_metric.sort(key=lambda e: (e.metrics or {})[sort_metric], reverse=True)
+        chosen = with_metric + without
+    return chosen[:limit] if limit is not None else chosen
