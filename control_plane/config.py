@@ -13,8 +13,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from control_plane.errors import ConfigError
 
 CONFIG_FILENAME = ".nexusrc"
@@ -89,6 +87,8 @@ def load_config(repo_root: Path, environ: Mapping[str, str] | None = None) -> Ne
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    import yaml  # only when a .nexusrc exists
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.MarkedYAMLError as exc:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
 import orjson
-from filelock import FileLock, Timeout
 
 from control_plane.errors import MetadataError
 
@@ -299,6 +298,8 @@ class MetadataFile:
 
         If the caller raises, nothing is written.
         """
+        from filelock import FileLock, Timeout  # only writers need it
+
         self._lock_path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self._lock_path), timeout=LOCK_TIMEOUT_S)
         try:

@@ -15,8 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -159,6 +157,9 @@ class Supervisor:
             self._log(child.name, line)
 
     def _wait_ready(self, child: Child) -> None:
+        import urllib.error
+        import urllib.request
+
         deadline = time.monotonic() + self.options.startup_timeout_s
         while time.monotonic() < deadline:
             if self._stop.is_set():
@@ -194,6 +195,8 @@ def example_item(model_info: dict[str, Any]) -> Any:
 
 
 def _get_json(url: str) -> dict[str, Any]:
+    import urllib.request
+
     with urllib.request.urlopen(url, timeout=5) as response:
         data = json.loads(response.read())
     return data if isinstance(data, dict) else {}

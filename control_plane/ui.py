@@ -10,42 +10,24 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
 from control_plane.errors import NexusError
 from control_plane.hashing import ProgressCallback
 from control_plane.metadata import ModelEntry
+from control_plane.units import human_size
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 RICH_TABLE_MAX_ROWS = 2000
 _HEADERS = ("MODEL", "COMMIT", "SIZE", "STORED", "LATEST", "STAGE", "STATUS", "FORMAT")
-
-
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-def human_size(size: int | None) -> str:
-    """1536 -> '1.5 KiB'; a table of 100,000 rows calls this 100,000 times."""
-    if size is None:
-        return "?"
-    if size < 1024:
-        return f"{size} B"
-    exp = min((size.bit_length() - 1) // 10, len(_UNITS) - 1)
-    return f"{size / (1 << (10 * exp)):.1f} {_UNITS[exp]}"
 
 
 def error(exc: NexusError) -> None:
@@ -80,34 +62,38 @@ def entries_table(entries: Sequence[ModelEntry]) -> None:
     if not entries:
         console.print("No models stored yet. Run 'nexus store PATH MODEL_NAME'.")
         return
-    columns = _columns(entries)
-    if console.is_terminal and len(entries) <= RICH_TABLE_MAX_ROWS:
+    rows = _rows(entries)
+    if console.is_terminal and len(rows) <= RICH_TABLE_MAX_ROWS:
+        from rich.table import Table
+
         table = Table(*_HEADERS, header_style="bold")
-        for row in zip(*columns, strict=True):
+        for row in rows:
             table.add_row(*(_escape(cell) for cell in row))
         console.print(table)
         return
     # Plain fast path: one %-format per row (100,000 rows in a fraction of a second).
-    widths = [max(len(h), *map(len, col)) for h, col in zip(_HEADERS, columns, strict=True)]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_HEADERS)]
     template = "  ".join(f"%-{w}s" for w in widths[:-1]) + "  %s"
     lines = [template % _HEADERS]
-    lines.extend([template % row for row in zip(*columns, strict=True)])
+    lines.extend([template % row for row in rows])
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
 
 
-def _columns(entries: Sequence[ModelEntry]) -> list[list[str]]:
-    # Straight from each entry's dict: 100,000 rows x 8 columns of attribute calls add up.
-    rows = [e.data for e in entries]
+def _rows(entries: Sequence[ModelEntry]) -> list[tuple[str, ...]]:
+    # Straight from each entry's dict: 100,000 rows x 8 attribute calls add up.
     return [
-        [d["model_name"] for d in rows],
-        [d["commit_hash"][:7] for d in rows],
-        [human_size(d.get("file_size")) for d in rows],
-        [str(d.get("timestamp") or "?").replace("T", " ")[:19] for d in rows],
-        ["*" if d.get("is_latest") else "" for d in rows],
-        [str(d.get("stage") or "") for d in rows],
-        [str(d.get("status") or "") for d in rows],
-        [str(d.get("format") or "") for d in rows],
+        (
+            d["model_name"],
+            d["commit_hash"][:7],
+            human_size(d.get("file_size")),
+            str(d.get("timestamp") or "?").replace("T", " ")[:19],
+            "*" if d.get("is_latest") else "",
+            str(d.get("stage") or ""),
+            str(d.get("status") or ""),
+            str(d.get("format") or ""),
+        )
+        for d in (e.data for e in entries)
     ]
 
 
@@ -146,6 +132,8 @@ def history_table(model_name: str, events: Sequence[dict[str, Any]]) -> None:
     if not events:
         console.print(f"No recorded changes for {model_name}.")
         return
+    from rich.table import Table
+
     table = Table("WHEN", "COMMIT", "WHAT", "FROM", "TO", "WHO", header_style="bold")
     for event in events:
         table.add_row(
@@ -170,6 +158,15 @@ def transfer_progress(enabled: bool) -> Iterator[_RichReporter | None]:
     if not enabled or not err_console.is_terminal:
         yield None
         return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (
         TextColumn("{task.description:<11}"),
         BarColumn(),

@@ -19,6 +19,7 @@ import typer
 from control_plane import query, ui
 from control_plane.errors import NexusError, UsageError
 from control_plane.registry import Registry
+from control_plane.units import human_size
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -168,7 +169,7 @@ def store(
     note = "" if result.uploaded else " (the store already held these bytes)"
     ui.info(f"Stored [bold]{entry.model_name}[/] at commit [bold]{entry.commit_hash}[/]{note}")
     ui.info(f"  uri:  {registry.backend.uri(entry.storage_uri)}")
-    ui.info(f"  size: {ui.human_size(entry.file_size)}   sha256: {entry.sha256}")
+    ui.info(f"  size: {human_size(entry.file_size)}   sha256: {entry.sha256}")
     ui.info("Commit the metadata: git add .nexus_meta.json && git commit -m 'Store model'")
 
 
@@ -219,7 +220,7 @@ def load(
     """Download a version, verify its size and sha256, and write it to DEST."""
     with ui.transfer_progress(not quiet) as progress:
         entry, path = Registry().load(ref, dest, model_name=model_name, progress=progress)
-    ui.info(f"Loaded [bold]{entry.label}[/] to {path} ({ui.human_size(entry.file_size)}, verified)")
+    ui.info(f"Loaded [bold]{entry.label}[/] to {path} ({human_size(entry.file_size)}, verified)")
 
 
 @command("rollback")
