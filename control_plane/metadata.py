@@ -12,7 +12,7 @@ import contextlib
 import gc
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,14 +124,7 @@ class ModelEntry:
     @property
     def created(self) -> datetime:
         """The timestamp as an aware datetime; the seed's naive times are read as UTC."""
-        stamp = self.timestamp
-        if not stamp:
-            return _EPOCH
-        try:
-            moment = datetime.fromisoformat(stamp)
-        except (TypeError, ValueError):
-            return _EPOCH
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return parse_timestamp(self.timestamp)
 
     @property
     def label(self) -> str:
@@ -172,6 +165,17 @@ class ModelEntry:
 
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def parse_timestamp(stamp: Any) -> datetime:
+    """An aware datetime; naive times (the seed's) are read as UTC, junk as the epoch."""
+    if not stamp:
+        return _EPOCH
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except (TypeError, ValueError):
+        return _EPOCH
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _wrap_all(models: list[Any]) -> list[ModelEntry]:
@@ -279,9 +283,18 @@ def _gc_paused() -> Iterator[None]:
 class MetadataFile:
     """`.nexus_meta.json` on disk, read freely and rewritten only under a lock."""
 
-    def __init__(self, path: Path, lock_path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        lock_path: Path,
+        on_write: Callable[[bytes, MetadataDocument], None] | None = None,
+    ) -> None:
         self.path = path
         self._lock_path = lock_path
+        self._on_write = on_write
+
+    def parse(self, data: bytes) -> MetadataDocument:
+        return parse_document(data, self.path)
 
     def read(self) -> MetadataDocument:
         try:
@@ -312,7 +325,10 @@ class MetadataFile:
         try:
             document = self.read()
             yield document
-            atomic_write(self.path, document.to_bytes())
+            data = document.to_bytes()
+            atomic_write(self.path, data)
+            if self._on_write is not None:
+                self._on_write(data, document)
         finally:
             lock.release()
 

@@ -10,12 +10,35 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
 
 from control_plane.errors import UsageError
 from control_plane.lifecycle import STAGE_VALUES, STATUSES
-from control_plane.metadata import ModelEntry
 
-Filter = Callable[[ModelEntry], bool]
+
+class Filterable(Protocol):
+    """What filters read: a full ModelEntry or a listing Summary."""
+
+    @property
+    def stage(self) -> str | None: ...
+    @property
+    def status(self) -> str | None: ...
+    @property
+    def owner(self) -> str | None: ...
+    @property
+    def base_model(self) -> str | None: ...
+    @property
+    def metrics(self) -> dict[str, float] | None: ...
+    @property
+    def tags(self) -> dict[str, str] | None: ...
+    @property
+    def created(self) -> datetime: ...
+
+
+Filter = Callable[[Any], bool]
+"""A predicate over a Filterable: a ModelEntry or a listing Summary."""
+
+F = TypeVar("F", bound=Filterable)
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -52,7 +75,7 @@ def metric(expression: str) -> Filter:
         )
     name, op, number = found.group(1), _OPERATORS[found.group(2)], float(found.group(3))
 
-    def matches(entry: ModelEntry) -> bool:
+    def matches(entry: Filterable) -> bool:
         value = (entry.metrics or {}).get(name)
         return isinstance(value, int | float) and op(value, number)
 
@@ -87,12 +110,12 @@ def since(date: str) -> Filter:
 
 
 def apply(
-    entries: Iterable[ModelEntry],
+    entries: Iterable[F],
     filters: Sequence[Filter] = (),
     *,
     sort_metric: str | None = None,
     limit: int | None = None,
-) -> list[ModelEntry]:
+) -> list[F]:
     """Filter (all must match), sort by a metric descending if asked, then cut to `limit`."""
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1, not {limit}.")

@@ -19,9 +19,9 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from control_plane import lifecycle, query
+from control_plane import lifecycle, listing, query
 from control_plane.config import NexusConfig, load_config
 from control_plane.errors import (
     AmbiguousRefError,
@@ -49,6 +49,8 @@ from control_plane.storage import StorageBackend, open_backend
 
 if TYPE_CHECKING:
     from control_plane.git import GitRepo
+
+V = TypeVar("V", ModelEntry, listing.Summary)
 
 WORKDIR = ".nexus"
 _MODEL_NAME = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,128}$")
@@ -106,8 +108,11 @@ class Registry:
         self._git: GitRepo | None = None
         self.config = config or load_config(self.root, environ)
         self.backend = backend or open_backend(self.config, self.root)
+        self._index_path = self.root / WORKDIR / "list-index"
         self.metadata = MetadataFile(
-            self.root / METADATA_FILENAME, self.root / WORKDIR / "meta.lock"
+            self.root / METADATA_FILENAME,
+            self.root / WORKDIR / "meta.lock",
+            on_write=lambda data, document: listing.refresh(self._index_path, data, document),
         )
 
     # -- queries ---------------------------------------------------------------
@@ -127,6 +132,22 @@ class Registry:
         if filters:
             entries = [e for e in entries if all(f(e) for f in filters)]
         return query.apply(newest_first(entries), sort_metric=sort_metric, limit=limit)
+
+    def list_summaries(
+        self,
+        model_name: str | None = None,
+        *,
+        filters: Sequence[query.Filter] = (),
+        sort_metric: str | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[listing.Summary]:
+        """`list` with only what the table shows, from the listing index when current."""
+        rows = listing.summaries(self.metadata, self._index_path)
+        if model_name is not None:
+            rows = [r for r in rows if r.model_name == model_name]
+        if filters:
+            rows = [r for r in rows if all(f(r) for f in filters)]
+        return query.apply(newest_first(rows), sort_metric=sort_metric, limit=limit)
 
     def resolve(self, ref: str, model_name: str | None = None) -> ModelEntry:
         """`latest`, a full commit hash or a unique prefix of 4+ hex characters."""
@@ -545,18 +566,21 @@ def _resolve(document: MetadataDocument, ref: str, model_name: str | None) -> Mo
     return matches[0]
 
 
-def newest_first(entries: Sequence[ModelEntry]) -> list[ModelEntry]:
+def newest_first(entries: Sequence[V]) -> list[V]:
     """Newest first; ties keep the later entry in the file first.
 
     The timestamps nexus writes (UTC, `+00:00`, whole seconds) sort as strings, which
     is ~5x faster than parsing 100,000 of them; any other form is parsed.
     """
-    stamps = [e.data.get("timestamp") for e in entries]
+    stamps = [e.timestamp for e in entries]
+    # Sorting a reversed index range with reverse=True keeps ties in that (reversed) order.
+    backwards = range(len(entries) - 1, -1, -1)
     if all(type(t) is str and len(t) == 25 and t.endswith("+00:00") for t in stamps):
-        order = sorted(range(len(entries)), key=lambda i: (stamps[i], i), reverse=True)
+        canonical = cast(builtins.list[str], stamps)
+        order = sorted(backwards, key=canonical.__getitem__, reverse=True)
     else:
         created = [e.created for e in entries]
-        order = sorted(range(len(entries)), key=lambda i: (created[i], i), reverse=True)
+        order = sorted(backwards, key=created.__getitem__, reverse=True)
     return [entries[i] for i in order]
 
 

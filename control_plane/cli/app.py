@@ -192,22 +192,23 @@ def list_(
     as_json: JsonOption = False,
 ) -> None:
     """List stored versions, newest first, with optional filters."""
-    filters = [query.metric(m) for m in metric or []] + [query.tag(t) for t in tag or []]
-    if stage:
-        filters.append(query.stage(stage))
-    if status:
-        filters.append(query.status(status))
-    if owner:
-        filters.append(query.owner(owner))
-    if base_model:
-        filters.append(query.base_model(base_model))
-    if since:
-        filters.append(query.since(since))
-    entries = Registry().list(model_name, filters=filters, sort_metric=sort, limit=limit)
+    # Cheap, selective fields first; metrics and tags are decoded per row, so they go last.
+    filters = [
+        *([query.stage(stage)] if stage else []),
+        *([query.status(status)] if status else []),
+        *([query.owner(owner)] if owner else []),
+        *([query.base_model(base_model)] if base_model else []),
+        *([query.since(since)] if since else []),
+        *(query.tag(t) for t in tag or []),
+        *(query.metric(m) for m in metric or []),
+    ]
+    registry = Registry()
     if as_json:
+        entries = registry.list(model_name, filters=filters, sort_metric=sort, limit=limit)
         ui.print_json([entry.to_dict() for entry in entries])
     else:
-        ui.entries_table(entries)
+        rows = registry.list_summaries(model_name, filters=filters, sort_metric=sort, limit=limit)
+        ui.entries_table(rows)
 
 
 @command("load")

@@ -1,0 +1,78 @@
+"""The listing index: derived from the metadata file, never trusted when the file changed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from control_plane import Registry, query
+from control_plane.cli import app
+from tests.control_plane.test_lifecycle import generate
+
+runner = CliRunner()
+
+
+def listed(*args: str) -> str:
+    result = runner.invoke(app, ["list", *args])
+    assert result.exit_code == 0, result.stderr
+    return result.stdout
+
+
+def test_index_is_built_used_and_follows_every_edit(repo: Path) -> None:
+    (repo / ".nexus").mkdir()
+    generate(repo, 30)
+    index = repo / ".nexus" / "list-index"
+    first = listed()
+    assert index.is_file()
+    assert listed() == first  # served from the index
+
+    meta = repo / ".nexus_meta.json"
+    text = meta.read_text()
+    edited = text.replace('"gen"', '"gem"', 1)  # same size, same second: content decides
+    assert len(edited) == len(text)
+    meta.write_text(edited)
+    after = listed()
+    assert "gem" in after
+    assert after != first
+
+
+def test_corrupt_or_missing_index_is_rebuilt(repo: Path) -> None:
+    (repo / ".nexus").mkdir()
+    generate(repo, 10)
+    expected = listed()
+    index = repo / ".nexus" / "list-index"
+    index.write_bytes(b"garbage")
+    assert listed() == expected
+    assert index.read_bytes() != b"garbage"
+
+
+def test_without_a_workdir_no_index_is_written(repo: Path) -> None:
+    generate(repo, 10)
+    assert "gen" in listed()
+    assert not (repo / ".nexus").exists()
+
+
+def test_writes_refresh_the_index(repo: Path, model_file: Path) -> None:
+    Registry(repo).store(model_file, "m")
+    index = repo / ".nexus" / "list-index"
+    assert index.is_file()
+    before = index.read_bytes()
+    Registry(repo).approve("latest", "m")
+    assert index.read_bytes() != before
+    assert "approved" in listed()
+
+
+def test_summaries_filter_like_full_entries(repo: Path) -> None:
+    (repo / ".nexus").mkdir()
+    generate(repo, 60)
+    registry = Registry(repo)
+    filters = [query.stage("production"), query.metric("accuracy>=0.3"), query.tag("team=a")]
+    full = registry.list(filters=filters, sort_metric="accuracy", limit=7)
+    registry.list_summaries()  # builds the index
+    quick = registry.list_summaries(filters=filters, sort_metric="accuracy", limit=7)
+    assert [s.commit_hash for s in quick] == [e.commit_hash for e in full]
+    assert [e["commit_hash"][:7] for e in json.loads(listed("--json"))] == [
+        s.short_hash for s in registry.list_summaries()
+    ]
