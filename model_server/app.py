@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,11 +138,15 @@ def create_app(
             return json_response({"error": "the model is still loading; retry shortly."}, 503)
         return None
 
-    @app.post("/predict/batch")
-    async def predict_batch(request: Request) -> Response:
-        response = not_ready() or await _batch(request)
-        state.metrics.requests.labels("/predict/batch", str(response.status_code)).inc()
-        return response
+    def prediction_route(path: str, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        """POST `path`: 503 until the model is loaded; every answer counted by status."""
+
+        async def endpoint(request: Request) -> Response:
+            response = not_ready() or await handler(request)
+            state.metrics.requests.labels(path, str(response.status_code)).inc()
+            return response
+
+        app.add_api_route(path, endpoint, methods=["POST"])
 
     async def _batch(request: Request) -> Response:
         body = await _json_body(request)
@@ -164,12 +168,6 @@ def create_app(
         outputs = await run_batch(inputs)
         return json_response({"outputs": outputs, "model": state.model_info})
 
-    @app.post("/predict")
-    async def predict_one(request: Request) -> Response:
-        response = not_ready() or await _one(request)
-        state.metrics.requests.labels("/predict", str(response.status_code)).inc()
-        return response
-
     async def _one(request: Request) -> Response:
         body = await _json_body(request)
         if isinstance(body, Response):
@@ -178,6 +176,9 @@ def create_app(
         if isinstance(output, dict) and set(output) == {"error"}:
             return json_response({"error": output["error"], "model": state.model_info}, 422)
         return json_response({"output": output, "model": state.model_info})
+
+    prediction_route("/predict/batch", _batch)
+    prediction_route("/predict", _one)
 
     @app.get("/health")
     async def health() -> Response:

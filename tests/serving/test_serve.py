@@ -111,30 +111,8 @@ def test_nexus_serve_end_to_end_on_s3(repo: Path, tmp_path: Path, moto_url, s3_b
             proc.stdout.close()
 
 
-def test_nexus_serve_without_a_model_fails_clearly(repo: Path) -> None:
-    done = subprocess.run(
-        [
-            console_script("nexus"),
-            "serve",
-            "--port",
-            str(free_port()),
-            "--model-port",
-            str(free_port()),
-        ],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 1
-    assert "Error: no models are stored yet." in done.stderr
-    assert "Traceback" not in done.stderr
-
-
-def test_nexus_serve_reports_a_model_server_that_cannot_start(repo: Path, tmp_path: Path) -> None:
-    (tmp_path / "junk.bin").write_bytes(b"not a model at all")
-    Registry(repo).store(tmp_path / "junk.bin", "junk")
-    done = subprocess.run(
+def serve_once(repo: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             console_script("nexus"),
             "serve",
@@ -147,8 +125,21 @@ def test_nexus_serve_reports_a_model_server_that_cannot_start(repo: Path, tmp_pa
         capture_output=True,
         text=True,
         timeout=180,
-        env=dict(os.environ, NEXUS_CACHE_DIR=str(tmp_path / "cache")),
+        env=env,
     )
+
+
+def test_nexus_serve_without_a_model_fails_clearly(repo: Path) -> None:
+    done = serve_once(repo)
+    assert done.returncode == 1
+    assert "Error: no models are stored yet." in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_nexus_serve_reports_a_model_server_that_cannot_start(repo: Path, tmp_path: Path) -> None:
+    (tmp_path / "junk.bin").write_bytes(b"not a model at all")
+    Registry(repo).store(tmp_path / "junk.bin", "junk")
+    done = serve_once(repo, dict(os.environ, NEXUS_CACHE_DIR=str(tmp_path / "cache")))
     assert done.returncode == 1
     assert "the model server exited with code 1" in done.stderr
     assert "not a format the server knows" in done.stderr
