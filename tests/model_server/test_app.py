@@ -41,8 +41,14 @@ async def test_outputs_match_the_model(stored, server, name: str) -> None:
 async def test_handler_serves_a_state_dict(stored, server) -> None:
     handler = "tests.model_server.handlers:StateDictMLP"
     async with server(model_name="mlp_state", handler=handler) as client:
-        inputs = np.random.default_rng(1).standard_normal((7, IN_FEATURES)).astype(np.float32)
-        items = [{"features": row.tolist()} for row in inputs]
+        rng = np.random.default_rng(1)
+        for size in (1, 7, 32):
+            inputs = rng.standard_normal((size, IN_FEATURES)).astype(np.float32)
+            items = [{"features": row.tolist()} for row in inputs]
+            body = (await client.post("/predict/batch", json={"inputs": items})).json()
+            np.testing.assert_allclose(
+                np.array(body["outputs"]), direct(stored["mlp_state"], inputs), rtol=1e-5, atol=1e-6
+            )
         items.insert(3, {"features": [1.0]})
         body = (await client.post("/predict/batch", json={"inputs": items})).json()
     assert body["outputs"][3] == {"error": "cannot decode this item: need 4 features, got 1"}
