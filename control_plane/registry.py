@@ -460,6 +460,8 @@ class Registry:
         )
 
     def _stored_sha256(self, key: str) -> str:
+        """Hash an object the store holds without a recorded sha256 (rare: an orphan)."""
+        self._prepare_workdir()
         with tempfile.TemporaryDirectory(dir=self.root / WORKDIR) as tmp:
             path = Path(tmp) / "object"
             self.backend.download(key, path)

@@ -170,3 +170,16 @@ def test_s3_server_stopped_mid_upload_then_retry(repo: Path, tmp_path: Path, mon
         assert (tmp_path / "back.pt").read_bytes() == model.read_bytes()
     finally:
         server.stop()
+
+
+def test_orphan_object_with_the_same_bytes_is_adopted(
+    repo: Path, model_file: Path, moto_url, s3_bucket
+) -> None:
+    """An object uploaded earlier without an entry (and without sha256 metadata) is reused."""
+    configure(repo, f"provider: s3\nbucket: {s3_bucket}\nendpoint_url: {moto_url}\n")
+    commit = git(repo, "rev-parse", "HEAD")
+    client = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1")
+    client.put_object(Bucket=s3_bucket, Key=f"m/{commit}.pt", Body=model_file.read_bytes())
+    assert not (repo / ".nexus").exists()
+    nexus("store", str(model_file), "m")
+    assert json.loads(nexus("list", "--json").stdout)[0]["storage_uri"] == f"m/{commit}.pt"
