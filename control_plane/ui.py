@@ -139,8 +139,8 @@ def history_table(model_name: str, events: Sequence[dict[str, Any]]) -> None:
 
 @contextlib.contextmanager
 def transfer_progress(enabled: bool) -> Iterator[_RichReporter | None]:
-    """A Rich progress display on stderr when enabled and stderr is a terminal."""
-    if not enabled or not err_console.is_terminal:
+    """A Rich progress display (on stderr) when enabled and both stdout and stderr are terminals."""
+    if not enabled or not (console.is_terminal and err_console.is_terminal):
         yield None
         return
     from rich.progress import (
