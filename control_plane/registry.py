@@ -32,6 +32,7 @@ from control_plane.errors import (
     NotFoundError,
     ObjectExistsError,
     ObjectNotFoundError,
+    StorageError,
     UsageError,
 )
 from control_plane.formats import detect_format
@@ -276,6 +277,37 @@ class Registry:
         if not target.parent.is_dir():
             raise UsageError(f"{target.parent} is not a directory.", hint="create it first")
         return entry, self.fetch(entry, target, progress=progress)
+
+    def verify(
+        self, ref: str | None = None, model_name: str | None = None
+    ) -> builtins.list[tuple[ModelEntry, StorageError | None]]:
+        """Download and check stored versions (one, a model's, or all): (entry, failure or None).
+
+        Versions that share an object (identical bytes) are checked once.
+        """
+        if ref is not None:
+            entries = [self.resolve(ref, model_name)]
+        else:
+            entries = self.list(model_name)
+            if model_name is not None and not entries:
+                raise NotFoundError(
+                    f"no model named '{model_name}' is stored.",
+                    hint="run 'nexus list' to see the stored models",
+                )
+        self._prepare_workdir()
+        checked: dict[tuple[str, str | None], StorageError | None] = {}
+        results = []
+        with tempfile.TemporaryDirectory(dir=self.root / WORKDIR) as tmp:
+            for entry in entries:
+                key = (entry.storage_uri, entry.sha256)
+                if key not in checked:
+                    try:
+                        self.fetch(entry, Path(tmp) / "object")
+                        checked[key] = None
+                    except StorageError as exc:
+                        checked[key] = exc
+                results.append((entry, checked[key]))
+        return results
 
     def fetch(
         self, entry: ModelEntry, dest: Path, *, progress: ProgressReporter | None = None

@@ -253,6 +253,39 @@ def show(
         ui.entry_details(entry)
 
 
+@command("verify")
+def verify(
+    ref: Annotated[
+        str | None, typer.Argument(help="One version; default: every stored version.")
+    ] = None,
+    model_name: ModelNameOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Download stored versions and check their size and sha256; exit 3 if any fails."""
+    results = Registry().verify(ref, model_name)
+    failed = [(entry, error) for entry, error in results if error is not None]
+    if as_json:
+        ui.print_json(
+            [
+                {
+                    "model_name": e.model_name,
+                    "commit_hash": e.commit_hash,
+                    "ok": err is None,
+                    "error": err.message if err else None,
+                }
+                for e, err in results
+            ]
+        )
+    else:
+        for entry, error in results:
+            ui.info(
+                f"{'FAILED' if error else 'ok':<6}  {entry.label}" + (f"  {error}" if error else "")
+            )
+        ui.info(f"{len(results) - len(failed)} of {len(results)} versions verified.")
+    if failed:
+        raise typer.Exit(3)
+
+
 def main() -> None:
     """Console-script entry point."""
     # A short-lived process building 100,000s of acyclic objects (a large metadata file)

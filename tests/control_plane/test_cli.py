@@ -223,3 +223,23 @@ def test_cli_as_real_subprocess(repo: Path, model_file: Path) -> None:
     assert failed.returncode == 1
     assert failed.stderr.startswith("Error: no model named 'missing'")
     assert "Traceback" not in failed.stderr
+
+
+def test_verify_checks_every_stored_version(repo: Path, model_file: Path, tmp_path: Path) -> None:
+    nexus("store", str(model_file), "a")
+    nexus("store", str(model_file), "b")
+    (repo / "train.py").write_text("v2\n")
+    commit_all(repo, "v2")
+    (tmp_path / "c.pt").write_bytes(os.urandom(5000))
+    nexus("store", str(tmp_path / "c.pt"), "a")
+    assert "3 of 3 versions verified" in nexus("verify").stdout
+
+    stored = repo / ".nexus" / "store" / "a"
+    victim = next(p for p in stored.iterdir() if p.stat().st_size == 5000)
+    victim.write_bytes(os.urandom(5000))
+    result = nexus("verify", code=3)
+    assert "FAILED" in result.stdout
+    assert "2 of 3 versions verified" in result.stdout
+    report = json.loads(nexus("verify", "-m", "b", "--json").stdout)
+    assert [r["ok"] for r in report] == [True]
+    assert not any(p.name.startswith("tmp") for p in (repo / ".nexus").iterdir())
