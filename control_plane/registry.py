@@ -19,12 +19,11 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from control_plane import lifecycle, listing, query
 from control_plane.config import NexusConfig, load_config
 from control_plane.errors import (
-    AmbiguousRefError,
     ConflictError,
     GitError,
     IntegrityError,
@@ -46,16 +45,13 @@ from control_plane.metadata import (
     ModelEntry,
 )
 from control_plane.provenance import TrainingConfig, capture_environment, read_training_config
+from control_plane.resolve import find_version, newest_first, resolve_ref, validate_model_name
 from control_plane.storage import StorageBackend, open_backend
 
 if TYPE_CHECKING:
     from control_plane.git import GitRepo
 
-V = TypeVar("V", ModelEntry, listing.Summary)
-
 WORKDIR = ".nexus"
-_MODEL_NAME = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,128}$")
-_COMMIT_REF = re.compile(r"^[0-9a-f]{4,40}$")
 _EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")
 
 
@@ -80,15 +76,6 @@ class StoreResult:
 class RollbackResult:
     entry: ModelEntry
     previous: ModelEntry | None
-
-
-def validate_model_name(name: str) -> str:
-    if not _MODEL_NAME.match(name) or name in {".", ".."}:
-        raise UsageError(
-            f"'{name}' is not a valid model name.",
-            hint="use 1-128 letters, digits, '.', '_' or '-', not starting with '.'",
-        )
-    return name
 
 
 class Registry:
@@ -152,7 +139,7 @@ class Registry:
 
     def resolve(self, ref: str, model_name: str | None = None) -> ModelEntry:
         """`latest`, a full commit hash or a unique prefix of 4+ hex characters."""
-        return _resolve(self.metadata.read(), ref, model_name)
+        return resolve_ref(self.metadata.read(), ref, model_name)
 
     # -- changes ---------------------------------------------------------------
 
@@ -196,11 +183,11 @@ class Registry:
         size = source.stat().st_size
         sha256 = sha256_file(source, _callback(progress, "hashing", size))
         document = self.metadata.read()
-        existing = _find(document, model_name, state.commit_hash)
+        existing = find_version(document, model_name, state.commit_hash)
         if existing is not None:
             return self._already_stored(existing, sha256, warnings)
         parent_entries = [
-            _resolve(document, ref, model) for model, ref in map(split_model_ref, parents)
+            resolve_ref(document, ref, model) for model, ref in map(split_model_ref, parents)
         ]
         if would_cycle(document, (model_name, state.commit_hash), map(lineage_key, parent_entries)):
             raise ConflictError(
@@ -222,7 +209,7 @@ class Registry:
             uploaded = self._upload_once(source, key, sha256, size, progress)
         self._prepare_workdir()
         with self.metadata.update() as document:
-            existing = _find(document, model_name, state.commit_hash)
+            existing = find_version(document, model_name, state.commit_hash)
             if existing is not None:  # a concurrent store of the same version won
                 return self._already_stored(existing, sha256, warnings)
             entry = ModelEntry(
@@ -386,7 +373,7 @@ class Registry:
         """A version with its ancestors and descendants, as nested dicts."""
         model, ref = split_model_ref(model_ref)
         document = self.metadata.read()
-        entry = _resolve(document, ref, model)
+        entry = resolve_ref(document, ref, model)
         return {
             "model": entry.model_name,
             "commit_hash": entry.commit_hash,
@@ -425,7 +412,7 @@ class Registry:
         who = self._who()
         self._prepare_workdir()
         with self.metadata.update() as document:
-            entry = _resolve(document, ref, model_name)
+            entry = resolve_ref(document, ref, model_name)
             change(document, entry, who)
         return entry
 
@@ -549,93 +536,6 @@ def ensure_gitignored(gitignore: Path, pattern: str) -> None:
         fh.write(f"{separator}{pattern}\n")
 
 
-def _resolve(document: MetadataDocument, ref: str, model_name: str | None) -> ModelEntry:
-    entries = document.entries
-    if model_name is not None:
-        validate_model_name(model_name)
-        entries = [e for e in entries if e.model_name == model_name]
-        if not entries:
-            raise NotFoundError(
-                f"no model named '{model_name}' is stored.",
-                hint="run 'nexus list' to see the stored models",
-            )
-    if not entries:
-        raise NotFoundError("no models are stored yet.", hint="run 'nexus store PATH MODEL_NAME'")
-    if ref in lifecycle.STAGES:
-        return _resolve_stage(entries, ref, model_name)
-    if ref == "latest":
-        names = sorted({e.model_name for e in entries})
-        if len(names) > 1:
-            raise AmbiguousRefError(
-                f"'latest' is ambiguous: {len(names)} models are stored ({', '.join(names)}).",
-                hint="pass --model-name (NEXUS_MODEL_NAME for the model server)",
-            )
-        flagged = [e for e in entries if e.is_latest] or entries
-        return max(flagged, key=lambda e: e.created)
-    needle = ref.lower()
-    if not _COMMIT_REF.match(needle):
-        raise UsageError(
-            f"'{ref}' is not a version reference.",
-            hint="use 'latest', a commit hash, or a unique prefix of at least 4 hex characters",
-        )
-    matches = [
-        e
-        for e in entries
-        if e.commit_hash.lower().startswith(needle)
-        or (len(e.commit_hash) >= 4 and needle.startswith(e.commit_hash.lower()))
-    ]
-    if not matches:
-        scope = f"model '{model_name}' has" if model_name else "there is"
-        raise NotFoundError(
-            f"{scope} no version at '{ref}'.",
-            hint=f"run 'nexus list{' --model-name ' + model_name if model_name else ''}' "
-            "to see the versions",
-        )
-    if len(matches) > 1:
-        shown = ", ".join(e.model_name + "@" + e.commit_hash[:12] for e in matches[:10])
-        raise AmbiguousRefError(
-            f"'{ref}' matches {len(matches)} versions: {shown}.",
-            hint="use more characters of the hash" + ("" if model_name else " or --model-name"),
-        )
-    return matches[0]
-
-
-def newest_first(entries: Sequence[V]) -> list[V]:
-    """Newest first; ties keep the later entry in the file first.
-
-    The timestamps nexus writes (UTC, `+00:00`, whole seconds) sort as strings, which
-    is ~5x faster than parsing 100,000 of them; any other form is parsed.
-    """
-    stamps = [e.timestamp for e in entries]
-    # Sorting a reversed index range with reverse=True keeps ties in that (reversed) order.
-    backwards = range(len(entries) - 1, -1, -1)
-    if all(type(t) is str and len(t) == 25 and t.endswith("+00:00") for t in stamps):
-        canonical = cast(builtins.list[str], stamps)
-        order = sorted(backwards, key=canonical.__getitem__, reverse=True)
-    else:
-        created = [e.created for e in entries]
-        order = sorted(backwards, key=created.__getitem__, reverse=True)
-    return [entries[i] for i in order]
-
-
-def _resolve_stage(entries: list[ModelEntry], stage: str, model_name: str | None) -> ModelEntry:
-    holders = [e for e in entries if e.stage == stage]
-    names = sorted({e.model_name for e in holders})
-    if len(names) > 1:
-        raise AmbiguousRefError(
-            f"'{stage}' is ambiguous: {len(names)} models have a {stage} version "
-            f"({', '.join(names)}).",
-            hint="pass --model-name",
-        )
-    if not holders:
-        scope = f"model '{model_name}' has" if model_name else "no model has"
-        raise NotFoundError(
-            f"{scope} no version in {stage}.",
-            hint=f"run 'nexus promote REF MODEL --stage {stage}'",
-        )
-    return max(holders, key=lambda e: e.created)
-
-
 def _check_lineage(parents: Sequence[str], lineage_type: str | None) -> None:
     if lineage_type is not None and lineage_type not in lifecycle.LINEAGE_TYPES:
         raise UsageError(
@@ -650,13 +550,6 @@ def _check_lineage(parents: Sequence[str], lineage_type: str | None) -> None:
         raise UsageError(
             f"{lineage_type} takes one --parent; use --lineage-type merge for several."
         )
-
-
-def _find(document: MetadataDocument, model_name: str, commit: str) -> ModelEntry | None:
-    return next(
-        (e for e in document.entries if e.model_name == model_name and e.commit_hash == commit),
-        None,
-    )
 
 
 def _check_metrics(metrics: Mapping[str, float] | None) -> dict[str, float] | None:
