@@ -74,9 +74,7 @@ class UpstreamPool:
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0)
-        self._session = aiohttp.ClientSession(
-            connector=connector, json_serialize=lambda o: orjson.dumps(o).decode()
-        )
+        self._session = aiohttp.ClientSession(connector=connector)
         await self.check_all()
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
 

@@ -15,50 +15,21 @@ bench/results/proxy_batching.json. Rows:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import save, table
+from tests.servers import free_port, run_process
 
 BATCH_MS = 20.0
 IDEAL = 32 / (BATCH_MS / 1000)
 ITEM = '{"input": [0.1, 0.2, 0.3, 0.4]}'
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def process(args: list[str], health: str) -> Iterator[None]:
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(300):
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(health, timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"{args} did not become ready")
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def wrk(url: str, body: str, connections: int, duration: float) -> dict[str, float]:
@@ -109,7 +80,7 @@ def main() -> None:
     sim_port = free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
     results: dict[str, dict[str, float]] = {}
-    with process(
+    with run_process(
         [
             sys.executable,
             "-m",
@@ -130,7 +101,7 @@ def main() -> None:
         for policy in ("eager", "no-eager"):
             port = free_port()
             proxy_url = f"http://127.0.0.1:{port}"
-            with process(
+            with run_process(
                 [
                     str(Path(sys.executable).with_name("nexus-proxy")),
                     "--port",

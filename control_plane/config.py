@@ -51,10 +51,6 @@ class NexusConfig:
         root = Path(os.path.expanduser(self.path or DEFAULT_LOCAL_PATH))
         return root if root.is_absolute() else repo_root / root
 
-    @property
-    def is_default_local(self) -> bool:
-        return self.provider == "local" and self.path is None
-
 
 _KEYS = {f.name for f in fields(NexusConfig)} - {"sources"}
 _INT_KEYS = {"multipart_chunk_mb", "max_concurrency"}

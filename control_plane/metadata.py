@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, NoReturn, TypeVar, overload
 
 import orjson
 
@@ -142,27 +142,6 @@ class ModelEntry:
     def __repr__(self) -> str:
         return f"ModelEntry({self.label})"
 
-    @classmethod
-    def from_dict(cls, raw: Any, index: int) -> ModelEntry:
-        """Validate and wrap one parsed entry; kept lean because files hold 100,000s."""
-        if type(raw) is not dict:
-            raise MetadataError(f"entry {index} in {METADATA_FILENAME} is not a JSON object.")
-        get = raw.get
-        commit, name, uri = get("commit_hash"), get("model_name"), get("storage_uri")
-        if not (type(commit) is str and type(name) is str and type(uri) is str) or not (
-            commit and name and uri
-        ):
-            _explain_bad_entry(raw, index)
-        size = get("file_size")
-        if size is not None and (type(size) is not int or size < 0):
-            raise MetadataError(
-                f"entry {index} in {METADATA_FILENAME} has a 'file_size' that is not a "
-                f"whole number of bytes: {size!r}."
-            )
-        entry = cls.__new__(cls)
-        entry.data = raw
-        return entry
-
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
@@ -179,7 +158,7 @@ def parse_timestamp(stamp: Any) -> datetime:
 
 
 def _wrap_all(models: list[Any]) -> list[ModelEntry]:
-    """from_dict over a whole file, with its checks inlined (100,000 calls add up)."""
+    """Validate and wrap every entry; the checks are inlined because 100,000 calls add up."""
     entries: list[ModelEntry] = []
     append = entries.append
     new = ModelEntry.__new__
@@ -205,17 +184,24 @@ def _wrap_all(models: list[Any]) -> list[ModelEntry]:
                 entry.data = raw
                 append(entry)
                 continue
-        append(ModelEntry.from_dict(raw, index))  # raises the precise error
+        _explain_bad_entry(raw, index)
     return entries
 
 
-def _explain_bad_entry(raw: dict[str, Any], index: int) -> None:
+def _explain_bad_entry(raw: Any, index: int) -> NoReturn:
+    """Raise the precise error for an entry that failed the inlined checks."""
+    if type(raw) is not dict:
+        raise MetadataError(f"entry {index} in {METADATA_FILENAME} is not a JSON object.")
     for key in _REQUIRED:
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise MetadataError(
                 f"entry {index} in {METADATA_FILENAME} has no valid '{key}' (a string).",
                 hint=f"fix or remove that entry by hand; {METADATA_FILENAME} is in Git",
             )
+    raise MetadataError(
+        f"entry {index} in {METADATA_FILENAME} has a 'file_size' that is not a "
+        f"whole number of bytes: {raw.get('file_size')!r}."
+    )
 
 
 @dataclass
@@ -230,12 +216,6 @@ class MetadataDocument:
         body.update(self.extra)
         body["models"] = [entry.to_dict() for entry in self.entries]
         return orjson.dumps(body, option=orjson.OPT_INDENT_2) + b"\n"
-
-    def set_latest(self, chosen: ModelEntry) -> None:
-        """Make `chosen` the one latest version of its model."""
-        for entry in self.entries:
-            if entry.model_name == chosen.model_name:
-                entry.is_latest = entry is chosen
 
 
 def parse_document(data: bytes, source: Path) -> MetadataDocument:

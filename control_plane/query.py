@@ -10,10 +10,12 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from control_plane.errors import UsageError
 from control_plane.lifecycle import STAGE_VALUES, STATUSES
+from control_plane.listing import Summary
+from control_plane.metadata import ModelEntry
 
 
 class Filterable(Protocol):
@@ -39,6 +41,7 @@ Filter = Callable[[Any], bool]
 """A predicate over a Filterable: a ModelEntry or a listing Summary."""
 
 F = TypeVar("F", bound=Filterable)
+V = TypeVar("V", ModelEntry, Summary)
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -51,6 +54,10 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
 _METRIC = re.compile(
     r"^\s*([A-Za-z0-9_.\-/]+)\s*(>=|<=|==|!=|>|<)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$"
 )
+
+
+def model(name: str) -> Filter:
+    return lambda e: e.model_name == name
 
 
 def stage(name: str) -> Filter:
@@ -130,3 +137,36 @@ def apply(
         with_metric.sort(key=lambda e: (e.metrics or {})[sort_metric], reverse=True)
         chosen = with_metric + without
     return chosen[:limit] if limit is not None else chosen
+
+
+def select(
+    rows: Sequence[V],
+    model_name: str | None = None,
+    filters: Sequence[Filter] = (),
+    *,
+    sort_metric: str | None = None,
+    limit: int | None = None,
+) -> list[V]:
+    """What `list` returns: filtered first (cheap), then newest first, then `apply`."""
+    if model_name is not None:
+        filters = [model(model_name), *filters]
+    chosen = [r for r in rows if all(f(r) for f in filters)] if filters else rows
+    return apply(newest_first(chosen), sort_metric=sort_metric, limit=limit)
+
+
+def newest_first(entries: Sequence[V]) -> list[V]:
+    """Newest first; ties keep the later entry in the file first.
+
+    The timestamps nexus writes (UTC, `+00:00`, whole seconds) sort as strings, which
+    is ~5x faster than parsing 100,000 of them; any other form is parsed.
+    """
+    stamps = [e.timestamp for e in entries]
+    # Sorting a reversed index range with reverse=True keeps ties in that (reversed) order.
+    backwards = range(len(entries) - 1, -1, -1)
+    if all(type(t) is str and len(t) == 25 and t.endswith("+00:00") for t in stamps):
+        canonical = cast(list[str], stamps)
+        order = sorted(backwards, key=canonical.__getitem__, reverse=True)
+    else:
+        created = [e.created for e in entries]
+        order = sorted(backwards, key=created.__getitem__, reverse=True)
+    return [entries[i] for i in order]

@@ -45,7 +45,7 @@ from control_plane.metadata import (
     ModelEntry,
 )
 from control_plane.provenance import TrainingConfig, capture_environment, read_training_config
-from control_plane.resolve import find_version, newest_first, resolve_ref, validate_model_name
+from control_plane.resolve import find_version, resolve_ref, validate_model_name
 from control_plane.storage import StorageBackend, open_backend
 
 if TYPE_CHECKING:
@@ -95,13 +95,20 @@ class Registry:
         self.root = _find_root(self._start)
         self._git: GitRepo | None = None
         self.config = config or load_config(self.root, environ)
-        self.backend = backend or open_backend(self.config, self.root)
+        self._backend = backend
         self._index_path = self.root / WORKDIR / "list-index"
         self.metadata = MetadataFile(
             self.root / METADATA_FILENAME,
             self.root / WORKDIR / "meta.lock",
             on_write=lambda data, document: listing.refresh(self._index_path, data, document),
         )
+
+    @property
+    def backend(self) -> StorageBackend:
+        """Created on first use: listing and showing never import a cloud SDK."""
+        if self._backend is None:
+            self._backend = open_backend(self.config, self.root)
+        return self._backend
 
     # -- queries ---------------------------------------------------------------
 
@@ -115,11 +122,7 @@ class Registry:
     ) -> list[ModelEntry]:
         """Entries, newest first (or by a metric, descending), optionally filtered."""
         entries = self.metadata.read().entries
-        if model_name is not None:
-            entries = [e for e in entries if e.model_name == model_name]
-        if filters:
-            entries = [e for e in entries if all(f(e) for f in filters)]
-        return query.apply(newest_first(entries), sort_metric=sort_metric, limit=limit)
+        return query.select(entries, model_name, filters, sort_metric=sort_metric, limit=limit)
 
     def list_summaries(
         self,
@@ -131,11 +134,7 @@ class Registry:
     ) -> builtins.list[listing.Summary]:
         """`list` with only what the table shows, from the listing index when current."""
         rows = listing.summaries(self.metadata, self._index_path)
-        if model_name is not None:
-            rows = [r for r in rows if r.model_name == model_name]
-        if filters:
-            rows = [r for r in rows if all(f(r) for f in filters)]
-        return query.apply(newest_first(rows), sort_metric=sort_metric, limit=limit)
+        return query.select(rows, model_name, filters, sort_metric=sort_metric, limit=limit)
 
     def resolve(self, ref: str, model_name: str | None = None) -> ModelEntry:
         """`latest`, a full commit hash or a unique prefix of 4+ hex characters."""

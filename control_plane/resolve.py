@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import TypeVar, cast
 
-from control_plane import lifecycle, listing
+from control_plane import lifecycle
 from control_plane.errors import AmbiguousRefError, NotFoundError, UsageError
 from control_plane.metadata import MetadataDocument, ModelEntry
-
-V = TypeVar("V", ModelEntry, listing.Summary)
 
 _MODEL_NAME = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,128}$")
 _COMMIT_REF = re.compile(r"^[0-9a-f]{4,40}$")
@@ -99,21 +95,3 @@ def find_version(document: MetadataDocument, model_name: str, commit: str) -> Mo
         (e for e in document.entries if e.model_name == model_name and e.commit_hash == commit),
         None,
     )
-
-
-def newest_first(entries: Sequence[V]) -> list[V]:
-    """Newest first; ties keep the later entry in the file first.
-
-    The timestamps nexus writes (UTC, `+00:00`, whole seconds) sort as strings, which
-    is ~5x faster than parsing 100,000 of them; any other form is parsed.
-    """
-    stamps = [e.timestamp for e in entries]
-    # Sorting a reversed index range with reverse=True keeps ties in that (reversed) order.
-    backwards = range(len(entries) - 1, -1, -1)
-    if all(type(t) is str and len(t) == 25 and t.endswith("+00:00") for t in stamps):
-        canonical = cast(list[str], stamps)
-        order = sorted(backwards, key=canonical.__getitem__, reverse=True)
-    else:
-        created = [e.created for e in entries]
-        order = sorted(backwards, key=created.__getitem__, reverse=True)
-    return [entries[i] for i in order]

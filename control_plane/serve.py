@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,6 @@ class ServeOptions:
     device: str | None = None
     handler: str | None = None
     eager: bool = True
-    extra_proxy_args: Sequence[str] = ()
     startup_timeout_s: float = 600.0
 
 
@@ -98,7 +97,6 @@ class Supervisor:
             "--upstream",
             model_url,
             "--eager" if options.eager else "--no-eager",
-            *options.extra_proxy_args,
         ]
         self.model = Child("model", model_args, model_url + "/ready")
         self.proxy = Child("proxy", proxy_args, f"http://127.0.0.1:{options.port}/ready")
@@ -187,11 +185,6 @@ class Supervisor:
             else (child.tail[-1] if child.tail else "no output")
         )
         return f"the {child.name} server exited with code {code}: {reason}"
-
-
-def example_item(model_info: dict[str, Any]) -> Any:
-    """An item the model accepts, for the printed curl line; None when unknown."""
-    return model_info.get("example_input")
 
 
 def _get_json(url: str) -> dict[str, Any]:

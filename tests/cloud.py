@@ -30,12 +30,17 @@ def moto_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_bucket(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh moto server state with one bucket; credentials in the environment."""
-    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials for moto, in the environment where boto3 looks for them."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture
+def s3_bucket(moto_url: str, aws_credentials: None) -> str:
+    """A fresh moto server state with one bucket; credentials in the environment."""
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
     boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1").create_bucket(Bucket=BUCKET)
     return BUCKET
 

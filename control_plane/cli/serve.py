@@ -12,7 +12,7 @@ import typer
 from control_plane import ui
 from control_plane.cli.app import ModelNameOption, command
 from control_plane.registry import Registry
-from control_plane.serve import ServeOptions, Supervisor, example_item
+from control_plane.serve import ServeOptions, Supervisor
 
 
 @command("serve")
@@ -69,7 +69,7 @@ def serve(
 def _announce(supervisor: Supervisor, info: dict[str, object], host: str, port: int) -> None:
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown_host}:{port}/predict"
-    item = example_item(info) or {"input": "<your input>"}
+    item = info.get("example_input") or {"input": "<your input>"}
     ui.info(
         f"Serving [bold]{info.get('model_name')}@{str(info.get('commit_hash'))[:7]}[/] on "
         f"{info.get('device')}: proxy pid {supervisor.proxy.pid} on {host}:{port}, "

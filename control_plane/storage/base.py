@@ -12,7 +12,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 from control_plane.errors import ObjectNotFoundError, UsageError
 from control_plane.hashing import ProgressCallback
@@ -39,8 +38,6 @@ def check_key(key: str) -> str:
 class StorageBackend(ABC):
     """Upload, download, stat, list and delete objects by key."""
 
-    scheme: ClassVar[str]
-
     @abstractmethod
     def upload(
         self, source: Path, key: str, *, sha256: str, progress: ProgressCallback | None = None
@@ -66,10 +63,6 @@ class StorageBackend(ABC):
     def delete(self, key: str) -> None:
         """Remove the object; absent objects are not an error."""
 
-    @abstractmethod
-    def describe(self) -> str:
-        """Where the objects live, for messages: a directory or a bucket URL."""
-
     def exists(self, key: str) -> bool:
         try:
             self.stat(key)
@@ -77,5 +70,6 @@ class StorageBackend(ABC):
             return False
         return True
 
+    @abstractmethod
     def uri(self, key: str) -> str:
-        return f"{self.scheme}://{self.describe().split('://')[-1].rstrip('/')}/{key}"
+        """Where an object lives, for messages: a file URL or s3:// / gs:// URL."""

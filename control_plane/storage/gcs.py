@@ -32,8 +32,6 @@ _CREDENTIALS_HINT = (
 
 
 class GCSBackend(StorageBackend):
-    scheme = "gs"
-
     def __init__(self, config: NexusConfig) -> None:
         assert config.bucket is not None
         self.bucket_name = config.bucket
@@ -43,9 +41,6 @@ class GCSBackend(StorageBackend):
         with self._errors(""):
             self.client = storage.Client()
         self.bucket = self.client.bucket(self.bucket_name)
-
-    def describe(self) -> str:
-        return f"gs://{self.bucket_name}"
 
     def uri(self, key: str) -> str:
         return f"gs://{self.bucket_name}/{key}"

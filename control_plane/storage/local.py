@@ -17,13 +17,8 @@ from control_plane.storage.base import ObjectInfo, StorageBackend, check_key
 class LocalBackend(StorageBackend):
     """Objects are files under `root`; a new object appears by hard link, never overwriting."""
 
-    scheme = "file"
-
     def __init__(self, root: Path) -> None:
         self.root = root
-
-    def describe(self) -> str:
-        return str(self.root)
 
     def uri(self, key: str) -> str:
         return (self.root / key).as_uri() if self.root.is_absolute() else str(self.root / key)

@@ -32,8 +32,6 @@ _CREDENTIALS_HINT = (
 
 
 class S3Backend(StorageBackend):
-    scheme = "s3"
-
     def __init__(self, config: NexusConfig) -> None:
         assert config.bucket is not None
         self.bucket = config.bucket
@@ -58,10 +56,6 @@ class S3Backend(StorageBackend):
             max_concurrency=config.max_concurrency,
             use_threads=True,
         )
-
-    def describe(self) -> str:
-        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
-        return f"s3://{self.bucket}{where}"
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"

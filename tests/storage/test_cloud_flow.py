@@ -80,9 +80,9 @@ def test_wrong_gcs_bucket(repo: Path, model_file: Path, gcs_bucket) -> None:
     assert not (repo / ".nexus_meta.json").exists()
 
 
-def test_unreachable_endpoint_names_it(repo: Path, model_file: Path, monkeypatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+def test_unreachable_endpoint_names_it(
+    repo: Path, model_file: Path, monkeypatch, aws_credentials
+) -> None:
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     dead = f"http://127.0.0.1:{free_port()}"
     configure(repo, f"provider: s3\nbucket: b\nendpoint_url: {dead}\nregion: us-east-1\n")
@@ -123,9 +123,9 @@ def test_existing_object_with_other_bytes_is_never_overwritten(
     assert body == b"someone else's bytes"
 
 
-def test_s3_server_stopped_mid_upload_then_retry(repo: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+def test_s3_server_stopped_mid_upload_then_retry(
+    repo: Path, tmp_path: Path, monkeypatch, aws_credentials
+) -> None:
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
