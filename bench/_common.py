@@ -14,14 +14,22 @@ from typing import Any
 RESULTS = Path(__file__).parent / "results"
 
 
-def best_of(runs: int, fn: Callable[[int], object], *, settle: bool = True) -> float:
-    """Fastest wall time of `runs` calls of fn(i), in seconds.
+def best_of(
+    runs: int,
+    fn: Callable[[int], object],
+    *,
+    settle: bool = True,
+    before: Callable[[], object] | None = None,
+) -> float:
+    """Fastest wall time of `runs` calls of fn(i), in seconds; `before` runs untimed first.
 
     With `settle`, dirty pages are flushed (untimed) before each run, so one run's
     writeback does not throttle the next: on these VMs that noise exceeds 2x.
     """
     times = []
     for i in range(runs):
+        if before is not None:
+            before()
         if settle:
             os.sync()
         start = time.perf_counter()

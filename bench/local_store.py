@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import best_of, git_repo, save, table
 from control_plane import Registry
-from control_plane.hashing import sha256_file
+from control_plane.core.hashing import sha256_file
 
 
 def main() -> None:

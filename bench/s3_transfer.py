@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import best_of, git_repo, save, table
 from control_plane import Registry
-from control_plane.config import NexusConfig
+from control_plane.settings import NexusConfig
 from control_plane.storage.s3 import S3Backend
 
 BUCKET = "bench"
@@ -65,7 +65,13 @@ def main() -> None:
             multipart_chunk_mb=args.chunk_mb,
             max_concurrency=args.concurrency,
         )
-        transfer = S3Backend(config).transfer
+        transfer = S3Backend(
+            BUCKET,
+            endpoint_url=url,
+            region="us-east-1",
+            chunk_bytes=args.chunk_mb * 2**20,
+            max_concurrency=args.concurrency,
+        ).transfer
         with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
             root = Path(tmp)
             source = root / "model.bin"

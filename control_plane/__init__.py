@@ -1,7 +1,15 @@
-"""NexusML control plane: model binaries versioned against Git commits."""
+"""NexusML control plane: model binaries versioned against Git commits.
 
-from control_plane.config import NexusConfig, load_config
-from control_plane.errors import (
+core/       the error tree, hashing, sizes, format detection (every part may use these)
+settings/   `.nexusrc`, NEXUS_* and flags through one pydantic-settings mechanism
+metadata/   `.nexus_meta.json`: format, entries, locked atomic writes, the listing index
+storage/    backends (local, S3, GCS) built from explicit values
+registry/   the `Registry` facade and the parts it delegates to
+serving/    `nexus serve`'s supervisor of the model server and the proxy
+cli/        the `nexus` commands and their terminal rendering
+"""
+
+from control_plane.core.errors import (
     AmbiguousRefError,
     ConfigError,
     ConflictError,
@@ -16,7 +24,8 @@ from control_plane.errors import (
     UsageError,
 )
 from control_plane.metadata import ModelEntry
-from control_plane.registry import Registry, RollbackResult, StoreResult
+from control_plane.registry import Registry, RollbackResult, StoreRequest, StoreResult, query
+from control_plane.settings import NexusConfig, load_config
 
 __all__ = [
     "AmbiguousRefError",
@@ -34,7 +43,9 @@ __all__ = [
     "Registry",
     "RollbackResult",
     "StorageError",
+    "StoreRequest",
     "StoreResult",
     "UsageError",
     "load_config",
+    "query",
 ]

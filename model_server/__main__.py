@@ -11,7 +11,7 @@ import uvicorn
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
-from control_plane.errors import NexusError
+from control_plane.core.errors import NexusError
 from model_server.app import create_app
 from model_server.settings import ServerSettings
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from control_plane.errors import NexusError
-from control_plane.formats import ONNX, PICKLE, SAFETENSORS, TORCH, TORCHSCRIPT, detect_format
+from control_plane.core.errors import NexusError
+from control_plane.core.formats import ONNX, PICKLE, SAFETENSORS, TORCH, TORCHSCRIPT, detect_format
 
 logger = logging.getLogger("nexus.model_server")
 

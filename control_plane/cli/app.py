@@ -16,10 +16,10 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 
-from control_plane import query, ui
-from control_plane.errors import NexusError, UsageError
-from control_plane.registry import Registry
-from control_plane.units import human_size
+from control_plane.cli import render as ui
+from control_plane.core.errors import NexusError, UsageError
+from control_plane.core.units import human_size
+from control_plane.registry import Registry, query
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from control_plane import ui
+from control_plane.cli import render as ui
 from control_plane.cli.app import JsonOption, command
 from control_plane.registry import Registry
 

@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 
-from control_plane import ui
+from control_plane.cli import render as ui
 from control_plane.cli.app import ModelNameOption, command
 from control_plane.registry import Registry
-from control_plane.serve import ServeOptions, Supervisor
+from control_plane.serving.supervisor import ServeOptions, Supervisor
 
 
 @command("serve")

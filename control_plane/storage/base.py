@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from control_plane.errors import ObjectNotFoundError, UsageError
-from control_plane.hashing import ProgressCallback
+from control_plane.core.errors import ObjectNotFoundError, UsageError
+from control_plane.core.hashing import ProgressCallback
 
 _KEY = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9._/-]{1,1024}$")
 

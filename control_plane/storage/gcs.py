@@ -19,9 +19,8 @@ import requests
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 
-from control_plane.config import NexusConfig
-from control_plane.errors import ObjectExistsError, ObjectNotFoundError, StorageError
-from control_plane.hashing import ProgressCallback
+from control_plane.core.errors import ObjectExistsError, ObjectNotFoundError, StorageError
+from control_plane.core.hashing import ProgressCallback
 from control_plane.storage.base import ObjectInfo, StorageBackend, check_key
 
 MIB = 1024 * 1024
@@ -32,12 +31,11 @@ _CREDENTIALS_HINT = (
 
 
 class GCSBackend(StorageBackend):
-    def __init__(self, config: NexusConfig) -> None:
-        assert config.bucket is not None
-        self.bucket_name = config.bucket
-        self.chunk_size = max(
-            _CHUNK_UNIT, config.multipart_chunk_mb * MIB // _CHUNK_UNIT * _CHUNK_UNIT
-        )
+    """Objects in `bucket`, uploaded in resumable chunks of about `chunk_bytes`."""
+
+    def __init__(self, bucket: str, *, chunk_bytes: int = 64 * MIB) -> None:
+        self.bucket_name = bucket
+        self.chunk_size = max(_CHUNK_UNIT, chunk_bytes // _CHUNK_UNIT * _CHUNK_UNIT)
         with self._errors(""):
             self.client = storage.Client()
         self.bucket = self.client.bucket(self.bucket_name)

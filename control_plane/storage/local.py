@@ -9,8 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from control_plane.errors import ObjectExistsError, ObjectNotFoundError, StorageError
-from control_plane.hashing import CHUNK_SIZE, ProgressCallback
+from control_plane.core.errors import ObjectExistsError, ObjectNotFoundError, StorageError
+from control_plane.core.hashing import CHUNK_SIZE, ProgressCallback
 from control_plane.storage.base import ObjectInfo, StorageBackend, check_key
 
 

@@ -20,9 +20,8 @@ import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from control_plane.config import NexusConfig
-from control_plane.errors import ObjectExistsError, ObjectNotFoundError, StorageError
-from control_plane.hashing import ProgressCallback
+from control_plane.core.errors import ObjectExistsError, ObjectNotFoundError, StorageError
+from control_plane.core.hashing import ProgressCallback
 from control_plane.storage.base import ObjectInfo, StorageBackend, check_key
 
 MIB = 1024 * 1024
@@ -32,28 +31,36 @@ _CREDENTIALS_HINT = (
 
 
 class S3Backend(StorageBackend):
-    def __init__(self, config: NexusConfig) -> None:
-        assert config.bucket is not None
-        self.bucket = config.bucket
-        self.endpoint_url = config.endpoint_url
+    """Objects under `bucket`; parts of `chunk_bytes`, `max_concurrency` at a time."""
+
+    def __init__(
+        self,
+        bucket: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        chunk_bytes: int = 64 * MIB,
+        max_concurrency: int = 8,
+    ) -> None:
+        self.bucket = bucket
+        self.endpoint_url = endpoint_url
         self.client: Any = boto3.session.Session().client(
             "s3",
-            endpoint_url=config.endpoint_url,
-            region_name=config.region,
+            endpoint_url=endpoint_url,
+            region_name=region,
             config=Config(
                 retries={"mode": "standard"},  # 3 attempts; AWS_MAX_ATTEMPTS overrides
-                max_pool_connections=max(10, config.max_concurrency + 2),
+                max_pool_connections=max(10, max_concurrency + 2),
                 connect_timeout=10,
                 read_timeout=60,
             ),
         )
         for operation in ("PutObject", "CompleteMultipartUpload"):
             self.client.meta.events.register(f"before-sign.s3.{operation}", _only_if_absent)
-        chunk = config.multipart_chunk_mb * MIB
         self.transfer = TransferConfig(
-            multipart_threshold=chunk,
-            multipart_chunksize=chunk,
-            max_concurrency=config.max_concurrency,
+            multipart_threshold=chunk_bytes,
+            multipart_chunksize=chunk_bytes,
+            max_concurrency=max_concurrency,
             use_threads=True,
         )
 

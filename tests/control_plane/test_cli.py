@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from control_plane import Registry
 from control_plane.cli import app
 from tests.conftest import commit_all, git
 
@@ -149,8 +150,23 @@ def test_load_errors(repo: Path, model_file: Path, tmp_path: Path) -> None:
     assert "no version at 'ffff'" in nexus("load", "ffff", "x.pt", "-m", "a", code=1).stderr
     assert "not a version reference" in nexus("load", "xyz", "x.pt", code=1).stderr
     assert "no model named 'c'" in nexus("load", "latest", "x.pt", "-m", "c", code=1).stderr
-    assert "not a directory" in nexus("load", "latest", "no/such/x.pt", "-m", "a", code=1).stderr
+    # Issue 10 made missing parents be created; a parent that is a file is still an error.
+    (repo / "afile").write_text("not a folder")
+    assert "not a directory" in nexus("load", "latest", "afile/x.pt", "-m", "a", code=1).stderr
     assert not (repo / "x.pt").exists()
+
+
+def test_load_creates_missing_parent_folders(repo: Path, model_file: Path) -> None:
+    nexus("store", str(model_file), "m")
+    nexus("load", "latest", "out/deeper/model.pt")
+    assert (repo / "out" / "deeper" / "model.pt").read_bytes() == model_file.read_bytes()
+
+
+def test_failed_load_leaves_no_folders_it_created(repo: Path, model_file: Path) -> None:
+    entry = Registry().store(model_file, "m").entry
+    (repo / ".nexus" / "store" / entry.storage_uri).write_bytes(b"tampered")
+    assert "changed or truncated" in nexus("load", "latest", "new/dir/model.pt", code=3).stderr
+    assert not (repo / "new").exists()
 
 
 def test_load_into_directory_keeps_stored_name(repo: Path, model_file: Path) -> None:

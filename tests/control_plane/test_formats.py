@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.formats import detect_format
+from control_plane.core.formats import detect_format
 from tests.models import make_onnx, make_state_dict, make_torchscript
 
 

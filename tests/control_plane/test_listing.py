@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from control_plane import Registry, query
 from control_plane.cli import app
+from tests.conftest import git
 from tests.control_plane.test_lifecycle import generate
 
 runner = CliRunner()
@@ -48,10 +49,21 @@ def test_corrupt_or_missing_index_is_rebuilt(repo: Path) -> None:
     assert index.read_bytes() != b"garbage"
 
 
-def test_without_a_workdir_no_index_is_written(repo: Path) -> None:
+def test_a_fresh_clone_builds_the_index_on_its_first_list(repo: Path) -> None:
+    # Issue 10: before, a clone without .nexus/ re-parsed the whole file on every list.
     generate(repo, 10)
+    first = listed()
+    assert (repo / ".nexus" / "list-index").is_file()
+    assert listed() == first
+    assert (repo / ".nexus" / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert ".nexus/" not in git(repo, "status", "--porcelain", "--untracked-files=all")
+
+
+def test_where_no_index_can_be_written_listing_still_works(repo: Path) -> None:
+    generate(repo, 10)
+    (repo / ".nexus").write_text("a file where the folder would go, as on a read-only checkout")
     assert "gen" in listed()
-    assert not (repo / ".nexus").exists()
+    assert listed().count("gen") == 10
 
 
 def test_writes_refresh_the_index(repo: Path, model_file: Path) -> None:

@@ -14,7 +14,7 @@ import yaml
 from pydantic_settings import CliApp
 
 from batch_proxy.settings import ProxySettings, settings_from
-from control_plane.config import NexusConfig
+from control_plane.settings import NexusConfig
 from model_server.settings import ServerSettings
 
 ROOT = Path(__file__).resolve().parents[2]

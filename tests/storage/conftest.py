@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.config import NexusConfig
-from control_plane.storage import LocalBackend, StorageBackend, open_backend
+from control_plane.registry.backends import open_backend
+from control_plane.settings import NexusConfig
+from control_plane.storage import LocalBackend, StorageBackend
 
 
 @pytest.fixture(params=["local", "s3", "gcs"])

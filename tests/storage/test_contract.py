@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.errors import ObjectExistsError, ObjectNotFoundError, UsageError
+from control_plane.core.errors import ObjectExistsError, ObjectNotFoundError, UsageError
 from control_plane.storage import StorageBackend
 
 

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from rich.console import Console
 
-from control_plane.errors import NexusError
-from control_plane.hashing import ProgressCallback
-from control_plane.listing import Summary
+from control_plane.core.errors import NexusError
+from control_plane.core.hashing import ProgressCallback
+from control_plane.core.units import human_size
 from control_plane.metadata import ModelEntry
-from control_plane.units import human_size
+from control_plane.metadata.listing import Summary
 
 if TYPE_CHECKING:
     from rich.progress import Progress

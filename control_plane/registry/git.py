@@ -7,7 +7,7 @@ from pathlib import Path
 
 import git
 
-from control_plane.errors import GitError
+from control_plane.core.errors import GitError
 
 # Files NexusML itself writes; their changes do not make a tree dirty.
 OWN_FILES = frozenset({".nexus_meta.json", ".gitignore"})

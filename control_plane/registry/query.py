@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, cast
 
-from control_plane.errors import UsageError
-from control_plane.lifecycle import STAGE_VALUES, STATUSES
-from control_plane.listing import Summary
+from control_plane.core.errors import UsageError
 from control_plane.metadata import ModelEntry
+from control_plane.metadata.listing import Summary
+from control_plane.registry.lifecycle import STAGE_VALUES, STATUSES
 
 
 class Filterable(Protocol):

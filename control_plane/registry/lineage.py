@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from control_plane.errors import UsageError
+from control_plane.core.errors import UsageError
 from control_plane.metadata import MetadataDocument, ModelEntry
 
 Key = tuple[str, str]  # (model_name, commit_hash)

@@ -16,21 +16,20 @@ import os
 import sys
 import zlib
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
 
-from control_plane.metadata import MetadataDocument, MetadataFile, ModelEntry, parse_timestamp
-from control_plane.units import human_size
+from control_plane.core.units import human_size
+from control_plane.metadata.document import MetadataDocument
+from control_plane.metadata.entry import ModelEntry, VersionFacts
+from control_plane.metadata.file import MetadataFile
 
 INDEX_FORMAT = 1
 
 
-class Summary(NamedTuple):
-    """One version as `nexus list` shows and filters it; the first 8 fields are the row."""
-
+class _Row(NamedTuple):
     model_name: str
     short_hash: str
     size_text: str
@@ -46,26 +45,15 @@ class Summary(NamedTuple):
     metrics_json: bytes | None
     tags_json: bytes | None
 
-    @property
-    def row(self) -> tuple[str, str, str, str, str, str, str, str]:
-        return (
-            self.model_name,
-            self.short_hash,
-            self.size_text,
-            self.stored_text,
-            self.latest_mark,
-            self.stage,
-            self.status,
-            self.format,
-        )
+
+class Summary(_Row, VersionFacts):
+    """One version as `nexus list` shows and filters it; the first 8 fields are the row."""
+
+    __slots__ = ()
 
     @property
     def is_latest(self) -> bool:
         return self.latest_mark == "*"
-
-    @property
-    def created(self) -> datetime:
-        return parse_timestamp(self.timestamp)
 
     @property
     def metrics(self) -> dict[str, float] | None:

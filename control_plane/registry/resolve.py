@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from control_plane import lifecycle
-from control_plane.errors import AmbiguousRefError, NotFoundError, UsageError
+from control_plane.core.errors import AmbiguousRefError, NotFoundError, UsageError
 from control_plane.metadata import MetadataDocument, ModelEntry
+from control_plane.registry import lifecycle
 
 _MODEL_NAME = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,128}$")
 _COMMIT_REF = re.compile(r"^[0-9a-f]{4,40}$")
@@ -21,16 +21,21 @@ def validate_model_name(name: str) -> str:
     return name
 
 
+def model_versions(document: MetadataDocument, model_name: str) -> list[ModelEntry]:
+    """The model's versions; NotFoundError when the name is valid but nothing is stored."""
+    validate_model_name(model_name)
+    versions = document.versions(model_name)
+    if not versions:
+        raise NotFoundError(
+            f"no model named '{model_name}' is stored.",
+            hint="run 'nexus list' to see the stored models",
+        )
+    return versions
+
+
 def resolve_ref(document: MetadataDocument, ref: str, model_name: str | None) -> ModelEntry:
-    entries = document.entries
-    if model_name is not None:
-        validate_model_name(model_name)
-        entries = [e for e in entries if e.model_name == model_name]
-        if not entries:
-            raise NotFoundError(
-                f"no model named '{model_name}' is stored.",
-                hint="run 'nexus list' to see the stored models",
-            )
+    """`latest`, a stage, a full commit hash or a unique prefix of 4+ hex characters."""
+    entries = document.entries if model_name is None else model_versions(document, model_name)
     if not entries:
         raise NotFoundError("no models are stored yet.", hint="run 'nexus store PATH MODEL_NAME'")
     if ref in lifecycle.STAGES:
@@ -91,7 +96,4 @@ def _resolve_stage(entries: list[ModelEntry], stage: str, model_name: str | None
 
 
 def find_version(document: MetadataDocument, model_name: str, commit: str) -> ModelEntry | None:
-    return next(
-        (e for e in document.entries if e.model_name == model_name and e.commit_hash == commit),
-        None,
-    )
+    return next((e for e in document.versions(model_name) if e.commit_hash == commit), None)

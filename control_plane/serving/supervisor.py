@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from control_plane.errors import NexusError
+from control_plane.core.errors import NexusError
 
 LogSink = Callable[[str, str], None]
 """Called with (child name, one log line)."""

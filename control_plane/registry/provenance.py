@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from control_plane.errors import UsageError
+from control_plane.core.errors import UsageError
 
 _PACKAGES = ("torch", "onnx", "onnxruntime", "numpy")
 

@@ -1,0 +1,90 @@
+"""`.nexus_meta.json` on disk: read freely, rewritten only under a lock, atomically.
+
+A file that cannot be parsed is never overwritten: `update` parses it first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from control_plane.core.errors import MetadataError
+from control_plane.metadata.document import MetadataDocument, parse_document
+
+LOCK_TIMEOUT_S = 60.0
+
+
+class MetadataFile:
+    """`.nexus_meta.json` on disk, read freely and rewritten only under a lock."""
+
+    def __init__(
+        self,
+        path: Path,
+        lock_path: Path,
+        on_write: Callable[[bytes, MetadataDocument], None] | None = None,
+    ) -> None:
+        self.path = path
+        self._lock_path = lock_path
+        self._on_write = on_write
+
+    def parse(self, data: bytes) -> MetadataDocument:
+        return parse_document(data, self.path)
+
+    def read(self) -> MetadataDocument:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return MetadataDocument()
+        except OSError as exc:
+            raise MetadataError(f"cannot read {self.path}: {exc.strerror}.") from exc
+        return parse_document(data, self.path)
+
+    @contextlib.contextmanager
+    def update(self) -> Iterator[MetadataDocument]:
+        """Lock, read, let the caller change the document, then write it atomically.
+
+        If the caller raises, nothing is written.
+        """
+        from filelock import FileLock, Timeout  # only writers need it
+
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self._lock_path), timeout=LOCK_TIMEOUT_S)
+        try:
+            lock.acquire()
+        except Timeout as exc:
+            raise MetadataError(
+                f"another nexus process has held {self._lock_path} for {LOCK_TIMEOUT_S:.0f} s.",
+                hint="wait for it to finish, or delete the lock file if no nexus is running",
+            ) from exc
+        try:
+            document = self.read()
+            yield document
+            data = document.to_bytes()
+            atomic_write(self.path, data)
+            if self._on_write is not None:
+                self._on_write(data, document)
+        finally:
+            lock.release()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same directory, fsync, rename, fsync the directory."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

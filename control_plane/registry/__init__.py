@@ -1,0 +1,19 @@
+"""The registry: a small facade (`Registry`) over the store pipeline, object fetch and
+verification, reference resolution, lifecycle, lineage, history, queries and provenance."""
+
+from control_plane.registry.facade import Registry, RollbackResult
+from control_plane.registry.objects import ProgressReporter, verify_file
+from control_plane.registry.resolve import validate_model_name
+from control_plane.registry.store import StoreRequest, StoreResult
+from control_plane.registry.workspace import ensure_gitignored
+
+__all__ = [
+    "ProgressReporter",
+    "Registry",
+    "RollbackResult",
+    "StoreRequest",
+    "StoreResult",
+    "ensure_gitignored",
+    "validate_model_name",
+    "verify_file",
+]

@@ -1,0 +1,21 @@
+"""A model's history: every recorded change to its versions, in the order it happened."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from control_plane.metadata import MetadataDocument
+from control_plane.registry.lifecycle import event_order
+from control_plane.registry.resolve import model_versions
+
+
+def model_history(document: MetadataDocument, model_name: str) -> list[dict[str, Any]]:
+    """Oldest first, by each event's `seq` (events of older files by time, then file order)."""
+    events = [
+        {"commit_hash": entry.commit_hash, **event}
+        for entry in model_versions(document, model_name)
+        for event in entry.history or []
+        if isinstance(event, dict)
+    ]
+    order = sorted(range(len(events)), key=lambda i: event_order(events[i], i))
+    return [events[i] for i in order]

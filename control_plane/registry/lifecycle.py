@@ -1,0 +1,138 @@
+"""Stages, approval and history: how a version moves through its life.
+
+Each model has at most one version in `staging` and one in `production`; a
+version can be `archived`. New versions start `pending_review`; `approve` and
+`reject` decide. Every change of stage, status or latest is appended to the
+entry's `history` with who (Git's user), when, and `seq`: one more than the
+highest `seq` in the file, so events order exactly even within one second and
+across versions.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from control_plane.core.errors import ConflictError, UsageError
+from control_plane.metadata import MetadataDocument, ModelEntry
+
+STAGING = "staging"
+PRODUCTION = "production"
+ARCHIVED = "archived"
+STAGES = (STAGING, PRODUCTION)
+STAGE_VALUES = (STAGING, PRODUCTION, ARCHIVED)
+
+PENDING_REVIEW = "pending_review"
+APPROVED = "approved"
+REJECTED = "rejected"
+STATUSES = (PENDING_REVIEW, APPROVED, REJECTED)
+
+LINEAGE_TYPES = ("fine_tune", "distillation", "merge")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class Recorder:
+    """Appends history events to one document's entries, numbering them as it goes.
+
+    One per write: the next `seq` is found once (a scan of the file's events) and
+    then counted up, so a write that changes many entries stays one pass.
+    """
+
+    def __init__(self, document: MetadataDocument, who: str | None) -> None:
+        self.who = who
+        self._next = 1 + max(
+            (
+                event["seq"]
+                for entry in document.entries
+                for event in entry.history or ()
+                if isinstance(event, dict) and type(event.get("seq")) is int
+            ),
+            default=0,
+        )
+
+    def record(
+        self, entry: ModelEntry, what: str, old: Any, new: Any, *, reason: str | None = None
+    ) -> None:
+        """Append one change to the entry's history."""
+        event: dict[str, Any] = {
+            "what": what,
+            "from": old,
+            "to": new,
+            "who": self.who,
+            "when": now(),
+            "seq": self._next,
+        }
+        if reason is not None:
+            event["reason"] = reason
+        self._next += 1
+        entry.history = [*(entry.history or []), event]
+
+
+def event_order(event: dict[str, Any], position: int) -> tuple[Any, ...]:
+    """Sort key: events without `seq` (older nexus) first, by time then file position."""
+    seq = event.get("seq")
+    if type(seq) is int:
+        return (1, seq, "", position)
+    return (0, 0, str(event.get("when", "")), position)
+
+
+def set_latest(document: MetadataDocument, chosen: ModelEntry, recorder: Recorder) -> None:
+    """Make `chosen` the one latest version of its model, recording every flip."""
+    for entry in document.versions(chosen.model_name):
+        want = entry is chosen
+        if entry.is_latest != want:
+            recorder.record(entry, "latest", entry.is_latest, want)
+            entry.is_latest = want
+
+
+def set_stage(entry: ModelEntry, stage: str | None, recorder: Recorder) -> None:
+    if entry.stage != stage:
+        recorder.record(entry, "stage", entry.stage, stage)
+        entry.stage = stage
+
+
+def set_status(
+    entry: ModelEntry, status: str, recorder: Recorder, reason: str | None = None
+) -> None:
+    if status not in STATUSES:
+        raise UsageError(f"status must be one of {', '.join(STATUSES)}, not '{status}'.")
+    if entry.status == status and entry.status_reason == reason:
+        return
+    recorder.record(entry, "status", entry.status, status, reason=reason)
+    entry.status = status
+    entry.status_reason = reason
+
+
+def promote(
+    document: MetadataDocument,
+    entry: ModelEntry,
+    stage: str,
+    *,
+    archive_previous: bool,
+    require_approval: bool,
+    recorder: Recorder,
+) -> ModelEntry | None:
+    """Move `stage` to `entry`; return the version that held it before, if any."""
+    if stage not in STAGES:
+        raise UsageError(f"--stage must be staging or production, not '{stage}'.")
+    if stage == PRODUCTION and require_approval and entry.status != APPROVED:
+        raise ConflictError(
+            f"{entry.label} is {entry.status or 'not reviewed'}; require_approval is on, so "
+            "only approved versions go to production.",
+            hint=f"run 'nexus approve {entry.short_hash} {entry.model_name}' first",
+        )
+    previous = next(
+        (e for e in document.versions(entry.model_name) if e.stage == stage and e is not entry),
+        None,
+    )
+    if previous is not None:
+        set_stage(previous, ARCHIVED if archive_previous else None, recorder)
+    set_stage(entry, stage, recorder)
+    return previous
+
+
+def latest_of(document: MetadataDocument, model_name: str) -> ModelEntry | None:
+    return next((e for e in document.versions(model_name) if e.is_latest), None)

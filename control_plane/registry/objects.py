@@ -1,0 +1,173 @@
+"""Moving a version's bytes: upload once (never over other bytes), fetch and verify.
+
+Fetch order: download beside DEST, verify size and sha256, rename into place,
+so a failed or corrupt download never leaves a file at DEST.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from control_plane.core.errors import (
+    IntegrityError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    StorageError,
+    UsageError,
+)
+from control_plane.core.hashing import ProgressCallback, sha256_file
+from control_plane.metadata import ModelEntry
+from control_plane.registry.workspace import Workspace
+from control_plane.storage import StorageBackend
+
+
+class ProgressReporter(Protocol):
+    """Something that shows a transfer: `start` returns the per-chunk callback."""
+
+    def start(self, description: str, total: int) -> ProgressCallback: ...
+
+
+def callback(
+    progress: ProgressReporter | None, description: str, total: int
+) -> ProgressCallback | None:
+    return progress.start(description, total) if progress is not None else None
+
+
+class Objects:
+    """A version's bytes in the store, as the registry moves and checks them."""
+
+    def __init__(self, backend: StorageBackend, workspace: Workspace) -> None:
+        self.backend = backend
+        self._workspace = workspace
+
+    def upload_once(
+        self, source: Path, key: str, sha256: str, size: int, progress: ProgressReporter | None
+    ) -> bool:
+        """Upload unless the same bytes are there already (False); never replace other bytes."""
+        try:
+            info = self.backend.stat(key)
+        except ObjectNotFoundError:
+            try:
+                self.backend.upload(
+                    source, key, sha256=sha256, progress=callback(progress, "uploading", size)
+                )
+            except ObjectExistsError:
+                info = self.backend.stat(key)  # lost a race: judge what the winner wrote
+            else:
+                return True
+        if info.size == size and (info.sha256 or self._stored_sha256(key)) == sha256:
+            return False
+        raise ObjectExistsError(
+            f"{self.backend.uri(key)} already holds other bytes; it will not be overwritten.",
+            hint="another store wrote this key without recording it; inspect or delete the object",
+        )
+
+    def load(
+        self, entry: ModelEntry, dest: Path, *, progress: ProgressReporter | None = None
+    ) -> Path:
+        """Fetch to `dest` (a file, or a directory to keep the stored name).
+
+        Missing parent folders are created, as `aws s3 cp` and `dvc get` do, and removed
+        again if the fetch fails.
+        """
+        target = dest / PurePosixPath(entry.storage_uri).name if dest.is_dir() else dest
+        created = _make_parents(target.parent)
+        try:
+            return self.fetch(entry, target, progress=progress)
+        except BaseException:
+            for folder in reversed(created):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+
+    def fetch(
+        self, entry: ModelEntry, dest: Path, *, progress: ProgressReporter | None = None
+    ) -> Path:
+        """Download beside `dest`, verify size and sha256, then rename into place.
+
+        On any failure the temporary file is removed and `dest` is untouched.
+        """
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            self.backend.download(
+                entry.storage_uri,
+                tmp,
+                progress=callback(progress, "downloading", entry.file_size or 0),
+            )
+            verify_file(tmp, entry, progress)
+            os.replace(tmp, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return dest
+
+    def verify(self, entries: Sequence[ModelEntry]) -> list[tuple[ModelEntry, StorageError | None]]:
+        """Download and check each version: (entry, failure or None). Shared objects once."""
+        checked: dict[tuple[str, str | None], StorageError | None] = {}
+        results = []
+        with self._workspace.scratch() as tmp:
+            for entry in entries:
+                key = (entry.storage_uri, entry.sha256)
+                if key not in checked:
+                    try:
+                        self.fetch(entry, tmp / "object")
+                        checked[key] = None
+                    except StorageError as exc:
+                        checked[key] = exc
+                results.append((entry, checked[key]))
+        return results
+
+    def _stored_sha256(self, key: str) -> str:
+        """Hash an object the store holds without a recorded sha256 (rare: an orphan)."""
+        with self._workspace.scratch() as tmp:
+            path = tmp / "object"
+            self.backend.download(key, path)
+            return sha256_file(path)
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; return those created, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
+    for path in missing:
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue  # created meanwhile by someone else
+        except NotADirectoryError:
+            raise UsageError(
+                f"cannot create {folder}: {path.parent} is a file, not a directory.",
+                hint="choose a destination inside a directory",
+            ) from None
+        except OSError as exc:
+            raise UsageError(f"cannot create {path}: {exc.strerror}.") from None
+    if not folder.is_dir():
+        raise UsageError(
+            f"{folder} is a file, not a directory.", hint="choose a destination inside a directory"
+        )
+    return missing
+
+
+def verify_file(path: Path, entry: ModelEntry, progress: ProgressReporter | None = None) -> None:
+    """Raise IntegrityError unless `path` has the entry's size and sha256."""
+    size = path.stat().st_size
+    if entry.file_size is not None and size != entry.file_size:
+        raise IntegrityError(
+            f"{entry.label}: the stored object has {size} bytes, the metadata says "
+            f"{entry.file_size}; it was changed or truncated in the store.",
+            hint="restore the object, or store the model again from its commit",
+        )
+    if entry.sha256 is not None:
+        actual = sha256_file(path, callback(progress, "verifying", size))
+        if actual != entry.sha256:
+            raise IntegrityError(
+                f"{entry.label}: the stored object's sha256 is {actual[:12]}…, the metadata "
+                f"says {entry.sha256[:12]}…; it was changed in the store.",
+                hint="restore the object, or store the model again from its commit",
+            )

@@ -1,0 +1,218 @@
+"""The store pipeline: validate, check Git, hash, upload, and only then record the entry.
+
+The entry is written atomically under the metadata lock, so an upload that
+fails leaves no entry, and a concurrent store of the same version is noticed
+under the lock rather than recorded twice.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from control_plane.core.errors import ConflictError, UsageError
+from control_plane.core.formats import detect_format
+from control_plane.core.hashing import sha256_file
+from control_plane.metadata import MetadataDocument, MetadataFile, ModelEntry
+from control_plane.registry import lifecycle
+from control_plane.registry.lineage import key as lineage_key
+from control_plane.registry.lineage import split_model_ref, would_cycle
+from control_plane.registry.objects import Objects, ProgressReporter, callback
+from control_plane.registry.provenance import (
+    TrainingConfig,
+    capture_environment,
+    read_training_config,
+)
+from control_plane.registry.resolve import find_version, resolve_ref, validate_model_name
+from control_plane.registry.workspace import Workspace
+from control_plane.settings import NexusConfig
+
+_EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    """Everything `nexus store` (or a training script) says about a new version."""
+
+    path: Path
+    model_name: str
+    message: str | None = None
+    metrics: Mapping[str, float] | None = None
+    params: Mapping[str, Any] | None = None
+    tags: Mapping[str, str] | None = None
+    owner: str | None = None
+    training_data: str | None = None
+    base_model: str | None = None
+    config_file: Path | None = None
+    parents: Sequence[str] = ()
+    lineage_type: str | None = None
+    allow_dirty: bool = False
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What `store` did: the entry, whether bytes moved, and what to tell the user."""
+
+    entry: ModelEntry
+    already_stored: bool
+    uploaded: bool
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+
+@dataclass
+class StorePipeline:
+    """One store, step by step, over the registry's parts."""
+
+    workspace: Workspace
+    metadata: MetadataFile
+    objects: Objects
+    config: NexusConfig
+
+    def run(self, request: StoreRequest, progress: ProgressReporter | None) -> StoreResult:
+        validate_model_name(request.model_name)
+        source = request.path
+        if not source.is_file():
+            raise UsageError(f"{source} is not a file.", hint="pass the path of a model file")
+        metrics = check_metrics(request.metrics)
+        check_lineage(request.parents, request.lineage_type)
+        training = read_training_config(request.config_file) if request.config_file else None
+        params = {**((training.params if training else None) or {}), **(request.params or {})}
+        git = self.workspace.git()
+        state = git.state(allow_dirty=request.allow_dirty)
+        warnings: list[str] = []
+        notes: list[str] = []
+        if git.is_tracked(source):
+            warnings.append(
+                f"{source} is tracked by Git; binaries belong in the store, not in Git "
+                f"(git rm --cached {source})."
+            )
+        size = source.stat().st_size
+        sha256 = sha256_file(source, callback(progress, "hashing", size))
+        document = self.metadata.read()
+        existing = find_version(document, request.model_name, state.commit_hash)
+        if existing is not None:
+            return _already_stored(existing, sha256, warnings)
+        parents = [
+            resolve_ref(document, ref, m) for m, ref in map(split_model_ref, request.parents)
+        ]
+        if would_cycle(
+            document, (request.model_name, state.commit_hash), map(lineage_key, parents)
+        ):
+            raise ConflictError(
+                f"{request.model_name}@{state.commit_hash[:7]} cannot be its own ancestor.",
+                hint="name parents that are older versions, not this one",
+            )
+        if training is not None:
+            warnings.extend(self._config_twin(document, request, training))
+
+        versions = document.versions(request.model_name)
+        twin = next((e for e in versions if e.sha256 == sha256), None)
+        if twin is not None and self.objects.backend.exists(twin.storage_uri):
+            key, uploaded = twin.storage_uri, False
+            notes.append(f"identical bytes to {twin.label}: the new entry points at its object.")
+        else:
+            key = self._key(request.model_name, state.commit_hash, source)
+            uploaded = self.objects.upload_once(source, key, sha256, size, progress)
+        self.workspace.prepare()
+        with self.metadata.update() as document:
+            existing = find_version(document, request.model_name, state.commit_hash)
+            if existing is not None:  # a concurrent store of the same version won
+                return _already_stored(existing, sha256, warnings)
+            entry = ModelEntry(
+                commit_hash=state.commit_hash,
+                model_name=request.model_name,
+                storage_uri=key,
+                file_size=size,
+                timestamp=lifecycle.now(),
+                sha256=sha256,
+                format=detect_format(source),
+                metrics=metrics,
+                params=params or None,
+                tags={str(k): str(v) for k, v in request.tags.items()} if request.tags else None,
+                message=request.message,
+                author=state.author,
+                dirty=True if state.dirty else None,
+                owner=request.owner,
+                training_data=request.training_data,
+                base_model=request.base_model,
+                training_config_hash=training.sha256 if training else None,
+                environment=capture_environment(),
+                parents=[{"model": e.model_name, "commit_hash": e.commit_hash} for e in parents]
+                or None,
+                lineage_type=request.lineage_type,
+            )
+            recorder = lifecycle.Recorder(document, state.author)
+            lifecycle.set_status(entry, lifecycle.PENDING_REVIEW, recorder)
+            document.entries.append(entry)
+            lifecycle.set_latest(document, entry, recorder)
+        return StoreResult(
+            entry,
+            already_stored=False,
+            uploaded=uploaded,
+            warnings=tuple(warnings),
+            notes=tuple(notes),
+        )
+
+    def _config_twin(
+        self, document: MetadataDocument, request: StoreRequest, training: TrainingConfig
+    ) -> list[str]:
+        versions = document.versions(request.model_name)
+        twin = next((e for e in versions if e.training_config_hash == training.sha256), None)
+        if twin is None:
+            return []
+        if self.config.dedup_by_config and not request.force:
+            raise ConflictError(
+                f"{twin.label} was trained from the same config; dedup_by_config refuses "
+                "a second version of it.",
+                hint="change the config, or pass --force to store it anyway",
+            )
+        return [f"{twin.label} was trained from the same config: a likely retrain of it."]
+
+    def _key(self, model_name: str, commit: str, source: Path) -> str:
+        ext = source.suffix.lstrip(".").lower()
+        name = f"{commit}.{ext if _EXTENSION.match(ext) else 'pt'}"
+        prefix = self.config.prefix
+        return "/".join([prefix, model_name, name] if prefix else [model_name, name])
+
+
+def _already_stored(existing: ModelEntry, sha256: str, warnings: Sequence[str]) -> StoreResult:
+    if existing.sha256 not in (None, sha256):
+        raise ConflictError(
+            f"{existing.label} is already stored with other bytes.",
+            hint="commit your changes first, so the new model gets its own commit",
+        )
+    return StoreResult(existing, already_stored=True, uploaded=False, warnings=tuple(warnings))
+
+
+def check_lineage(parents: Sequence[str], lineage_type: str | None) -> None:
+    if lineage_type is not None and lineage_type not in lifecycle.LINEAGE_TYPES:
+        raise UsageError(
+            f"--lineage-type must be one of {', '.join(lifecycle.LINEAGE_TYPES)}, "
+            f"not '{lineage_type}'."
+        )
+    if lineage_type is not None and not parents:
+        raise UsageError(f"--lineage-type {lineage_type} needs at least one --parent MODEL@REF.")
+    if lineage_type == "merge" and len(parents) < 2:
+        raise UsageError("--lineage-type merge needs two or more --parent MODEL@REF.")
+    if lineage_type not in (None, "merge") and len(parents) > 1:
+        raise UsageError(
+            f"{lineage_type} takes one --parent; use --lineage-type merge for several."
+        )
+
+
+def check_metrics(metrics: Mapping[str, float] | None) -> dict[str, float] | None:
+    if not metrics:
+        return None
+    clean: dict[str, float] = {}
+    for key, value in metrics.items():
+        number_like = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number_like or not math.isfinite(value):
+            raise UsageError(f"metric '{key}' must be a finite number, not {value!r}.")
+        clean[str(key)] = value
+    return clean

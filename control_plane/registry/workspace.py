@@ -1,0 +1,113 @@
+"""The repository a registry works in: its root, its `.nexus/` folder and its Git.
+
+`.nexus/` holds what is derived or local (the lock, the listing index, the
+default store) and never belongs in Git: it ignores itself (a `.gitignore` of
+`*` inside it) and writes also add it to the repository's `.gitignore`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from control_plane.core.errors import GitError
+from control_plane.metadata import METADATA_FILENAME
+
+if TYPE_CHECKING:
+    from control_plane.registry.git import GitRepo
+
+WORKDIR = ".nexus"
+
+
+class Workspace:
+    """Found from a start directory: the Git working tree above it, else the metadata's folder."""
+
+    def __init__(self, start: Path | str | None = None) -> None:
+        self.start = Path(start or Path.cwd()).resolve()
+        self.root = find_root(self.start)
+        self._git: GitRepo | None = None
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.root / METADATA_FILENAME
+
+    @property
+    def workdir(self) -> Path:
+        return self.root / WORKDIR
+
+    @property
+    def lock_path(self) -> Path:
+        return self.workdir / "meta.lock"
+
+    @property
+    def index_path(self) -> Path:
+        return self.workdir / "list-index"
+
+    def git(self) -> GitRepo:
+        """Created on first use: serving and listing need only the metadata file."""
+        if self._git is None:
+            from control_plane.registry.git import GitRepo  # gitpython is slow to import
+
+            self._git = GitRepo(self.start)
+        return self._git
+
+    def who(self) -> str | None:
+        """Git's user for history events; None outside a repository."""
+        try:
+            return self.git().author()
+        except GitError:
+            return None
+
+    def prepare(self) -> None:
+        """Before a write: create `.nexus/` and keep it out of the repository's Git."""
+        self._make_workdir()
+        if (self.root / ".git").exists():
+            ensure_gitignored(self.root / ".gitignore", f"{WORKDIR}/")
+
+    def prepare_cache(self) -> bool:
+        """Before a read that caches (the listing index): False where the checkout is read-only."""
+        try:
+            self._make_workdir()
+        except OSError:
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[Path]:
+        """A temporary folder inside `.nexus/` (same filesystem as the store: cheap renames)."""
+        self.prepare()
+        with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
+            yield Path(tmp)
+
+    def _make_workdir(self) -> None:
+        if not self.workdir.is_dir():
+            self.workdir.mkdir(exist_ok=True)
+            (self.workdir / ".gitignore").write_text(
+                "# written by nexus: all of .nexus/ is local\n*\n"
+            )
+
+
+def find_root(start: Path) -> Path:
+    """The Git working tree above `start`, else the directory holding the metadata file."""
+    for marker in (".git", METADATA_FILENAME):
+        for directory in (start, *start.parents):
+            if (directory / marker).exists():
+                return directory
+    return start
+
+
+def ensure_gitignored(gitignore: Path, pattern: str) -> None:
+    """Append `pattern` to a .gitignore unless an equivalent line is there."""
+    try:
+        text = gitignore.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    bare = pattern.strip("/")
+    if any(line.strip().strip("/") == bare for line in text.splitlines()):
+        return
+    separator = "" if not text or text.endswith("\n") else "\n"
+    with gitignore.open("a", encoding="utf-8") as fh:
+        fh.write(f"{separator}{pattern}\n")

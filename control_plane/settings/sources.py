@@ -1,0 +1,176 @@
+"""The one settings mechanism: pydantic-settings models fed by a YAML file, NEXUS_* and flags.
+
+Each part declares a pydantic-settings model; `load_settings` reads its sources
+in order of precedence (explicit values such as flags, then the environment,
+then the YAML file), merges them, validates once, and turns every failure into
+a ConfigError that names the key and where its value came from. Secrets are
+refused before anything else is looked at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource
+from pydantic_settings.sources.utils import parse_env_vars
+
+from control_plane.core.errors import ConfigError
+
+S = TypeVar("S", bound=BaseSettings)
+
+_SECRET_KEY = re.compile(
+    r"secret|password|passwd|token|private[_-]?key|access[_-]?key|credential|api[_-]?key",
+    re.IGNORECASE,
+)
+_SECRET_VALUE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+CREDENTIALS_HINT = (
+    "credentials belong in the provider's environment: AWS_ACCESS_KEY_ID / "
+    "AWS_SECRET_ACCESS_KEY or ~/.aws for S3, GOOGLE_APPLICATION_CREDENTIALS for GCS"
+)
+# pydantic's error types, said the way a person would.
+_EXPECTED = {
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "string_type": "must be a non-empty string",
+    "literal_error": "must be one of {expected}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than_equal": "must be at most {le}",
+}
+
+
+class MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (os.environ by default)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+def read_yaml_file(path: Path) -> dict[str, Any]:
+    """A YAML mapping of keys to values, or a ConfigError with the line and column."""
+    import yaml  # only when the file exists
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {exc.problem}.") from exc
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}.") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path} must be a YAML mapping of keys to values, not {type(data).__name__}.",
+            hint="see .nexusrc.example",
+        )
+    return {str(k): v for k, v in data.items()}
+
+
+def refuse_secrets(values: Mapping[str, Any], where: str) -> None:
+    """A key that names a credential, or a value holding a private key, is refused outright."""
+    for key, value in values.items():
+        if isinstance(value, str) and _SECRET_VALUE.search(value):
+            raise ConfigError(
+                f"{where} holds a private key under '{key}'; refusing to use it.",
+                hint=CREDENTIALS_HINT,
+            )
+        if _SECRET_KEY.search(key):
+            raise ConfigError(
+                f"'{key}' looks like a credential and must not be in {where}.",
+                hint=CREDENTIALS_HINT,
+            )
+
+
+def load_settings(
+    cls: type[S],
+    *,
+    yaml_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    aliases: Mapping[str, str] | None = None,
+    **explicit: Any,
+) -> S:
+    """Explicit values over NEXUS_* variables over the YAML file over defaults, validated once.
+
+    `aliases` maps extra variable names to fields (e.g. NEXUS_STORE_PATH -> path).
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if yaml_file is not None and yaml_file.is_file():
+        from_file = read_yaml_file(yaml_file)
+        refuse_secrets(from_file, str(yaml_file))
+        known = set(cls.model_fields)
+        for key in from_file:
+            if key not in known:
+                raise ConfigError(
+                    f"unknown configuration key '{key}' in {yaml_file}.",
+                    hint="known keys: " + ", ".join(sorted(known)),
+                )
+        values.update(from_file)
+        origin.update(dict.fromkeys(from_file, str(yaml_file)))
+    from_env = MappingEnvSource(cls, env)()
+    values.update(from_env)
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    origin.update({key: prefix + key.upper() for key in from_env})
+    for name, key in (aliases or {}).items():
+        if name in env:
+            values[key], origin[key] = env[name], name
+    values.update({k: v for k, v in explicit.items() if v is not None})
+    origin.update({k: "the command line" for k, v in explicit.items() if v is not None})
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, origin)) from None
+
+
+def describe(exc: ValidationError, origin: Mapping[str, str] | None = None) -> str:
+    """The first problem as one sentence: the key, what it must be, what it was, and where."""
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"])
+    context = {k: _show(v) for k, v in (error.get("ctx") or {}).items()}
+    if error["type"] == "value_error":
+        expected = str(context.get("error", error["msg"]))
+    else:
+        expected = _EXPECTED.get(error["type"], error["msg"].lower()).format(**context)
+    where = f" (from {origin[key]})" if origin and key in origin else ""
+    subject = f"'{key}' " if key else ""
+    shown = "" if error["type"] == "missing" else f", not {error['input']!r}"
+    return f"{subject}{expected}{shown}{where}."
+
+
+def _show(value: Any) -> str:
+    text = str(value)
+    return text.replace("'", "") if text.startswith("'") else text
+
+
+def settings_env(settings: BaseSettings) -> dict[str, str | None]:
+    """The NEXUS_* variables that reproduce `settings` in a child process (None: unset it)."""
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    env: dict[str, str | None] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, bool):
+            text: str | None = "true" if value else "false"
+        elif isinstance(value, tuple | list):
+            text = ",".join(map(str, value))
+        else:
+            text = None if value is None else str(value)
+        env[prefix + name.upper()] = text
+    return env
