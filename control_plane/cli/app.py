@@ -12,9 +12,10 @@ import gc
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar, get_args
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from control_plane.cli import render as ui
 from control_plane.core.errors import NexusError, UsageError
@@ -24,13 +25,85 @@ from control_plane.registry import Registry, query
 P = ParamSpec("P")
 R = TypeVar("R")
 
+
+class NexusCommand(TyperCommand):
+    """Help that reads like gh's or uv's: `nexus store [OPTIONS] PATH MODEL_NAME`, `--tag TEXT`.
+
+    Typer labels values by their Python type (`<list[str]>`, `{path}`); click's words
+    for values, bare flags and plain argument names read better.
+    """
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _tidy(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+        return pieces
+
+
+class NexusGroup(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _tidy(super().get_params(ctx))
+
+
+def _tidy(params: list[Any]) -> list[Any]:
+    for param in params:
+        if param.metavar is None:
+            param.metavar = _metavar(param)
+        if isinstance(param, TyperArgument):
+            # The name column already says what it is; no second `<str>` column.
+            setattr(param, "display_type_rich", lambda ctx: None)  # noqa: B010
+    return params
+
+
+def _metavar(param: Any) -> str:
+    if isinstance(param, TyperOption) and param.is_flag:
+        return ""
+    if isinstance(param, TyperArgument):
+        return (param.name or "").upper()
+    described = param.type_descriptor
+    if described.is_path:
+        return "PATH"
+    kind = get_args(described.annotation)[0] if described.is_list else described.annotation
+    return {int: "INTEGER", float: "NUMBER"}.get(kind, "TEXT")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        ui.info(f"nexus {version('nexusml')}")
+        raise typer.Exit()
+
+
 app = typer.Typer(
     name="nexus",
     help="Version model binaries against Git commits, and serve them.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold credentials
-    add_completion=False,
+    add_completion=True,
+    cls=NexusGroup,
 )
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+            metavar="",
+        ),
+    ] = False,
+) -> None:
+    """Version model binaries against Git commits, and serve them."""
+
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -60,7 +133,7 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[P, R]], Callable[P,
     """`app.command` with the error handler applied."""
 
     def register(fn: Callable[P, R]) -> Callable[P, R]:
-        app.command(*args, **kwargs)(handle_errors(fn))
+        app.command(*args, cls=NexusCommand, **kwargs)(handle_errors(fn))
         return fn
 
     return register

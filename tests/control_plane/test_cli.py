@@ -259,3 +259,18 @@ def test_verify_checks_every_stored_version(repo: Path, model_file: Path, tmp_pa
     report = json.loads(nexus("verify", "-m", "b", "--json").stdout)
     assert [r["ok"] for r in report] == [True]
     assert not any(p.name.startswith("tmp") for p in (repo / ".nexus").iterdir())
+
+
+def test_version_help_and_completion() -> None:
+    from importlib.metadata import version
+
+    assert nexus("--version").stdout.strip() == f"nexus {version('nexusml')}"
+    top = nexus("--help").stdout
+    assert "--install-completion" in top
+    store_help = nexus("store", "--help").stdout
+    assert "nexus store [OPTIONS] PATH MODEL_NAME" in store_help
+    assert "--metric" in store_help and "TEXT" in store_help
+    for help_text in (top, store_help, nexus("list", "--help").stdout):
+        assert "<bool>" not in help_text
+        assert "<list[str]>" not in help_text
+        assert "{path}" not in help_text

@@ -337,3 +337,44 @@ def test_old_and_seed_files_take_the_new_commands(repo: Path) -> None:
     assert [e["commit_hash"] for e in listed] == ["abc123def"]
     assert json.loads(nexus("lineage", "my_model@abc123", "--json").stdout)["ancestors"] == []
     assert len(json.loads(nexus("history", "my_model", "--json").stdout)) == 2
+
+
+def test_history_orders_same_second_events_across_versions(repo: Path, tmp_path: Path) -> None:
+    # Issue 10: events within one second used to sort by time alone, version by version.
+    (tmp_path / "a.pt").write_bytes(b"a" * 64)
+    (tmp_path / "b.pt").write_bytes(b"b" * 64)
+    nexus("store", str(tmp_path / "a.pt"), "m")
+    c1 = git(repo, "rev-parse", "HEAD")
+    c2 = new_commit(repo, "v2")
+    nexus("store", str(tmp_path / "b.pt"), "m")
+    steps = [
+        ("promote", c2[:7], "m", "--stage", "staging"),
+        ("promote", c1[:7], "m", "--stage", "staging"),
+        ("approve", c2[:7], "m"),
+        ("rollback", c1[:7], "m"),
+        ("promote", c2[:7], "m", "--stage", "production"),
+    ]
+    for step in steps:
+        nexus(*step)
+    events = json.loads(nexus("history", "m", "--json").stdout)
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    moves = [(e["commit_hash"], e["what"], e["to"]) for e in events]
+    # The order of the commands, whichever version each touched (last occurrence of each):
+    expected = [
+        (c2, "stage", "staging"),
+        (c1, "stage", "staging"),
+        (c2, "status", "approved"),
+        (c1, "latest", True),
+        (c2, "stage", "production"),
+    ]
+    positions = [len(moves) - 1 - moves[::-1].index(move) for move in expected]
+    assert positions == sorted(positions)
+
+
+def test_reject_reason_is_in_the_history_event(repo: Path, model_file: Path) -> None:
+    nexus("store", str(model_file), "m")
+    nexus("reject", "latest", "m", "--reason", "accuracy regressed on the holdout set")
+    events = json.loads(nexus("history", "m", "--json").stdout)
+    rejected = [e for e in events if e["to"] == "rejected"]
+    assert rejected[0]["reason"] == "accuracy regressed on the holdout set"
