@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from batch_proxy.batcher import Batcher, BatchError, Pending
+from batch_proxy.batcher import Batcher, BatchError, ItemError, Pending
 from batch_proxy.metrics import ProxyMetrics
 from batch_proxy.settings import ProxySettings
 from batch_proxy.upstream import UpstreamPool
@@ -156,6 +156,8 @@ class ProxyApp:
         except TimeoutError:
             timeout = self.settings.request_timeout_s
             return await _respond(send, 504, {"error": f"no answer within {timeout:g} s."})
+        except ItemError as exc:
+            return await _respond(send, exc.status, {"error": exc.message, "model": exc.model})
         except BatchError as exc:
             return await _respond(send, exc.status, {"error": exc.message}, retry_after=True)
         except asyncio.CancelledError:
@@ -165,8 +167,6 @@ class ProxyApp:
             return 0  # the client disconnected; its item was dropped from the queue
         finally:
             watcher.cancel()
-        if isinstance(output, dict) and "error" in output:
-            return await _respond(send, 422, {"error": output["error"], "model": model})
         return await _respond(send, 200, {"output": output, "model": model})
 
 

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from batch_proxy.wire import BatchReply
+
 logger = logging.getLogger("nexus.proxy")
 
 
@@ -59,12 +61,14 @@ class DeadlineError(BatchError):
     status = 504
 
 
-@dataclass(frozen=True, slots=True)
-class BatchReply:
-    """One upstream answer: an output per input, plus what the upstream says of itself."""
+class ItemError(BatchError):
+    """The upstream answered the batch but failed this item (the wire's `errors`): 422."""
 
-    outputs: Sequence[Any]
-    model: Any = None
+    status = 422
+
+    def __init__(self, message: str, model: Any) -> None:
+        super().__init__(message)
+        self.model = model
 
 
 class Slot(Protocol):
@@ -247,10 +251,15 @@ class Batcher:
             for item in batch:
                 _settle_error(item, UpstreamError(f"the batch failed: {exc}."))
         else:
-            model = reply.model
-            for item, output in zip(batch, reply.outputs, strict=True):
-                if not item.future.done():
+            model, errors = reply.model, reply.errors
+            for index, (item, output) in enumerate(zip(batch, reply.outputs, strict=True)):
+                if item.future.done():
+                    continue
+                failure = errors.get(index) if errors else None
+                if failure is None:
                     item.future.set_result((output, model))
+                else:
+                    item.future.set_exception(ItemError(failure, model))
         finally:
             slot.release()
             self.observer.batch_done(loop.time() - started)

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-from batch_proxy.batcher import BatchReply, NoUpstreamError, UpstreamError
+from batch_proxy import wire
+from batch_proxy.batcher import NoUpstreamError, UpstreamError
+from batch_proxy.wire import BatchReply
 
 logger = logging.getLogger("nexus.proxy")
 
-_JSON = {"content-type": "application/json"}
+_JSON = {"content-type": wire.CONTENT_TYPE}
 
 
 @dataclass
@@ -115,8 +117,8 @@ class UpstreamPool:
 
     async def post_batch(self, upstream: Upstream, payloads: Sequence[bytes]) -> BatchReply:
         assert self._session is not None, "UpstreamPool.start() was not awaited"
-        body = b'{"inputs":[' + b",".join(payloads) + b"]}"
-        url = upstream.url + "/predict/batch"
+        body = wire.encode_request(payloads)
+        url = upstream.url + wire.BATCH_PATH
         try:
             async with self._session.post(
                 url, data=body, headers=_JSON, timeout=self._timeout
@@ -132,7 +134,7 @@ class UpstreamPool:
             ) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"the upstream {upstream.url} failed: {exc}.") from exc
-        if status != 200:
+        if status != wire.OK:
             raise UpstreamError(f"the upstream {upstream.url} answered {status}: {_snippet(data)}.")
         return _parse_reply(upstream.url, data)
 
@@ -148,7 +150,7 @@ class UpstreamPool:
         assert self._session is not None
         try:
             async with self._session.get(
-                upstream.url + "/health", timeout=self._health_timeout
+                upstream.url + wire.HEALTH_PATH, timeout=self._health_timeout
             ) as response:
                 await response.read()
                 ok, error = response.status == 200, f"/health answered {response.status}"
@@ -170,10 +172,10 @@ def _parse_reply(url: str, data: bytes) -> BatchReply:
         reply = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise UpstreamError(f"the upstream {url} sent a reply that is not JSON.") from None
-    outputs = reply.get("outputs") if isinstance(reply, dict) else None
-    if not isinstance(outputs, list):
-        raise UpstreamError(f"the upstream {url} sent a reply without an 'outputs' list.")
-    return BatchReply(outputs=outputs, model=reply.get("model"))
+    try:
+        return wire.check_reply(reply)
+    except wire.WireError as exc:
+        raise UpstreamError(f"the upstream {url} sent {exc.message}.") from None
 
 
 def _snippet(data: bytes, limit: int = 200) -> str:

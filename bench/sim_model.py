@@ -6,8 +6,9 @@ batching benchmark and, with its control endpoint, by the proxy's tests.
 
     python -m bench.sim_model --port 8000 --latency-ms 20
 
-Each output echoes its input: {"echo": item}. An input {"bad": ...} gets
-{"error": ...} at its index. POST /_control {"mode": ..., "latency_ms": ...,
+Each output echoes its input: {"echo": item}. An input {"bad": ...} fails (the
+wire's `errors`); an input {"as_output": X} is answered with X itself, so a test
+can send a real output that looks like an error object. POST /_control {"mode": ..., "latency_ms": ...,
 "healthy": ...} changes behaviour (mode: ok | http500 | malformed | short);
 GET /_batches lists the batches seen (size, time, inputs).
 """
@@ -21,6 +22,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
+
+from batch_proxy import wire
 
 Message = MutableMapping[str, Any]
 
@@ -55,9 +58,9 @@ class SimModel:
             body += message.get("body", b"")
             more = message.get("more_body", False)
         path = scope["path"]
-        if path == "/predict/batch":
+        if path == wire.BATCH_PATH:
             status, payload = await self._predict(body)
-        elif path == "/health":
+        elif path == wire.HEALTH_PATH:
             status, payload = (200, {"status": "ok"}) if self.healthy else (503, {"error": "down"})
         elif path == "/_control":
             status, payload = 200, self._control(orjson.loads(body))
@@ -101,12 +104,15 @@ class SimModel:
         if self.mode == "malformed":
             return 200, b"this is not json"
         outputs = [
-            {"error": "bad item"} if isinstance(x, dict) and "bad" in x else {"echo": x}
+            x["as_output"] if isinstance(x, dict) and "as_output" in x else {"echo": x}
             for x in inputs
         ]
+        errors = {i: "bad item" for i, x in enumerate(inputs) if isinstance(x, dict) and "bad" in x}
         if self.mode == "short":
             outputs = outputs[:-1]
-        return 200, {"outputs": outputs, "model": {"name": "sim", "commit_hash": "0" * 40}}
+            errors = {i: e for i, e in errors.items() if i < len(outputs)}
+        model = {"name": "sim", "commit_hash": "0" * 40}
+        return 200, wire.reply_body(outputs, errors, model)
 
 
 def main() -> None:

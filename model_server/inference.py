@@ -2,8 +2,9 @@
 
 Built-in formats (TorchScript, ONNX, trusted torch modules) take items
 `{"input": <nested list of numbers>}`; items are grouped by shape and each
-group runs as one forward pass, so one malformed item gets an error object at
-its index while the others are computed. A user handler (`module:Class`) takes
+group runs as one forward pass, so one malformed item gets an `ItemFailure` at
+its index while the others are computed. A failure is its own type, never an
+output with an "error" key, so a model's real output can have any keys. A user handler (`module:Class`) takes
 any JSON and runs models that need code.
 """
 
@@ -14,6 +15,7 @@ import logging
 import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +35,18 @@ class ModelLoadError(NexusError):
 
 
 class ItemError(Exception):
-    """One item cannot be decoded; it is answered with {"error": ...} at its index."""
+    """One item cannot be decoded; it becomes an ItemFailure at its index."""
 
 
-def error_output(message: str) -> dict[str, str]:
-    return {"error": message}
+@dataclass(frozen=True, slots=True)
+class ItemFailure:
+    """The result for an item the model could not compute: the wire's `errors[index]`."""
+
+    message: str
+
+
+def error_output(message: str) -> ItemFailure:
+    return ItemFailure(message)
 
 
 class Predictor(ABC):
@@ -47,7 +56,7 @@ class Predictor(ABC):
 
     @abstractmethod
     def predict(self, items: Sequence[Any]) -> list[Any]:
-        """An output (or an error object) for every item, in order."""
+        """An output (or an ItemFailure) for every item, in order."""
 
     def warmup(self) -> None:  # noqa: B027  # optional hook
         """Run one small batch so the first request does not pay for lazy initialisation."""

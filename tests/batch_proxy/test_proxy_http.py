@@ -225,3 +225,12 @@ async def test_health_ready_and_metrics(sim, proxy, client) -> None:
         "nexus_proxy_inflight_batches",
     ):
         assert name in text
+
+
+async def test_an_output_with_an_error_key_is_answered_200(sim, proxy, client) -> None:
+    # Issue 10: the proxy reads the wire's `errors`, not the keys of an output.
+    _, sim_url = sim
+    async with proxy(upstreams=(sim_url,)) as (_, url):
+        status, body, _ = await post(client, url, {"as_output": {"error": "not a failure"}})
+    assert status == 200
+    assert body["output"] == {"error": "not a failure"}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from batch_proxy import wire
 from tests.models import IN_FEATURES
 
 
@@ -154,3 +155,26 @@ async def test_example_image_classifier_handler(repo, tmp_path, server) -> None:
     assert outputs[0]["label"] == int(expected.argmax())
     np.testing.assert_allclose(outputs[0]["scores"], expected.numpy(), rtol=1e-5, atol=1e-6)
     assert "not a base64 PNG or JPEG" in outputs[1]["error"]
+
+
+async def test_an_output_with_an_error_field_is_an_output(stored, server) -> None:
+    # Issue 10: per-item failures are the wire's `errors`, never guessed from an output's keys.
+    handler = "tests.model_server.handlers:ErrorShapedOutputs"
+    async with server(model_name="mlp_ts", handler=handler) as client:
+        one = await client.post("/predict", json={"x": 3})
+        batch = await client.post("/predict/batch", json={"inputs": [{"x": 1}, {"x": 2}]})
+    assert one.status_code == 200
+    assert one.json()["output"] == {"value": 3, "error": 0.25}
+    assert batch.status_code == 200
+    assert "errors" not in batch.json()
+    assert batch.json()["outputs"] == [{"value": 1, "error": 0.25}, {"value": 2, "error": 0.25}]
+
+
+async def test_failed_items_are_named_in_errors(stored, server) -> None:
+    async with server(model_name="mlp_ts") as client:
+        items = [{"input": [0.1, 0.2, 0.3, 0.4]}, {"nope": 1}]
+        body = (await client.post("/predict/batch", json={"inputs": items})).json()
+        health = await client.get("/health")
+    assert list(body["errors"]) == ["1"]
+    assert "nested list of numbers" in body["errors"]["1"]
+    assert wire.concurrency_of(health.headers) == 1
