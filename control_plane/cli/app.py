@@ -40,7 +40,8 @@ class NexusCommand(TyperCommand):
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
             if isinstance(param, TyperArgument):
-                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+                name = param.metavar or ""
+                pieces.append(name if param.required else f"[{name}]")
         return pieces
 
 

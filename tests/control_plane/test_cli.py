@@ -269,7 +269,8 @@ def test_version_help_and_completion() -> None:
     assert "--install-completion" in top
     store_help = nexus("store", "--help").stdout
     assert "nexus store [OPTIONS] PATH MODEL_NAME" in store_help
-    assert "--metric" in store_help and "TEXT" in store_help
+    assert "--metric" in store_help
+    assert "TEXT" in store_help
     for help_text in (top, store_help, nexus("list", "--help").stdout):
         assert "<bool>" not in help_text
         assert "<list[str]>" not in help_text

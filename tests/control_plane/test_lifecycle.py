@@ -358,7 +358,8 @@ def test_history_orders_same_second_events_across_versions(repo: Path, tmp_path:
         nexus(*step)
     events = json.loads(nexus("history", "m", "--json").stdout)
     seqs = [e["seq"] for e in events]
-    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == len(seqs)
     moves = [(e["commit_hash"], e["what"], e["to"]) for e in events]
     # The order of the commands, whichever version each touched (last occurrence of each):
     expected = [
