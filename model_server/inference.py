@@ -4,8 +4,8 @@ Built-in formats (TorchScript, ONNX, trusted torch modules) take items
 `{"input": <nested list of numbers>}`; items are grouped by shape and each
 group runs as one forward pass, so one malformed item gets an `ItemFailure`
 at its index while the others are computed. A failure is its own type, never
-an output with an "error" key, so a model's real output can have any keys. A user handler (`module:Class`) takes
-any JSON and runs models that need code.
+an output with an "error" key, so a model's real output can have any keys.
+A user handler (`module:Class`) takes any JSON and runs models that need code.
 """
 
 from __future__ import annotations
