@@ -9,7 +9,8 @@ batching benchmark and, with its control endpoint, by the proxy's tests.
 Each output echoes its input: {"echo": item}. An input {"bad": ...} fails (the
 wire's `errors`); an input {"as_output": X} is answered with X itself, so a
 test can send a real output that looks like an error object.
-POST /_control {"mode": ..., "latency_ms": ..., "healthy": ...} changes behaviour (mode: ok | http500 | malformed | short);
+POST /_control {"mode": ..., "latency_ms": ..., "healthy": ...} changes behaviour
+(mode: ok | http500 | malformed | short);
 GET /_batches lists the batches seen (size, time, inputs).
 """
 
