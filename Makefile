@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 
-.PHONY: install test lint typecheck unit up bench clean
+.PHONY: install test lint contracts typecheck unit up bench clean
 
 install: $(STAMP)
 
@@ -17,11 +17,14 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	$(BIN)/python -m pip install $(PIP_FLAGS) -r requirements-dev.txt -e '.[all]'
 	@touch $(STAMP)
 
-test: $(STAMP) lint typecheck unit
+test: $(STAMP) lint contracts typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+contracts: $(STAMP)  # the import boundaries between the parts (pyproject.toml)
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Sequence
 
 import uvicorn
 
 from batch_proxy.app import ProxyApp
+from batch_proxy.runner import run_until_signalled
 from batch_proxy.settings import ProxySettings, SettingsError, settings_from
 
 
@@ -35,14 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-    server = build_server(settings)
-    # uvicorn re-raises the stop signal once its graceful shutdown is done; turn that into
-    # a plain exit status (0 for SIGTERM, 130 for Ctrl-C) instead of a death by signal.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
-    server.run()
-    if not server.started:
-        raise SystemExit(1)
+    run_until_signalled(build_server(settings))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,17 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 ENV_PREFIX = "NEXUS_PROXY_"
 
@@ -19,11 +28,27 @@ class SettingsError(ValueError):
     """A setting is out of range or contradicts another."""
 
 
-@dataclass(frozen=True)
-class ProxySettings:
-    upstreams: tuple[str, ...] = ("http://127.0.0.1:8000",)
+def _urls(value: Any) -> Any:
+    """`a, b` (a variable) or a sequence (flags): trimmed, without a trailing slash."""
+    parts = value.split(",") if isinstance(value, str) else value
+    if isinstance(parts, list | tuple):
+        return tuple(str(u).strip().rstrip("/") for u in parts if str(u).strip())
+    return value
+
+
+class ProxySettings(BaseSettings):
+    """Every field is a flag (`--max-batch-size`) and a variable (`NEXUS_PROXY_MAX_BATCH_SIZE`).
+
+    Built directly it takes only the values given; `settings_from` adds flags and variables.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    upstreams: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_urls)] = (
+        "http://127.0.0.1:8000",
+    )
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = Field(8080, ge=0, le=65535)
     max_batch_size: int = 32
     max_wait_ms: float = 50.0
     eager: bool = True
@@ -35,26 +60,39 @@ class ProxySettings:
     max_body_bytes: int = 16 * 1024 * 1024
     log_level: str = "info"
 
-    def __post_init__(self) -> None:
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+    @model_validator(mode="after")
+    def _limits_agree(self) -> ProxySettings:
+        """Limits are checked against each other so none silently caps a batch."""
         if not self.upstreams:
-            raise SettingsError("at least one upstream URL is needed (--upstream).")
+            raise ValueError("at least one upstream URL is needed (--upstream).")
         for url in self.upstreams:
             if not url.startswith(("http://", "https://")):
-                raise SettingsError(f"upstream '{url}' must be an http:// or https:// URL.")
-        positive = ("max_batch_size", "max_inflight", "max_queue", "max_body_bytes")
-        for name in positive:
+                raise ValueError(f"upstream '{url}' must be an http:// or https:// URL.")
+        for name in ("max_batch_size", "max_inflight", "max_queue", "max_body_bytes"):
             if getattr(self, name) < 1:
-                raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}.")
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}.")
         for name in ("request_timeout_s", "upstream_timeout_s", "health_interval_s"):
             if getattr(self, name) <= 0:
-                raise SettingsError(f"{name} must be positive, not {getattr(self, name)}.")
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}.")
         if self.max_wait_ms < 0:
-            raise SettingsError(f"max_wait_ms must not be negative, not {self.max_wait_ms}.")
+            raise ValueError(f"max_wait_ms must not be negative, not {self.max_wait_ms}.")
         if self.max_queue < self.max_batch_size:
-            raise SettingsError(
+            raise ValueError(
                 f"max_queue ({self.max_queue}) must hold at least one full batch "
                 f"(max_batch_size {self.max_batch_size})."
             )
+        return self
 
     @property
     def connection_pool_size(self) -> int:
@@ -66,44 +104,39 @@ class ProxySettings:
         return self.max_wait_ms / 1000.0
 
 
-_BOOL_TRUE = {"1", "true", "yes", "on"}
-_BOOL_FALSE = {"0", "false", "no", "off"}
+class _Environ(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(ProxySettings)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, False, False, None)
 
 
-def _convert(name: str, raw: str, kind: Any) -> Any:
-    if name == "upstreams":
-        return tuple(u.strip().rstrip("/") for u in raw.split(",") if u.strip())
-    if kind is bool or kind == "bool":
-        value = raw.strip().lower()
-        if value in _BOOL_TRUE:
-            return True
-        if value in _BOOL_FALSE:
-            return False
-        raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be true or false, not '{raw}'.")
-    converter, noun = {"int": (int, "whole number"), "float": (float, "number")}.get(
-        str(kind), (str, "string")
-    )
-    try:
-        return converter(raw)
-    except ValueError:
-        raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be a {noun}, not '{raw}'.") from None
+_EXPECTED = {"bool_parsing": "true or false", "int_parsing": "a whole number"}
 
 
 def settings_from(
-    argv: Sequence[str] | None, environ: Mapping[str, str] | None = None
+    argv: Sequence[str] | None, environ: Mapping[str, str] | None = None, **explicit: Any
 ) -> ProxySettings:
-    """Defaults, overridden by NEXUS_PROXY_* variables, overridden by flags."""
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for f in fields(ProxySettings):
-        key = ENV_PREFIX + f.name.upper()
-        if key in env:
-            values[f.name] = _convert(f.name, env[key], f.type)
-    args = _parser().parse_args(argv)
-    for name, value in vars(args).items():
-        if value is not None:
-            values[name] = tuple(u.rstrip("/") for u in value) if name == "upstreams" else value
-    return ProxySettings(**values)
+    """Defaults, overridden by NEXUS_PROXY_* variables, then flags, then `explicit` values."""
+    values: dict[str, Any] = dict(_Environ(os.environ if environ is None else environ)())
+    flags = {k: v for k, v in vars(_parser().parse_args(argv)).items() if v is not None}
+    flags.update(explicit)
+    values.update(flags)
+    try:
+        return ProxySettings.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["type"] == "value_error":
+            raise SettingsError(str(error["ctx"]["error"])) from None
+        name = str(error["loc"][0]) if error["loc"] else "settings"
+        where = f"--{name.replace('_', '-')}" if name in flags else ENV_PREFIX + name.upper()
+        expected = _EXPECTED.get(error["type"], "a number" if "float" in error["type"] else "")
+        problem = f"must be {expected}" if expected else error["msg"].lower()
+        raise SettingsError(f"{where} {problem}, not '{error['input']}'.") from None
 
 
 def _parser() -> argparse.ArgumentParser:

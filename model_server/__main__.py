@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -11,7 +10,9 @@ import uvicorn
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
+from batch_proxy.runner import run_until_signalled
 from control_plane.core.errors import NexusError
+from control_plane.settings import describe
 from model_server.app import create_app
 from model_server.settings import ServerSettings
 
@@ -20,10 +21,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = CliApp.run(ServerSettings, cli_args=list(argv) if argv is not None else None)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-        print(f"Error: invalid settings: {problems}.", file=sys.stderr)
+        print(f"Error: {describe(exc)}", file=sys.stderr)
         raise SystemExit(1) from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s: %(message)s")
     fatal: list[NexusError] = []
@@ -46,17 +44,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             access_log=False,
         )
     )
-    # uvicorn re-raises the stop signal after its graceful shutdown; exit with a status.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
-    server.run()
+    run_until_signalled(server)
     if fatal:
         error = fatal[0]
         print(f"Error: {error.message}", file=sys.stderr)
         if error.hint:
             print(f"Hint: {error.hint}", file=sys.stderr)
-        raise SystemExit(1)
-    if not server.started:
         raise SystemExit(1)
 
 

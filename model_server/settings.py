@@ -25,27 +25,33 @@ class ServerSettings(BaseSettings):
         extra="ignore",
     )
 
-    host: str = Field("127.0.0.1", description="address to listen on")
-    port: int = Field(8000, ge=1, le=65535, description="port to listen on")
+    host: str = Field(default="127.0.0.1", description="address to listen on")
+    port: int = Field(default=8000, ge=1, le=65535, description="port to listen on")
     model_name: str | None = Field(
-        None, description="model to serve (needed when the metadata holds several)"
+        default=None, description="model to serve (needed when the metadata holds several)"
     )
     model_ref: str = Field(
-        "latest", description="version to serve: latest, a commit hash or a 4+ char prefix"
+        default="latest", description="version to serve: latest, a commit hash or a 4+ char prefix"
     )
     repo: Path = Field(
-        Path("."), description="directory holding .nexus_meta.json (or inside its Git repo)"
+        default=Path("."), description="directory holding .nexus_meta.json (or inside its Git repo)"
     )
     cache_dir: Path = Field(
         default_factory=default_cache_dir, description="verified downloads, keyed by sha256"
     )
-    device: str | None = Field(None, description="cuda, cuda:N or cpu (default: cuda if present)")
+    device: str | None = Field(
+        default=None, description="cuda, cuda:N or cpu (default: cuda if present)"
+    )
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        "float32", description="half precision on GPU (TorchScript)"
+        default="float32", description="half precision on GPU (TorchScript)"
     )
     handler: str | None = Field(
-        None, description="module:Class with load(path, device) and predict(items)"
+        default=None, description="module:Class with load(path, device) and predict(items)"
     )
-    trust_pickle: bool = Field(False, description="allow pickled torch modules (runs their code)")
-    max_batch: int = Field(256, ge=1, description="largest batch accepted by /predict/batch")
-    log_level: str = Field("info", description="uvicorn log level")
+    trust_pickle: bool = Field(
+        default=False, description="allow pickled torch modules (runs their code)"
+    )
+    max_batch: int = Field(
+        default=256, ge=1, description="largest batch accepted by /predict/batch"
+    )
+    log_level: str = Field(default="info", description="uvicorn log level")

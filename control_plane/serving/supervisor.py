@@ -2,7 +2,12 @@
 
 The supervisor starts both, waits until each answers `/ready`, relays their
 logs with a prefix, and stops both when asked (SIGTERM/Ctrl-C) or when either
-dies, reporting why.
+dies, reporting why. Each child runs in a session of its own, so a terminal's
+Ctrl-C reaches only the supervisor, which stops the proxy first (it drains its
+queue into a live model server) and the model server second.
+
+Children get their settings as NEXUS_* variables produced from their own
+settings models (`ServerSettings`, `ProxySettings`), never as hand-built argv.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from control_plane.core.errors import NexusError
+from control_plane.settings import describe, settings_env
 
 LogSink = Callable[[str, str], None]
 """Called with (child name, one log line)."""
@@ -49,6 +55,7 @@ class ServeOptions:
 class Child:
     name: str
     args: list[str]
+    env: dict[str, str | None]
     ready_url: str
     process: subprocess.Popen[bytes] | None = None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
@@ -61,45 +68,52 @@ class Child:
         return self.process.poll() if self.process else None
 
 
+def child_settings(options: ServeOptions) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """The model server's and the proxy's NEXUS_* variables, from their settings models.
+
+    Both models also read the variables already set, so a user's NEXUS_* reach the children.
+    """
+    from pydantic import ValidationError
+
+    from batch_proxy.settings import settings_from
+    from model_server.settings import ServerSettings
+
+    try:
+        server = ServerSettings(
+            host="127.0.0.1",
+            port=options.model_port,
+            repo=options.repo,
+            model_name=options.model_name,
+            model_ref=options.model_ref,
+            device=options.device,
+            handler=options.handler,
+        )
+        proxy = settings_from(
+            [],
+            host=options.host,
+            port=options.port,
+            upstreams=(f"http://127.0.0.1:{options.model_port}",),
+            eager=options.eager,
+        )
+    except ValidationError as exc:
+        raise ServeError(f"the model server's settings are invalid: {describe(exc)}") from None
+    except ValueError as exc:  # the proxy's SettingsError
+        raise ServeError(f"the proxy's settings are invalid: {exc}") from None
+    return settings_env(server), settings_env(proxy)
+
+
 class Supervisor:
     def __init__(self, options: ServeOptions, log: LogSink) -> None:
         self.options = options
         self._log = log
         self._stop = threading.Event()
+        server_env, proxy_env = child_settings(options)
         model_url = f"http://127.0.0.1:{options.model_port}"
-        model_args = [
-            sys.executable,
-            "-m",
-            "model_server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(options.model_port),
-            "--repo",
-            str(options.repo),
-            "--model-ref",
-            options.model_ref,
-        ]
-        if options.model_name:
-            model_args += ["--model-name", options.model_name]
-        if options.device:
-            model_args += ["--device", options.device]
-        if options.handler:
-            model_args += ["--handler", options.handler]
-        proxy_args = [
-            sys.executable,
-            "-m",
-            "batch_proxy",
-            "--host",
-            options.host,
-            "--port",
-            str(options.port),
-            "--upstream",
-            model_url,
-            "--eager" if options.eager else "--no-eager",
-        ]
-        self.model = Child("model", model_args, model_url + "/ready")
-        self.proxy = Child("proxy", proxy_args, f"http://127.0.0.1:{options.port}/ready")
+        python = [sys.executable, "-m"]
+        self.model = Child("model", [*python, "model_server"], server_env, model_url + "/ready")
+        self.proxy = Child(
+            "proxy", [*python, "batch_proxy"], proxy_env, f"http://127.0.0.1:{options.port}/ready"
+        )
 
     @property
     def children(self) -> tuple[Child, Child]:
@@ -137,12 +151,18 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for name, value in child.env.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         child.process = subprocess.Popen(
             child.args,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # the terminal's Ctrl-C is the supervisor's to handle
         )
         threading.Thread(target=self._relay, args=(child,), daemon=True).start()
 

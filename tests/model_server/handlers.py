@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +37,14 @@ class ErrorShapedOutputs:
 
     def predict(self, inputs: list[Any]) -> list[dict[str, Any]]:
         return [{"value": item.get("x", 0), "error": 0.25} for item in inputs]
+
+
+class SlowEcho:
+    """Echoes each item after sleeping per batch: a model slow enough to keep a queue."""
+
+    def load(self, path: Path, device: str) -> None:
+        self.seconds = float(os.environ.get("SLOW_ECHO_SECONDS", "0.2"))
+
+    def predict(self, inputs: list[Any]) -> list[Any]:
+        time.sleep(self.seconds)
+        return list(inputs)

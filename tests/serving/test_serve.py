@@ -143,3 +143,55 @@ def test_nexus_serve_reports_a_model_server_that_cannot_start(repo: Path, tmp_pa
     assert done.returncode == 1
     assert "the model server exited with code 1" in done.stderr
     assert "not a format the server knows" in done.stderr
+
+
+def test_ctrl_c_drains_the_proxy_before_the_model_server_stops(repo: Path, tmp_path: Path) -> None:
+    # Issue 10: Ctrl-C reaches the terminal's whole foreground group. The children run in
+    # sessions of their own, so only `nexus serve` sees it and stops the proxy first.
+    (tmp_path / "weights.bin").write_bytes(b"any bytes: the handler ignores them")
+    Registry(repo).store(tmp_path / "weights.bin", "slow")
+    port, model_port = free_port(), free_port()
+    root = Path(__file__).resolve().parents[2]
+    env = dict(
+        os.environ,
+        NEXUS_CACHE_DIR=str(tmp_path / "cache"),
+        PYTHONPATH=str(root),
+        SLOW_ECHO_SECONDS="0.3",
+    )
+    handler = "tests.model_server.handlers:SlowEcho"
+    proc = subprocess.Popen(
+        [
+            *(console_script("nexus"), "serve", "--port", str(port)),
+            *("--model-port", str(model_port), "--handler", handler, "--no-eager"),
+        ],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a shell gives a foreground job
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "Press Ctrl-C" in line or proc.poll() is not None:
+                break
+
+        async def load_then_interrupt() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                url = f"http://127.0.0.1:{port}/predict"
+                sent = [asyncio.create_task(client.post(url, json={"n": i})) for i in range(100)]
+                await asyncio.sleep(0.5)  # accepted: queued in the proxy or in a batch
+                os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+                return await asyncio.gather(*sent)
+
+        replies = asyncio.run(load_then_interrupt())
+        assert [r.status_code for r in replies] == [200] * 100
+        assert [r.json()["output"] for r in replies] == [{"n": i} for i in range(100)]
+        assert proc.wait(60) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
