@@ -24,6 +24,21 @@ from typing import Any, Protocol
 
 from batch_proxy.wire import BatchReply
 
+__all__ = [
+    "BatchError",
+    "BatchReply",
+    "Batcher",
+    "DeadlineError",
+    "ItemError",
+    "NoUpstreamError",
+    "Pending",
+    "QueueFullError",
+    "ShuttingDownError",
+    "Slot",
+    "SlotPool",
+    "UpstreamError",
+]
+
 logger = logging.getLogger("nexus.proxy")
 
 

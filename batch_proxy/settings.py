@@ -48,7 +48,7 @@ class ProxySettings(BaseSettings):
         "http://127.0.0.1:8000",
     )
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)
     max_batch_size: int = 32
     max_wait_ms: float = 50.0
     eager: bool = True

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,8 +25,8 @@ SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scrip
 
 def known_variables() -> set[str]:
     names = {f"NEXUS_{name.upper()}" for name in ServerSettings.model_fields}
-    names |= {f"NEXUS_PROXY_{f.name.upper()}" for f in fields(ProxySettings)}
-    names |= {f"NEXUS_{f.name.upper()}" for f in fields(NexusConfig) if f.name != "sources"}
+    names |= {f"NEXUS_PROXY_{name.upper()}" for name in ProxySettings.model_fields}
+    names |= {f"NEXUS_{name.upper()}" for name in NexusConfig.model_fields}
     names.add("NEXUS_HEALTH_PORT")  # read by the Dockerfile's HEALTHCHECK
     return names
 
