@@ -9,6 +9,8 @@ serving/    `nexus serve`'s supervisor of the model server and the proxy
 cli/        the `nexus` commands and their terminal rendering
 """
 
+from typing import TYPE_CHECKING
+
 from control_plane.core.errors import (
     AmbiguousRefError,
     ConfigError,
@@ -25,7 +27,10 @@ from control_plane.core.errors import (
 )
 from control_plane.metadata import ModelEntry
 from control_plane.registry import Registry, RollbackResult, StoreRequest, StoreResult, query
-from control_plane.settings import NexusConfig, load_config
+from control_plane.settings import __getattr__ as __getattr__
+
+if TYPE_CHECKING:
+    from control_plane.settings import NexusConfig, load_config
 
 __all__ = [
     "AmbiguousRefError",

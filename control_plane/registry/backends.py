@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from control_plane.core.errors import ConfigError
-from control_plane.settings import NexusConfig
 from control_plane.storage import LocalBackend, StorageBackend
+
+if TYPE_CHECKING:
+    from control_plane.settings import NexusConfig
 
 MIB = 1024 * 1024
 _EXTRAS = {"s3": ("boto3", "s3"), "gcs": ("google.cloud.storage", "gcs")}

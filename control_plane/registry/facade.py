@@ -11,10 +11,11 @@ queries live in modules of their own.
 from __future__ import annotations
 
 import builtins
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from control_plane.core.errors import StorageError, UsageError
 from control_plane.metadata import MetadataDocument, MetadataFile, ModelEntry, listing
@@ -26,8 +27,11 @@ from control_plane.registry.objects import Objects, ProgressReporter
 from control_plane.registry.resolve import model_versions, resolve_ref, validate_model_name
 from control_plane.registry.store import StorePipeline, StoreRequest, StoreResult
 from control_plane.registry.workspace import Workspace
-from control_plane.settings import NexusConfig, load_config
+from control_plane.settings import CONFIG_FILENAME
 from control_plane.storage import StorageBackend
+
+if TYPE_CHECKING:
+    from control_plane.settings import NexusConfig
 
 Change = Callable[[MetadataDocument, ModelEntry, lifecycle.Recorder], Any]
 
@@ -51,7 +55,13 @@ class Registry:
     ) -> None:
         self.workspace = Workspace(start)
         self.root = self.workspace.root
-        self.config = config or load_config(self.root, environ)
+        self._config = config
+        self._environ = environ
+        if config is None and (
+            (self.root / CONFIG_FILENAME).is_file()
+            or any(name.startswith("NEXUS_") for name in (environ or os.environ))
+        ):
+            self._config = self.config  # something to check: a bad one fails every command
         self._backend = backend
         index = self.workspace.index_path
         self.metadata = MetadataFile(
@@ -59,6 +69,15 @@ class Registry:
             self.workspace.lock_path,
             on_write=lambda data, document: listing.refresh(index, data, document),
         )
+
+    @property
+    def config(self) -> NexusConfig:
+        """The zero-config default is built on first use, keeping pydantic off `nexus list`."""
+        if self._config is None:
+            from control_plane.settings import load_config
+
+            self._config = load_config(self.root, self._environ)
+        return self._config
 
     @property
     def backend(self) -> StorageBackend:

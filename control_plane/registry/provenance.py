@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from control_plane.core.errors import UsageError
 
 _PACKAGES = ("torch", "onnx", "onnxruntime", "numpy")
@@ -28,6 +26,8 @@ def read_training_config(path: Path) -> TrainingConfig:
         data = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read the config file {path}: {exc.strerror}.") from exc
+    import yaml  # only a store with --config needs it
+
     try:
         parsed = yaml.safe_load(data.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError):

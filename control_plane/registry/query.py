@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, cast
 
@@ -116,27 +116,21 @@ def since(date: str) -> Filter:
     return lambda e: e.created >= moment
 
 
-def apply(
-    entries: Iterable[F],
-    filters: Sequence[Filter] = (),
-    *,
-    sort_metric: str | None = None,
-    limit: int | None = None,
+def sort_and_limit(
+    entries: list[F], *, sort_metric: str | None = None, limit: int | None = None
 ) -> list[F]:
-    """Filter (all must match), sort by a metric descending if asked, then cut to `limit`."""
+    """Sort by a metric descending if asked (versions without it last), then cut to `limit`."""
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1, not {limit}.")
-    chosen = [e for e in entries if all(f(e) for f in filters)] if filters else list(entries)
     if sort_metric:
-        with_metric = [
-            e for e in chosen if isinstance((e.metrics or {}).get(sort_metric), int | float)
-        ]
-        without = (
-            [e for e in chosen if e not in with_metric] if len(with_metric) < len(chosen) else []
-        )
+        with_metric: list[F] = []
+        without: list[F] = []
+        for entry in entries:
+            value = (entry.metrics or {}).get(sort_metric)
+            (with_metric if isinstance(value, int | float) else without).append(entry)
         with_metric.sort(key=lambda e: (e.metrics or {})[sort_metric], reverse=True)
-        chosen = with_metric + without
-    return chosen[:limit] if limit is not None else chosen
+        entries = with_metric + without
+    return entries[:limit] if limit is not None else entries
 
 
 def select(
@@ -151,7 +145,7 @@ def select(
     if model_name is not None:
         filters = [model(model_name), *filters]
     chosen = [r for r in rows if all(f(r) for f in filters)] if filters else rows
-    return apply(newest_first(chosen), sort_metric=sort_metric, limit=limit)
+    return sort_and_limit(newest_first(chosen), sort_metric=sort_metric, limit=limit)
 
 
 def newest_first(entries: Sequence[V]) -> list[V]:

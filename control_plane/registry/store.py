@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from control_plane.core.errors import ConflictError, UsageError
 from control_plane.core.formats import detect_format
@@ -29,7 +29,9 @@ from control_plane.registry.provenance import (
 )
 from control_plane.registry.resolve import find_version, resolve_ref, validate_model_name
 from control_plane.registry.workspace import Workspace
-from control_plane.settings import NexusConfig
+
+if TYPE_CHECKING:
+    from control_plane.settings import NexusConfig
 
 _EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")
 

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from control_plane.core.errors import NexusError
-from control_plane.settings import describe, settings_env
 
 LogSink = Callable[[str, str], None]
 """Called with (child name, one log line)."""
@@ -76,6 +75,7 @@ def child_settings(options: ServeOptions) -> tuple[dict[str, str | None], dict[s
     from pydantic import ValidationError
 
     from batch_proxy.settings import settings_from
+    from control_plane.settings import describe, settings_env
     from model_server.settings import ServerSettings
 
     try:

@@ -1,7 +1,34 @@
-"""Settings for every part: one pydantic-settings mechanism over `.nexusrc`, NEXUS_* and flags."""
+"""Settings for every part: one pydantic-settings mechanism over `.nexusrc`, NEXUS_* and flags.
 
-from control_plane.settings.nexusrc import CONFIG_FILENAME, NexusConfig, load_config
-from control_plane.settings.sources import describe, load_settings, settings_env
+pydantic-settings costs ~0.14 s to import, more than `nexus list` itself on a warm index,
+so its names load on first use and the zero-config read path never imports it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+CONFIG_FILENAME = ".nexusrc"
+
+if TYPE_CHECKING:
+    from control_plane.settings.nexusrc import NexusConfig, load_config
+    from control_plane.settings.sources import describe, load_settings, settings_env
+
+_LAZY = {
+    "NexusConfig": "control_plane.settings.nexusrc",
+    "load_config": "control_plane.settings.nexusrc",
+    "describe": "control_plane.settings.sources",
+    "load_settings": "control_plane.settings.sources",
+    "settings_env": "control_plane.settings.sources",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CONFIG_FILENAME",

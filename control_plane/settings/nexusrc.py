@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from control_plane.settings import CONFIG_FILENAME
 from control_plane.settings.sources import load_settings
 
-CONFIG_FILENAME = ".nexusrc"
 DEFAULT_LOCAL_PATH = ".nexus/store"
 PROVIDERS = ("local", "s3", "gcs")
 
