@@ -22,7 +22,7 @@ from control_plane.metadata import MetadataDocument, MetadataFile, ModelEntry, l
 from control_plane.registry import lifecycle, query
 from control_plane.registry.backends import open_backend
 from control_plane.registry.history import model_history
-from control_plane.registry.lineage import ancestors, descendants, split_model_ref
+from control_plane.registry.lineage import lineage_tree, split_model_ref
 from control_plane.registry.objects import Objects, ProgressReporter
 from control_plane.registry.resolve import model_versions, resolve_ref, validate_model_name
 from control_plane.registry.store import StorePipeline, StoreRequest, StoreResult
@@ -125,14 +125,7 @@ class Registry:
         """A version with its ancestors and descendants, as nested dicts."""
         model, ref = split_model_ref(model_ref)
         document = self.metadata.read()
-        entry = resolve_ref(document, ref, model)
-        return {
-            "model": entry.model_name,
-            "commit_hash": entry.commit_hash,
-            "lineage_type": entry.lineage_type,
-            "ancestors": ancestors(document, entry),
-            "descendants": descendants(document, entry),
-        }
+        return lineage_tree(document, resolve_ref(document, ref, model))
 
     def history(self, model_name: str) -> builtins.list[dict[str, Any]]:
         """Every recorded change to the model's versions, oldest first."""

@@ -86,3 +86,14 @@ def descendants(document: MetadataDocument, entry: ModelEntry) -> list[dict[str,
         ]
 
     return walk(key(entry), frozenset({key(entry)}))
+
+
+def lineage_tree(document: MetadataDocument, entry: ModelEntry) -> dict[str, Any]:
+    """A version with its ancestors and descendants, as nested dicts."""
+    return {
+        "model": entry.model_name,
+        "commit_hash": entry.commit_hash,
+        "lineage_type": entry.lineage_type,
+        "ancestors": ancestors(document, entry),
+        "descendants": descendants(document, entry),
+    }
