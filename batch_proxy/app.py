@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from batch_proxy.batcher import Batcher, BatchError, ItemError, Pending
 from batch_proxy.metrics import ProxyMetrics
+from batch_proxy.policies import make_policy
 from batch_proxy.settings import ProxySettings
 from batch_proxy.upstream import UpstreamPool
 
@@ -46,20 +47,24 @@ class ProxyApp:
         self.settings = settings
         self.pool = UpstreamPool(
             settings.upstreams,
-            max_inflight=settings.max_inflight,
             timeout_s=settings.upstream_timeout_s,
             health_interval_s=settings.health_interval_s,
             pool_size=settings.connection_pool_size,
+            concurrency=settings.upstream_concurrency,
+        )
+        policy = make_policy(
+            settings.policy,
+            max_batch=settings.max_batch_size,
+            max_wait_s=settings.max_wait_s,
+            max_inflight=settings.max_inflight,
         )
         self.batcher = Batcher(
-            self.pool,
-            max_batch_size=settings.max_batch_size,
-            max_wait_s=settings.max_wait_s,
-            eager=settings.eager,
-            max_queue=settings.max_queue,
+            self.pool, policy, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue
         )
         self.metrics = ProxyMetrics(
-            queue_depth=lambda: self.batcher.queue_depth, inflight=lambda: self.batcher.inflight
+            queue_depth=lambda: self.batcher.queue_depth,
+            inflight=lambda: self.batcher.inflight,
+            policy=policy,
         )
         self.batcher.observer = self.metrics
 
@@ -149,7 +154,9 @@ class ProxyApp:
         return await self._await_answer(item, receive, send)
 
     async def _await_answer(self, item: Pending, receive: Receive, send: Send) -> int:
-        watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, item))
+        # Most answers come within a few batch times, so the disconnect watcher (a task per
+        # request, a fifth of the proxy's per-request cost) starts only once an item waits.
+        watcher = _LazyWatcher(receive, item)
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
                 output, model = await item.future
@@ -193,6 +200,31 @@ async def _cancel_on_disconnect(receive: Receive, item: Pending) -> None:
         if message["type"] == "http.disconnect":
             item.future.cancel()
             return
+
+
+class _LazyWatcher:
+    """Watches for the client going away, from `WATCH_AFTER_S` after the item was queued."""
+
+    __slots__ = ("_handle", "_item", "_receive", "_task")
+
+    def __init__(self, receive: Receive, item: Pending) -> None:
+        self._receive, self._item = receive, item
+        self._task: asyncio.Task[None] | None = None
+        self._handle = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
+
+    def _start(self) -> None:
+        if not self._item.future.done():
+            self._task = asyncio.get_running_loop().create_task(
+                _cancel_on_disconnect(self._receive, self._item)
+            )
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+
+WATCH_AFTER_S = 0.05
 
 
 async def _respond(

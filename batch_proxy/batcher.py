@@ -1,13 +1,13 @@
 """Dynamic batching with no web imports: items in, one future each, batches out.
 
-One loop forms batches. A batch closes when it is *sent*: in the eager policy
-(the default) as soon as an upstream slot is free, whatever is queued leaves,
-so an idle model never waits and batches grow with load by themselves; in the
-fixed policy it waits for `max_batch_size` items or for its oldest item to
-have waited `max_wait`. Either way, while every slot is busy the batch keeps
-filling up to `max_batch_size`.
+One loop forms batches. When a batch leaves, and on which upstream, is the
+policy's call (`policies.py`: adaptive by default, eager, fixed); the loop
+asks it again whenever something changes (an item arrives, a batch is
+answered, an upstream's health changes) or at the time the policy named.
+While no upstream can take a batch the items stay queued, so the next batch
+holds all of them, up to `max_batch_size`.
 
-The upstream side is passed in (`SlotPool`), so the batcher is tested without
+The upstream side is passed in (`LanePool`), so the batcher is tested without
 HTTP.
 """
 
@@ -18,10 +18,11 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from batch_proxy.policies import BatchPolicy, Decision, Lane
 from batch_proxy.wire import BatchReply
 
 __all__ = [
@@ -30,12 +31,12 @@ __all__ = [
     "Batcher",
     "DeadlineError",
     "ItemError",
+    "LanePool",
     "NoUpstreamError",
     "Pending",
     "QueueFullError",
     "ShuttingDownError",
     "Slot",
-    "SlotPool",
     "UpstreamError",
 ]
 
@@ -94,20 +95,33 @@ class Slot(Protocol):
     def release(self) -> None: ...
 
 
-class SlotPool(Protocol):
-    async def acquire(self) -> Slot:
-        """Wait for a free in-flight slot; raise NoUpstreamError if no upstream is healthy."""
+class LanePool(Protocol):
+    """The upstreams, as lanes a policy can choose from."""
+
+    def lanes(self) -> Sequence[Lane]:
+        """The healthy upstreams now (empty: none)."""
         ...
+
+    def reserve(self, lane: Lane) -> Slot:
+        """Count one more batch in flight on `lane`."""
+        ...
+
+    def unavailable(self) -> str:
+        """Why no upstream is healthy, in one sentence."""
+        ...
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever an upstream's health or concurrency changes."""
 
 
 class BatchObserver(Protocol):
-    def batch_sent(self, size: int, queue_waits: Sequence[float]) -> None: ...
+    def batch_sent(self, size: int, queue_waits: Sequence[float], fill_wait: float) -> None: ...
 
     def batch_done(self, seconds: float) -> None: ...
 
 
 class _NullObserver:
-    def batch_sent(self, size: int, queue_waits: Sequence[float]) -> None:
+    def batch_sent(self, size: int, queue_waits: Sequence[float], fill_wait: float) -> None:
         pass
 
     def batch_done(self, seconds: float) -> None:
@@ -126,12 +140,13 @@ class Pending:
 
 @dataclass
 class Batcher:
-    pool: SlotPool
+    pool: LanePool
+    policy: BatchPolicy
     max_batch_size: int = 32
-    max_wait_s: float = 0.050
-    eager: bool = True
     max_queue: int = 1024
     observer: BatchObserver = field(default_factory=_NullObserver)
+    # Not the loop's clock: uvloop's loop.time() moves in whole milliseconds.
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         self._queue: collections.deque[Pending] = collections.deque()
@@ -139,10 +154,13 @@ class Batcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._holding_since: float | None = None
+        self._wake_queued = 1  # an arrival that makes the queue this long wakes the loop
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
+        self.pool.on_change(self._wake.set)
         self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
 
     async def stop(self, drain_timeout_s: float = 30.0) -> None:
@@ -182,60 +200,70 @@ class Batcher:
             raise ShuttingDownError("the proxy is shutting down.")
         if len(self._queue) >= self.max_queue:
             raise QueueFullError(f"the queue is full ({self.max_queue} items); retry shortly.")
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        item = Pending(payload, loop.create_future(), now, now + timeout_s)
+        now = self.clock()
+        item = Pending(payload, asyncio.get_running_loop().create_future(), now, now + timeout_s)
         self._queue.append(item)
-        if len(self._queue) == 1 or len(self._queue) >= self.max_batch_size:
+        self.policy.arrived(now)
+        if len(self._queue) >= self._wake_queued:
             self._wake.set()
         return item
 
     # -- the loop --------------------------------------------------------------
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                await self._next_batch()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # never let one bad batch kill the loop
-                logger.exception("batcher loop error")
-
-    async def _next_batch(self) -> None:
-        while not self._queue:
             self._wake.clear()
-            await self._wake.wait()
-        if not self.eager and not self._closing:
-            await self._fill_or_due()
-        try:
-            slot = await self.pool.acquire()
-        except NoUpstreamError as exc:
-            for item in self._take():
-                _settle_error(item, exc)
-            return
-        batch = self._take()
-        if not batch:
-            slot.release()
-            return
-        task = asyncio.get_running_loop().create_task(self._dispatch(slot, batch))
+            timer: asyncio.TimerHandle | None = None
+            now = self.clock()
+            try:
+                decision = self._step(now) if self._queue else None
+            except Exception:  # never let one bad decision kill the loop
+                logger.exception("batcher loop error")
+                decision = Decision(wake_at=now + 0.001)
+            if decision is not None and decision.lane is not None:
+                continue  # a batch left; look again at once
+            self._wake_queued = 1 if decision is None else min(decision.wake_queued, 1 << 30)
+            if decision is not None and decision.wake_at is not None:
+                timer = loop.call_later(max(0.0, decision.wake_at - now), self._wake.set)
+            try:
+                await self._wake.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+    def _step(self, now: float) -> Decision:
+        """Ask the policy once; send a batch if it says so."""
+        lanes = self.pool.lanes()
+        if not lanes:
+            error = NoUpstreamError(self.pool.unavailable())
+            while self._queue:
+                _settle_error(self._queue.popleft(), error)
+            return Decision()
+        decision = self.policy.decide(
+            now, len(self._queue), self._queue[0].enqueued, lanes, flush=self._closing
+        )
+        if decision.holding and self._holding_since is None:
+            self._holding_since = now
+        lane = decision.lane
+        if lane is None:
+            return decision
+        batch = self._take(now)
+        if not batch:  # all were cancelled or expired: decide again over what is left
+            return Decision(wake_at=now)
+        fill_wait = 0.0 if self._holding_since is None else now - self._holding_since
+        self._holding_since = None
+        slot = self.pool.reserve(lane)
+        ticket = self.policy.sent(now, lane, len(batch))
+        self.observer.batch_sent(len(batch), [now - item.enqueued for item in batch], fill_wait)
+        task = asyncio.get_running_loop().create_task(self._dispatch(slot, batch, ticket))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+        return decision
 
-    async def _fill_or_due(self) -> None:
-        """Fixed policy: wait until a full batch is queued or the oldest item is due."""
-        loop = asyncio.get_running_loop()
-        while len(self._queue) < self.max_batch_size and not self._closing:
-            remaining = self._queue[0].enqueued + self.max_wait_s - loop.time()
-            if remaining <= 0:
-                return
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
-
-    def _take(self) -> list[Pending]:
+    def _take(self, now: float) -> list[Pending]:
         """Up to max_batch_size live items; cancelled and expired ones are dropped here."""
         batch: list[Pending] = []
-        now = asyncio.get_running_loop().time()
         queue = self._queue
         while queue and len(batch) < self.max_batch_size:
             item = queue.popleft()
@@ -247,11 +275,16 @@ class Batcher:
             batch.append(item)
         return batch
 
-    async def _dispatch(self, slot: Slot, batch: list[Pending]) -> None:
-        """One upstream call; every future in the batch is settled, whatever happens."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        self.observer.batch_sent(len(batch), [started - item.enqueued for item in batch])
+    async def _dispatch(self, slot: Slot, batch: list[Pending], ticket: object) -> None:
+        """One upstream call; every future in the batch is settled, whatever happens.
+
+        The slot is released and the loop woken *before* the callers are answered: ready
+        callbacks run in order, so the next batch leaves before this one's callers are
+        written back (at 800 items/s that kept the upstream idle 3 ms a run).
+        """
+        started = self.clock()
+        reply: BatchReply | None = None
+        failure: BatchError | None = None
         try:
             reply = await slot.send([item.payload for item in batch])
             if len(reply.outputs) != len(batch):
@@ -259,25 +292,30 @@ class Batcher:
                     f"the upstream returned {len(reply.outputs)} outputs for {len(batch)} inputs."
                 )
         except BatchError as exc:
-            for item in batch:
-                _settle_error(item, exc)
+            failure = exc
         except Exception as exc:
             logger.exception("unexpected error sending a batch")
-            for item in batch:
-                _settle_error(item, UpstreamError(f"the batch failed: {exc}."))
-        else:
-            model, errors = reply.model, reply.errors
-            for index, (item, output) in enumerate(zip(batch, reply.outputs, strict=True)):
-                if item.future.done():
-                    continue
-                failure = errors.get(index) if errors else None
-                if failure is None:
-                    item.future.set_result((output, model))
-                else:
-                    item.future.set_exception(ItemError(failure, model))
+            failure = UpstreamError(f"the batch failed: {exc}.")
         finally:
             slot.release()
-            self.observer.batch_done(loop.time() - started)
+            now = self.clock()
+            self.policy.answered(now, ticket, failure is None and reply is not None)
+            self.observer.batch_done(now - started)
+            self._wake.set()
+        if failure is not None or reply is None:
+            error = failure or UpstreamError("the batch was cancelled.")
+            for item in batch:
+                _settle_error(item, error)
+            return
+        model, errors = reply.model, reply.errors
+        for index, (item, output) in enumerate(zip(batch, reply.outputs, strict=True)):
+            if item.future.done():
+                continue
+            why = errors.get(index) if errors else None
+            if why is None:
+                item.future.set_result((output, model))
+            else:
+                item.future.set_exception(ItemError(why, model))
 
 
 def _settle_error(item: Pending, exc: BatchError) -> None:

@@ -1,10 +1,21 @@
-"""Prometheus metrics of the proxy, in a registry of its own."""
+"""Prometheus metrics of the proxy, in a registry of its own.
+
+Besides traffic, the batching decisions are visible: the batch size
+distribution, how long batches were held back to fill up while an upstream was
+free, and the policy's current estimates (batch time, arrival rate, returning
+callers, target batch size, upstream concurrency).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from batch_proxy.policies import BatchPolicy
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 48, 64, 128, 256)
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -13,7 +24,9 @@ _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2
 class ProxyMetrics:
     """Counters and histograms; also the batcher's observer."""
 
-    def __init__(self, queue_depth: Callable[[], int], inflight: Callable[[], int]) -> None:
+    def __init__(
+        self, queue_depth: Callable[[], int], inflight: Callable[[], int], policy: BatchPolicy
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "nexus_proxy_requests",
@@ -33,6 +46,12 @@ class ProxyMetrics:
             buckets=_SECONDS_BUCKETS,
             registry=self.registry,
         )
+        self.fill_wait = Histogram(
+            "nexus_proxy_fill_wait_seconds",
+            "Per batch: how long it was held back, with an upstream free, to collect more items.",
+            buckets=(0.0, *_SECONDS_BUCKETS),
+            registry=self.registry,
+        )
         self.upstream_seconds = Histogram(
             "nexus_proxy_upstream_seconds",
             "Duration of one upstream batch call.",
@@ -47,6 +66,7 @@ class ProxyMetrics:
             registry=self.registry,
         )
         batches.set_function(lambda: float(inflight()))
+        self.registry.register(_PolicyEstimates(policy))
         self._by_status: dict[int, Counter] = {}
 
     def request_done(self, status: int) -> None:
@@ -55,8 +75,9 @@ class ProxyMetrics:
             counter = self._by_status[status] = self.requests.labels(status=str(status))
         counter.inc()
 
-    def batch_sent(self, size: int, queue_waits: Sequence[float]) -> None:
+    def batch_sent(self, size: int, queue_waits: Sequence[float], fill_wait: float) -> None:
         self.batch_size.observe(size)
+        self.fill_wait.observe(fill_wait)
         for wait in queue_waits:
             self.queue_wait.observe(wait)
 
@@ -65,3 +86,25 @@ class ProxyMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PolicyEstimates(Collector):
+    """The policy's estimates, read at scrape time."""
+
+    def __init__(self, policy: BatchPolicy) -> None:
+        self._policy = policy
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "nexus_proxy_policy_estimate",
+            f"What the '{self._policy.name}' batching policy currently estimates.",
+            labels=["estimate"],
+        )
+        for name, value in self._policy.estimates(time.monotonic()).items():
+            family.add_metric([name], value)
+        yield family
+        info = GaugeMetricFamily(
+            "nexus_proxy_policy", "The batching policy in use.", labels=["policy"]
+        )
+        info.add_metric([self._policy.name], 1.0)
+        yield info

@@ -21,6 +21,8 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
+from batch_proxy.policies import DEFAULT_POLICY, POLICIES, PolicyName
+
 ENV_PREFIX = "NEXUS_PROXY_"
 
 
@@ -51,8 +53,9 @@ class ProxySettings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     max_batch_size: int = 32
     max_wait_ms: float = 50.0
-    eager: bool = True
-    max_inflight: int = 2
+    policy: PolicyName = DEFAULT_POLICY
+    max_inflight: int | None = None
+    upstream_concurrency: int | None = None
     max_queue: int = 1024
     request_timeout_s: float = 30.0
     upstream_timeout_s: float = 30.0
@@ -79,8 +82,14 @@ class ProxySettings(BaseSettings):
         for url in self.upstreams:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"upstream '{url}' must be an http:// or https:// URL.")
-        for name in ("max_batch_size", "max_inflight", "max_queue", "max_body_bytes"):
-            if getattr(self, name) < 1:
+        for name in (
+            "max_batch_size",
+            "max_inflight",
+            "upstream_concurrency",
+            "max_queue",
+            "max_body_bytes",
+        ):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}.")
         for name in ("request_timeout_s", "upstream_timeout_s", "health_interval_s"):
             if getattr(self, name) <= 0:
@@ -96,8 +105,12 @@ class ProxySettings(BaseSettings):
 
     @property
     def connection_pool_size(self) -> int:
-        """Enough connections for every in-flight batch plus each health check."""
-        return len(self.upstreams) * (self.max_inflight + 1)
+        """Enough connections for every in-flight batch plus each health check.
+
+        Without `max_inflight` the adaptive policy keeps an upstream's concurrency
+        plus one batch in flight; 64 covers any upstream that says it runs 63.
+        """
+        return len(self.upstreams) * ((self.max_inflight or 64) + 1)
 
     @property
     def max_wait_s(self) -> float:
@@ -115,7 +128,11 @@ class _Environ(EnvSettingsSource):
         return parse_env_vars(self._environ, False, False, None)
 
 
-_EXPECTED = {"bool_parsing": "true or false", "int_parsing": "a whole number"}
+_EXPECTED = {
+    "bool_parsing": "true or false",
+    "int_parsing": "a whole number",
+    "literal_error": "one of " + ", ".join(POLICIES),
+}
 
 
 def settings_from(
@@ -158,19 +175,25 @@ def _parser() -> argparse.ArgumentParser:
     add("--max-batch-size", type=int, help="most items in one batch (default 32)")
     add("--max-wait-ms", type=float, help="longest an item waits for a batch (default 50)")
     add(
-        "--eager",
-        dest="eager",
-        action="store_true",
-        default=None,
-        help="send at once when an upstream slot is free (default)",
+        "--policy",
+        help="when a batch leaves: adaptive (default; learns the model's batch time, the "
+        "arrival rate and returning callers), eager (whenever an upstream slot is free) "
+        "or fixed (a full batch or max-wait-ms)",
+    )
+    add("--eager", dest="policy", action="store_const", const="eager", help="--policy eager")
+    add("--no-eager", dest="policy", action="store_const", const="fixed", help="--policy fixed")
+    add(
+        "--max-inflight",
+        type=int,
+        help="most batches in flight per upstream (default: adaptive, its concurrency + 1; "
+        "eager and fixed, 2)",
     )
     add(
-        "--no-eager",
-        dest="eager",
-        action="store_false",
-        help="always wait for a full batch or max-wait-ms (the fixed policy)",
+        "--upstream-concurrency",
+        type=int,
+        help="batches each upstream runs at once, for an upstream that does not say so "
+        "(default: its /health header, else 1)",
     )
-    add("--max-inflight", type=int, help="batches in flight per upstream (default 2)")
     add("--max-queue", type=int, help="queued items before 503 (default 1024)")
     add("--request-timeout-s", type=float, help="per request, answered 504 (default 30)")
     add("--upstream-timeout-s", type=float, help="per batch call (default 30)")

@@ -1,8 +1,10 @@
-"""Upstream model servers: a pool with in-flight slots, health checks and one HTTP client.
+"""Upstream model servers: lanes for the batching policy, health checks and one HTTP client.
 
-Each batch goes to the healthy upstream with the fewest outstanding batches.
 Upstreams are checked with `GET /health` in the background; a connection
-failure takes one out at once, and a passing check brings it back.
+failure takes one out at once, and a passing check brings it back. Each check
+also reads how many batches the upstream runs at once (the wire's concurrency
+header, unless configured) and times the round trip, which the adaptive
+policy uses to send the next batch just ahead of the running one's end.
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 import orjson
 
 from batch_proxy import wire
-from batch_proxy.batcher import NoUpstreamError, UpstreamError
+from batch_proxy.batcher import UpstreamError
+from batch_proxy.policies import Lane
 from batch_proxy.wire import BatchReply
 
 logger = logging.getLogger("nexus.proxy")
@@ -31,6 +35,11 @@ class Upstream:
     outstanding: int = 0
     healthy: bool = True
     last_error: str = ""
+    concurrency: int = 1
+    rtt_s: float = 0.0
+
+    def lane(self) -> Lane:
+        return Lane(self.url, self.concurrency, self.outstanding, self.rtt_s)
 
 
 class UpstreamSlot:
@@ -53,24 +62,28 @@ class UpstreamSlot:
 
 
 class UpstreamPool:
-    """The batcher's `SlotPool` over real HTTP upstreams."""
+    """The batcher's `LanePool` over real HTTP upstreams."""
 
     def __init__(
         self,
         urls: Sequence[str],
         *,
-        max_inflight: int,
         timeout_s: float,
         health_interval_s: float,
         pool_size: int,
+        concurrency: int | None = None,
     ) -> None:
         self.upstreams = [Upstream(url.rstrip("/")) for url in urls]
-        self.max_inflight = max_inflight
+        self._by_url = {u.url: u for u in self.upstreams}
+        self._configured_concurrency = concurrency
+        if concurrency is not None:
+            for upstream in self.upstreams:
+                upstream.concurrency = concurrency
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._health_timeout = aiohttp.ClientTimeout(total=min(2.0, health_interval_s * 2))
         self._health_interval_s = health_interval_s
         self._pool_size = pool_size
-        self._freed = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._health_task: asyncio.Task[None] | None = None
 
@@ -96,24 +109,25 @@ class UpstreamPool:
     def outstanding(self) -> int:
         return sum(u.outstanding for u in self.upstreams)
 
-    async def acquire(self) -> UpstreamSlot:
-        """Called by the batcher's one loop only, so one Event is enough to wait on."""
-        while True:
-            healthy = [u for u in self.upstreams if u.healthy]
-            if not healthy:
-                reasons = "; ".join(f"{u.url}: {u.last_error}" for u in self.upstreams)
-                raise NoUpstreamError(f"no healthy upstream ({reasons}).")
-            free = [u for u in healthy if u.outstanding < self.max_inflight]
-            if free:
-                chosen = min(free, key=lambda u: u.outstanding)
-                chosen.outstanding += 1
-                return UpstreamSlot(self, chosen)
-            self._freed.clear()
-            await self._freed.wait()
+    # -- the batcher's LanePool ------------------------------------------------
+
+    def lanes(self) -> list[Lane]:
+        return [u.lane() for u in self.upstreams if u.healthy]
+
+    def reserve(self, lane: Lane) -> UpstreamSlot:
+        upstream = self._by_url[lane.key]
+        upstream.outstanding += 1
+        return UpstreamSlot(self, upstream)
+
+    def unavailable(self) -> str:
+        reasons = "; ".join(f"{u.url}: {u.last_error}" for u in self.upstreams)
+        return f"no healthy upstream ({reasons})."
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        self._listeners.append(callback)
 
     def release(self, upstream: Upstream) -> None:
         upstream.outstanding -= 1
-        self._freed.set()
 
     async def post_batch(self, upstream: Upstream, payloads: Sequence[bytes]) -> BatchReply:
         assert self._session is not None, "UpstreamPool.start() was not awaited"
@@ -148,23 +162,36 @@ class UpstreamPool:
 
     async def _check(self, upstream: Upstream) -> None:
         assert self._session is not None
+        started = time.perf_counter()
+        concurrency = upstream.concurrency
         try:
             async with self._session.get(
                 upstream.url + wire.HEALTH_PATH, timeout=self._health_timeout
             ) as response:
                 await response.read()
                 ok, error = response.status == 200, f"/health answered {response.status}"
+                concurrency = wire.concurrency_of(response.headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
             ok, error = False, f"/health failed ({type(exc).__name__}: {exc})"
+        if ok:
+            rtt = time.perf_counter() - started
+            upstream.rtt_s = rtt if upstream.rtt_s == 0.0 else 0.8 * upstream.rtt_s + 0.2 * rtt
+            if self._configured_concurrency is None and concurrency != upstream.concurrency:
+                upstream.concurrency = concurrency
+                self._changed()
         self._mark(upstream, healthy=ok, error="" if ok else error)
 
     def _mark(self, upstream: Upstream, *, healthy: bool, error: str) -> None:
         if upstream.healthy != healthy:
             state = "back in" if healthy else "taken out"
             logger.warning("upstream %s %s%s", upstream.url, state, f": {error}" if error else "")
-        upstream.healthy = healthy
+            upstream.healthy = healthy
+            self._changed()
         upstream.last_error = error
-        self._freed.set()
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
 
 def _parse_reply(url: str, data: bytes) -> BatchReply:

@@ -1,10 +1,12 @@
-"""A simulated model server: POST /predict/batch takes a fixed time per batch.
+"""A simulated model server: POST /predict/batch takes a set time per batch.
 
-One batch at a time (like one GPU), whatever its size, so the ideal throughput
-with batches of 32 and 20 ms is 32 / 0.020 = 1,600 items/s. Used by the
-batching benchmark and, with its control endpoint, by the proxy's tests.
+By default one batch at a time (like one GPU) and 20 ms whatever its size, so
+the ideal throughput with batches of 32 is 32 / 0.020 = 1,600 items/s. A batch
+of n takes `latency_ms + n * per_item_ms`; `concurrency` batches run at once
+(and /health says so in the wire's concurrency header). Used by the batching
+benchmark and, with its control endpoint, by the proxy's tests.
 
-    python -m bench.sim_model --port 8000 --latency-ms 20
+    python -m bench.sim_model --port 8000 --latency-ms 20 [--per-item-ms 0.5] [--concurrency 2]
 
 Each output echoes its input: {"echo": item}. An input {"bad": ...} fails (the
 wire's `errors`); an input {"as_output": X} is answered with X itself, so a
@@ -30,13 +32,17 @@ Message = MutableMapping[str, Any]
 
 
 class SimModel:
-    def __init__(self, latency_ms: float = 20.0) -> None:
+    def __init__(
+        self, latency_ms: float = 20.0, per_item_ms: float = 0.0, concurrency: int = 1
+    ) -> None:
         self.latency_s = latency_ms / 1000
+        self.per_item_s = per_item_ms / 1000
+        self.concurrency = concurrency
         self.mode = "ok"
         self.healthy = True
         self.batches: list[dict[str, Any]] = []
         self.record_inputs = True
-        self._lock = asyncio.Lock()
+        self._free_at = [0.0] * concurrency  # when each simulated device slot is next free
 
     async def __call__(
         self,
@@ -70,13 +76,10 @@ class SimModel:
         else:
             status, payload = 404, {"error": "no route"}
         data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
+        headers = [(b"content-type", b"application/json")]
+        if path == wire.HEALTH_PATH:
+            headers.append((wire.CONCURRENCY_HEADER.encode(), str(self.concurrency).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
     def _control(self, change: dict[str, Any]) -> dict[str, Any]:
@@ -91,8 +94,12 @@ class SimModel:
     async def _predict(self, body: bytes) -> tuple[int, Any]:
         inputs = orjson.loads(body)["inputs"]
         arrived = time.monotonic()
-        async with self._lock:
-            await asyncio.sleep(self.latency_s)
+        # The device's own timeline: a batch starts when it has arrived and a slot is free,
+        # so the server's work between batches does not slow the simulated device down.
+        slot = min(range(self.concurrency), key=self._free_at.__getitem__)
+        start = max(time.perf_counter(), self._free_at[slot])
+        end = self._free_at[slot] = start + self.latency_s + self.per_item_s * len(inputs)
+        await _sleep_until(end)
         self.batches.append(
             {
                 "size": len(inputs),
@@ -116,15 +123,28 @@ class SimModel:
         return 200, wire.reply_body(outputs, errors, model)
 
 
+async def _sleep_until(end: float) -> None:
+    """Wake at `end` (perf_counter), to a tenth of a millisecond: the event loop's timers
+    move in whole milliseconds, so the last 1.5 ms is slept blocking, as a model busy
+    computing would hold its thread."""
+    if end - time.perf_counter() > 0.002:
+        await asyncio.sleep(end - time.perf_counter() - 0.0015)
+    remaining = end - time.perf_counter()
+    if remaining > 0:
+        time.sleep(remaining)
+
+
 def main() -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser(description="simulated batch model server")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="per batch")
+    parser.add_argument("--per-item-ms", type=float, default=0.0, help="added per item")
+    parser.add_argument("--concurrency", type=int, default=1, help="batches run at once")
     args = parser.parse_args()
-    model = SimModel(args.latency_ms)
+    model = SimModel(args.latency_ms, args.per_item_ms, args.concurrency)
     model.record_inputs = False
     uvicorn.run(
         model,

@@ -9,10 +9,17 @@ from typing import Annotated
 
 import typer
 
+from batch_proxy.policies import POLICIES
 from control_plane.cli import render as ui
 from control_plane.cli.app import ModelNameOption, command
 from control_plane.registry import Registry
 from control_plane.serving.supervisor import ServeOptions, Supervisor
+
+
+def _check_policy(value: str | None) -> str | None:
+    if value is not None and value not in POLICIES:
+        raise typer.BadParameter(f"'{value}' is not one of {', '.join(POLICIES)}.")
+    return value
 
 
 @command("serve")
@@ -26,9 +33,13 @@ def serve(
     model_port: Annotated[int, typer.Option(help="Model server port (127.0.0.1 only).")] = 8000,
     device: Annotated[str | None, typer.Option(help="cuda, cuda:N or cpu.")] = None,
     handler: Annotated[str | None, typer.Option(help="module:Class for custom models.")] = None,
-    eager: Annotated[
-        bool, typer.Option("--eager/--no-eager", help="Send at once when the model is idle.")
-    ] = True,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            help="The proxy's batching policy: adaptive (default), eager or fixed.",
+            callback=_check_policy,
+        ),
+    ] = None,
     startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for ready.")] = 600.0,
 ) -> None:
     """Serve a stored model: the model server plus the batching proxy in front of it."""
@@ -43,7 +54,7 @@ def serve(
         model_port=model_port,
         device=device,
         handler=handler,
-        eager=eager,
+        policy=policy,
         startup_timeout_s=startup_timeout,
     )
     supervisor = Supervisor(options, ui.child_log)

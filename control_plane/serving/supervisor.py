@@ -46,7 +46,7 @@ class ServeOptions:
     model_port: int = 8000
     device: str | None = None
     handler: str | None = None
-    eager: bool = True
+    policy: str | None = None  # the proxy's batching policy; None: its own default
     startup_timeout_s: float = 600.0
 
 
@@ -88,12 +88,13 @@ def child_settings(options: ServeOptions) -> tuple[dict[str, str | None], dict[s
             device=options.device,
             handler=options.handler,
         )
+        policy: dict[str, Any] = {} if options.policy is None else {"policy": options.policy}
         proxy = settings_from(
             [],
             host=options.host,
             port=options.port,
             upstreams=(f"http://127.0.0.1:{options.model_port}",),
-            eager=options.eager,
+            **policy,
         )
     except ValidationError as exc:
         raise ServeError(f"the model server's settings are invalid: {describe(exc)}") from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -15,6 +15,7 @@ from batch_proxy.batcher import (
     ShuttingDownError,
     UpstreamError,
 )
+from batch_proxy.policies import AdaptivePolicy, EagerPolicy, Lane
 
 
 class FakeSlot:
@@ -30,33 +31,35 @@ class FakeSlot:
 
     def release(self) -> None:
         self.pool.busy -= 1
-        self.pool.freed.set()
 
 
 class FakePool:
-    def __init__(self, slots: int = 1, latency: float = 0.05) -> None:
-        self.slots = slots
+    """One upstream running one batch at a time, `latency` seconds each, in memory."""
+
+    def __init__(self, latency: float = 0.05) -> None:
         self.latency = latency
         self.busy = 0
         self.batches: list[list[bytes]] = []
-        self.freed = asyncio.Event()
         self.fail: Exception | None = None
         self.down = False
 
-    async def acquire(self) -> FakeSlot:
-        while True:
-            if self.down:
-                raise NoUpstreamError("no healthy upstream.")
-            if self.busy < self.slots:
-                self.busy += 1
-                return FakeSlot(self)
-            self.freed.clear()
-            await self.freed.wait()
+    def lanes(self) -> list[Lane]:
+        return [] if self.down else [Lane("fake", 1, self.busy)]
+
+    def reserve(self, lane: Lane) -> FakeSlot:
+        self.busy += 1
+        return FakeSlot(self)
+
+    def unavailable(self) -> str:
+        return "no healthy upstream."
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        pass
 
 
 async def test_batches_respect_max_size_and_order() -> None:
     pool = FakePool()
-    batcher = Batcher(pool, max_batch_size=8)
+    batcher = Batcher(pool, EagerPolicy(1), max_batch_size=8)
     batcher.start()
     items = [batcher.submit(str(i).encode(), 5) for i in range(20)]
     results = await asyncio.gather(*(item.future for item in items))
@@ -67,7 +70,7 @@ async def test_batches_respect_max_size_and_order() -> None:
 
 async def test_cancelled_items_are_dropped_and_cannot_kill_the_loop() -> None:
     pool = FakePool(latency=0.1)
-    batcher = Batcher(pool, max_batch_size=32)
+    batcher = Batcher(pool, EagerPolicy(1), max_batch_size=32)
     batcher.start()
     first = batcher.submit(b"first", 5)
     await asyncio.sleep(0.02)  # first is in flight, the slot is busy
@@ -85,7 +88,7 @@ async def test_cancelled_items_are_dropped_and_cannot_kill_the_loop() -> None:
 
 async def test_queue_bound_and_upstream_errors() -> None:
     pool = FakePool(latency=0.2)
-    batcher = Batcher(pool, max_batch_size=2, max_queue=3)
+    batcher = Batcher(pool, EagerPolicy(1), max_batch_size=2, max_queue=3)
     batcher.start()
     batcher.submit(b"a", 5)
     await asyncio.sleep(0.01)
@@ -110,11 +113,11 @@ async def test_wrong_reply_length_fails_the_batch() -> None:
             return BatchReply(outputs=[], model=None)
 
     class ShortPool(FakePool):
-        async def acquire(self) -> FakeSlot:
+        def reserve(self, lane: Lane) -> FakeSlot:
             self.busy += 1
             return ShortSlot(self)
 
-    batcher = Batcher(ShortPool(), max_batch_size=4)
+    batcher = Batcher(ShortPool(), EagerPolicy(1), max_batch_size=4)
     batcher.start()
     item = batcher.submit(b"1", 5)
     with pytest.raises(UpstreamError, match="0 outputs for 1 inputs"):
@@ -124,7 +127,7 @@ async def test_wrong_reply_length_fails_the_batch() -> None:
 
 async def test_stop_flushes_queue_then_refuses() -> None:
     pool = FakePool(latency=0.05)
-    batcher = Batcher(pool, max_batch_size=4)
+    batcher = Batcher(pool, EagerPolicy(1), max_batch_size=4)
     batcher.start()
     items = [batcher.submit(str(i).encode(), 5) for i in range(10)]
     await batcher.stop(drain_timeout_s=5)
@@ -135,7 +138,7 @@ async def test_stop_flushes_queue_then_refuses() -> None:
 
 async def test_expired_items_are_not_sent() -> None:
     pool = FakePool(latency=0.2)
-    batcher = Batcher(pool, max_batch_size=4)
+    batcher = Batcher(pool, EagerPolicy(1), max_batch_size=4)
     batcher.start()
     batcher.submit(b"busy", 5)
     await asyncio.sleep(0.01)
@@ -144,3 +147,30 @@ async def test_expired_items_are_not_sent() -> None:
         await expired.future
     await batcher.stop()
     assert [b"expired"] not in pool.batches
+
+
+@pytest.mark.parametrize("policy", [AdaptivePolicy(32, 0.05), EagerPolicy(1)])
+async def test_items_queued_behind_a_busy_upstream_leave_as_one_batch(policy) -> None:
+    pool = FakePool(latency=0.1)
+    batcher = Batcher(pool, policy, max_batch_size=32)
+    batcher.start()
+    first = batcher.submit(b"first", 5)
+    await asyncio.sleep(0.01)
+    rest = [batcher.submit(str(i).encode(), 5) for i in range(40)]
+    await asyncio.gather(first.future, *(item.future for item in rest))
+    await batcher.stop()
+    assert [len(b) for b in pool.batches][-2:] == [32, 8]
+    assert pool.batches[-2][0] == b"0"
+
+
+async def test_the_policy_learns_from_the_real_loop() -> None:
+    policy = AdaptivePolicy(32, 0.05)
+    pool = FakePool(latency=0.02)
+    batcher = Batcher(pool, policy, max_batch_size=32)
+    batcher.start()
+    for _ in range(5):
+        await asyncio.gather(*(batcher.submit(b"x", 5).future for _ in range(4)))
+    await batcher.stop()
+    estimates = policy.estimates(batcher.clock())
+    assert estimates["batch_fixed_seconds"] + 4 * estimates["batch_seconds_per_item"] > 0.015
+    assert estimates["arrival_rate_per_second"] > 0

@@ -39,23 +39,25 @@ async def test_each_caller_gets_its_own_output(sim, proxy, client) -> None:
 
 async def test_32_concurrent_requests_form_one_batch(sim, proxy, client) -> None:
     model, sim_url = sim
-    async with proxy(upstreams=(sim_url,), eager=False, max_wait_ms=2000) as (_, url):
+    async with proxy(upstreams=(sim_url,), policy="fixed", max_wait_ms=2000) as (_, url):
         results = await asyncio.gather(*(post(client, url, i) for i in range(32)))
     assert all(status == 200 for status, _, _ in results)
     assert [b["size"] for b in model.batches] == [32]
 
 
-@pytest.mark.parametrize(("eager", "expect_wait"), [(True, False), (False, True)])
+@pytest.mark.parametrize(
+    ("policy", "expect_wait"), [("adaptive", False), ("eager", False), ("fixed", True)]
+)
 async def test_single_request_waits_only_in_fixed_policy(
-    sim, proxy, client, eager: bool, expect_wait: bool
+    sim, proxy, client, policy: str, expect_wait: bool
 ) -> None:
     model, sim_url = sim
-    async with proxy(upstreams=(sim_url,), eager=eager, max_wait_ms=400) as (_, url):
+    async with proxy(upstreams=(sim_url,), policy=policy, max_wait_ms=400) as (_, url):
         start = time.monotonic()
         status, _, _ = await post(client, url, {"id": 1})
     assert status == 200
     waited = model.batches[0]["arrived"] - start
-    # Generous bounds: the fixed policy holds the item ~400 ms, eager sends it at once.
+    # Generous bounds: the fixed policy holds the item ~400 ms, the others send it at once.
     assert (waited >= 0.3) is expect_wait
 
 
@@ -121,7 +123,7 @@ async def test_slow_upstream_gives_504(sim, proxy, client) -> None:
 async def test_bad_upstream_replies_give_502(sim, proxy, client, mode: str, message: str) -> None:
     _model, sim_url = sim
     await control(client, sim_url, mode=mode)
-    async with proxy(upstreams=(sim_url,), eager=False, max_wait_ms=1000) as (_, url):
+    async with proxy(upstreams=(sim_url,), policy="fixed", max_wait_ms=1000) as (_, url):
         results = await asyncio.gather(*(post(client, url, i) for i in range(3)))
         await control(client, sim_url, mode="ok")
         after = await post(client, url, "ok")
@@ -132,7 +134,7 @@ async def test_bad_upstream_replies_give_502(sim, proxy, client, mode: str, mess
 
 async def test_item_error_is_4xx_for_that_caller_only(sim, proxy, client) -> None:
     _, sim_url = sim
-    async with proxy(upstreams=(sim_url,), eager=False, max_wait_ms=1000) as (_, url):
+    async with proxy(upstreams=(sim_url,), policy="fixed", max_wait_ms=1000) as (_, url):
         good, bad = await asyncio.gather(
             post(client, url, {"id": 1}), post(client, url, {"bad": 1})
         )
@@ -223,8 +225,30 @@ async def test_health_ready_and_metrics(sim, proxy, client) -> None:
         "nexus_proxy_upstream_seconds",
         "nexus_proxy_queue_depth",
         "nexus_proxy_inflight_batches",
+        "nexus_proxy_fill_wait_seconds_bucket",
+        'nexus_proxy_policy{policy="adaptive"} 1.0',
+        'nexus_proxy_policy_estimate{estimate="return_fraction"}',
+        'nexus_proxy_policy_estimate{estimate="batch_fixed_seconds"}',
     ):
         assert name in text
+
+
+async def test_the_upstreams_concurrency_comes_from_its_health_header(proxy, client) -> None:
+    from bench.sim_model import SimModel
+    from tests.servers import serve_in_process
+
+    model = SimModel(latency_ms=100, concurrency=2)
+    async with serve_in_process(model) as sim_url, proxy(upstreams=(sim_url,)) as (app, url):
+        assert app.pool.lanes()[0].concurrency == 2
+        assert app.pool.lanes()[0].rtt_s > 0
+        # 64 callers at once: two full batches run side by side, none waits behind the other.
+        results = await asyncio.gather(*(post(client, url, i) for i in range(64)))
+        async with client.get(url + "/metrics") as resp:
+            text = await resp.text()
+    assert all(status == 200 for status, _, _ in results)
+    assert sorted(b["size"] for b in model.batches) == [32, 32]
+    assert abs(model.batches[0]["arrived"] - model.batches[1]["arrived"]) < 0.05
+    assert 'nexus_proxy_policy_estimate{estimate="upstream_concurrency"} 2.0' in text
 
 
 async def test_an_output_with_an_error_key_is_answered_200(sim, proxy, client) -> None:

@@ -9,24 +9,29 @@ def test_defaults() -> None:
     settings = settings_from([], {})
     assert settings == ProxySettings()
     assert settings.port == 8080
-    assert (settings.max_batch_size, settings.max_wait_ms, settings.eager) == (32, 50.0, True)
-    assert settings.connection_pool_size >= settings.max_inflight
+    assert (settings.max_batch_size, settings.max_wait_ms, settings.policy) == (32, 50, "adaptive")
+    assert settings.max_inflight is None  # the policy's own: adaptive, concurrency + 1
+    assert settings.upstream_concurrency is None  # from the upstream's health header
+    assert settings.connection_pool_size > 1
 
 
 def test_environment_then_flags() -> None:
     env = {
         "NEXUS_PROXY_UPSTREAMS": "http://a:1/, http://b:2",
         "NEXUS_PROXY_MAX_BATCH_SIZE": "16",
-        "NEXUS_PROXY_EAGER": "false",
+        "NEXUS_PROXY_POLICY": "eager",
+        "NEXUS_PROXY_UPSTREAM_CONCURRENCY": "2",
         "NEXUS_PROXY_MAX_WAIT_MS": "10.5",
     }
     settings = settings_from(["--max-batch-size", "8", "--port", "9000"], env)
     assert settings.upstreams == ("http://a:1", "http://b:2")
     assert settings.max_batch_size == 8
-    assert settings.eager is False
+    assert settings.policy == "eager"
+    assert settings.upstream_concurrency == 2
     assert settings.max_wait_ms == 10.5
     assert settings.port == 9000
-    assert settings_from(["--eager"], env).eager is True
+    assert settings_from(["--no-eager"], env).policy == "fixed"
+    assert settings_from(["--policy", "adaptive"], env).policy == "adaptive"
     assert settings_from(["--upstream", "http://x/", "--upstream", "http://y"], {}).upstreams == (
         "http://x",
         "http://y",
@@ -36,7 +41,9 @@ def test_environment_then_flags() -> None:
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
-        ([], {"NEXUS_PROXY_EAGER": "maybe"}, "true or false"),
+        ([], {"NEXUS_PROXY_POLICY": "maybe"}, "POLICY must be one of adaptive, eager, fixed"),
+        (["--policy", "lifo"], {}, "--policy must be one of adaptive, eager, fixed, not 'lifo'"),
+        (["--upstream-concurrency", "0"], {}, "upstream_concurrency must be at least 1"),
         ([], {"NEXUS_PROXY_MAX_QUEUE": "lots"}, "must be a whole number"),
         (["--max-queue", "8"], {}, "must hold at least one full batch"),
         (["--max-inflight", "0"], {}, "max_inflight must be at least 1"),

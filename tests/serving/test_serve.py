@@ -162,7 +162,7 @@ def test_ctrl_c_drains_the_proxy_before_the_model_server_stops(repo: Path, tmp_p
     proc = subprocess.Popen(
         [
             *(console_script("nexus"), "serve", "--port", str(port)),
-            *("--model-port", str(model_port), "--handler", handler, "--no-eager"),
+            *("--model-port", str(model_port), "--handler", handler, "--policy", "fixed"),
         ],
         cwd=repo,
         env=env,
