@@ -1,9 +1,9 @@
 """Model server overhead: items/s through POST /predict/batch vs the model called in-process.
 
-    python bench/model_server_overhead.py [--seconds 5]
+    python bench/model_server_overhead.py [--seconds 5] [--device cuda]
 
 A TorchScript MLP (64 -> 256 -> 256 -> 10) is stored in a temporary Git repo
-and served by a real `nexus-model-server` process on the CPU. One keep-alive
+and served by a real model server process on the CPU (or `--device`). One keep-alive
 httpx client sends batches back to back. Columns: the raw forward pass on a
 ready tensor (the ideal), the server's predictor in-process (JSON items ->
 tensor -> forward -> lists; no HTTP), and the full HTTP round trip.
@@ -57,24 +57,22 @@ def rate(fn, items: int, seconds: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         repo = git_repo(Path(tmp) / "repo")
         model_path = Path(tmp) / "mlp.pt"
         model = make_model(model_path)
         Registry(repo).store(model_path, "mlp")
-        predictor = build_predictor(model_path, fmt=None, device="cpu")
+        predictor = build_predictor(model_path, fmt=None, device=args.device)
+        if args.device != "cpu":
+            model = model.to(args.device)
         port = 18000 + os.getpid() % 1000
         env = dict(os.environ, NEXUS_CACHE_DIR=str(Path(tmp) / "cache"))
         server = subprocess.Popen(
             [
-                str(Path(sys.executable).with_name("nexus-model-server")),
-                "--port",
-                str(port),
-                "--repo",
-                str(repo),
-                "--log-level",
-                "warning",
+                *(sys.executable, "-m", "model_server", "--port", str(port), "--repo", str(repo)),
+                *("--device", args.device, "--log-level", "warning"),
             ],
             env=env,
         )
@@ -92,13 +90,13 @@ def main() -> None:
                 rng = np.random.default_rng(0)
                 for size in (1, 8, 32):
                     batch = rng.standard_normal((size, FEATURES)).astype(np.float32)
-                    tensor = torch.from_numpy(batch)
+                    tensor = torch.from_numpy(batch).to(args.device)
                     items = [{"input": row.tolist()} for row in batch]
                     body = {"inputs": items}
 
                     def raw(tensor: torch.Tensor = tensor) -> None:
                         with torch.inference_mode():
-                            model(tensor)
+                            model(tensor).cpu()  # the answer back on the host, as served
 
                     def http(body: dict[str, list[dict[str, list[float]]]] = body) -> None:
                         client.post("/predict/batch", json=body).raise_for_status()
@@ -123,7 +121,8 @@ def main() -> None:
             server.terminate()
             server.wait(30)
     print(
-        f"TorchScript MLP {FEATURES}-256-256-10 on CPU ({torch.get_num_threads()} torch threads), "
+        f"TorchScript MLP {FEATURES}-256-256-10 on {args.device} "
+        f"({torch.get_num_threads()} torch threads), "
         f"one keep-alive client, {args.seconds:.0f} s per cell"
     )
     print(
