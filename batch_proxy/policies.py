@@ -321,20 +321,24 @@ class AdaptivePolicy:
             model = self._times[lane] = BatchTimeModel()
         return model
 
-    def batch_seconds(self, size: float) -> float | None:
-        """The mean predicted time of a batch of `size` over the lanes seen (None: none yet)."""
-        known = [m for m in self._times.values() if m.known]
+    def _line(self) -> tuple[float, float] | None:
+        """(fixed seconds, seconds per item), averaged over the lanes seen (None: none yet)."""
+        known = [m.coefficients() for m in self._times.values() if m.known]
         if not known:
             return None
-        return sum(m.predict(size) for m in known) / len(known)
+        return sum(c[0] for c in known) / len(known), sum(c[1] for c in known) / len(known)
+
+    def batch_seconds(self, size: float) -> float | None:
+        """The mean predicted time of a batch of `size` over the lanes seen (None: none yet)."""
+        line = self._line()
+        return None if line is None else line[0] + line[1] * size
 
     def target_size(self, now: float) -> float:
         """Items arriving in one slot's share of a batch time: n = rate * T(n) / concurrency."""
-        known = [m for m in self._times.values() if m.known]
-        if not known:
+        line = self._line()
+        if line is None:
             return 1.0
-        fixed = sum(m.coefficients()[0] for m in known) / len(known)
-        per_item = sum(m.coefficients()[1] for m in known) / len(known)
+        fixed, per_item = line
         rate = self.rate.rate(now)
         room = self._concurrency - rate * per_item
         if room <= 0:
@@ -354,9 +358,7 @@ class AdaptivePolicy:
         return min(max(0.001, cap), max(0.001, 3 * self.returns.lag_s + 0.0005))
 
     def estimates(self, now: float) -> Mapping[str, float]:
-        known = [m for m in self._times.values() if m.known]
-        fixed = sum(m.coefficients()[0] for m in known) / len(known) if known else 0.0
-        per_item = sum(m.coefficients()[1] for m in known) / len(known) if known else 0.0
+        fixed, per_item = self._line() or (0.0, 0.0)
         return {
             "arrival_rate_per_second": self.rate.rate(now),
             # the upstream's own time for a batch, round trip excluded
