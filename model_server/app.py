@@ -3,6 +3,8 @@
     POST /predict/batch  {"inputs": [item, ...]} -> the wire reply (batch_proxy/wire.py)
     POST /predict        item -> {"output": ..., "model": {...}}, or 422 {"error": ...}
     GET  /health /ready /model /metrics
+    GET  /deployment     the rollout event log (?since=SEQ for the events after one)
+    POST /admin/reload   check the followed ref now (Bearer NEXUS_ADMIN_TOKEN; off without one)
 
 Bodies are parsed with orjson and checked by the wire module's `check_request`,
 the same code the contract documents; see docs/decisions.md for why not pydantic.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -25,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from batch_proxy import wire
 from control_plane import NexusError
+from model_server.delivery.rollout import Rollout
 from model_server.service import ModelService, NotReadyError, load_model
 from model_server.settings import ServerSettings
 
@@ -41,21 +45,27 @@ def create_app(
     settings: ServerSettings, *, on_fatal: Callable[[NexusError], None] | None = None
 ) -> FastAPI:
     """The app; `on_fatal` is called if the model cannot be loaded (the CLI stops the server)."""
-    service = ModelService(settings, on_fatal=on_fatal)
+    service = ModelService(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.get_running_loop().create_task(service.load())
+        rollout = Rollout(service, settings, on_fatal)
+        app.state.rollout = rollout
+        task = asyncio.get_running_loop().create_task(rollout.run())
         try:
             yield
         finally:
             task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await rollout.stop()
             service.close()
 
     app = FastAPI(title="NexusML model server", lifespan=lifespan)
     app.state.nexus = service
     _prediction_routes(app, service)
     _probe_routes(app, service)
+    _delivery_routes(app, settings.admin_token)
     _error_handlers(app)
     return app
 
@@ -104,12 +114,33 @@ def _probe_routes(app: FastAPI, service: ModelService) -> None:
         return json_response({"status": "ready", "model": version.info})
 
     @app.get("/model")
-    async def model() -> Response:
-        return json_response(service.describe())
+    async def model(request: Request) -> Response:
+        rollout: dict[str, Any] = request.app.state.rollout.status()
+        if service.serving is None:
+            return json_response({"error": service.not_ready, "rollout": rollout}, 503)
+        return json_response({**service.describe(), "rollout": rollout})
 
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _delivery_routes(app: FastAPI, admin_token: str | None) -> None:
+    @app.get("/deployment")
+    async def deployment(request: Request, since: int = 0) -> Response:
+        rollout: Rollout = request.app.state.rollout
+        return json_response({**rollout.status(), "events": rollout.events.since(since)})
+
+    if not admin_token:
+        return  # admin routes are off: 404 like any unknown path
+
+    @app.post("/admin/reload")
+    async def reload(request: Request) -> Response:
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), admin_token.encode()):
+            return json_response({"error": "missing or wrong admin token (Bearer)."}, 401)
+        rollout: Rollout = request.app.state.rollout
+        return json_response(await rollout.reload())
 
 
 def _error_handlers(app: FastAPI) -> None:

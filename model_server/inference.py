@@ -10,9 +10,12 @@ A user handler (`module:Class`) takes any JSON and runs models that need code.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import importlib
 import logging
 import pickle
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,6 +67,9 @@ class Predictor(ABC):
     def example_item(self) -> Any:
         """An item this model accepts (for docs and `nexus serve`'s curl line), if known."""
         return None
+
+    def close(self) -> None:  # noqa: B027  # optional hook
+        """Drop the model's weights; the predictor answers nothing after this."""
 
 
 class TensorPredictor(Predictor):
@@ -152,6 +158,9 @@ class TorchPredictor(TensorPredictor):
         if self._warmup_shape is not None:
             self.forward(np.zeros((1, *self._warmup_shape), dtype=np.float32))
 
+    def close(self) -> None:
+        del self._module
+
 
 class OnnxPredictor(TensorPredictor):
     def __init__(self, path: Path, device: str) -> None:
@@ -176,6 +185,9 @@ class OnnxPredictor(TensorPredictor):
         if len(results) == 1:
             return [row.tolist() for row in results[0]]
         return [list(parts) for parts in zip(*(r.tolist() for r in results), strict=True)]
+
+    def close(self) -> None:
+        del self._session
 
 
 class HandlerPredictor(Predictor):
@@ -223,6 +235,34 @@ class HandlerPredictor(Predictor):
 
     def example_item(self) -> Any:
         return getattr(self._handler, "example", None)
+
+    def close(self) -> None:
+        hook = getattr(self._handler, "close", None)
+        if hook is not None:
+            hook()
+        del self._handler
+
+
+def free_device_memory(device: str) -> None:
+    """Return a dropped model's memory: Python's cycles, CUDA's cache, glibc's free lists."""
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _libc()
 
 
 def resolve_device(requested: str | None) -> str:

@@ -28,7 +28,11 @@ class Artifact:
 def fetch_version(
     registry: Registry, ref: str, model_name: str | None, cache_dir: Path
 ) -> Artifact:
-    entry = registry.resolve(ref, model_name)
+    return fetch_entry(registry, registry.resolve(ref, model_name), cache_dir)
+
+
+def fetch_entry(registry: Registry, entry: ModelEntry, cache_dir: Path) -> Artifact:
+    """A verified local copy of `entry`: the cached one if intact, else a fresh download."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / _cache_name(entry)
     if path.is_file():

@@ -1,10 +1,12 @@
 """The model server's state and what can be done with it, apart from HTTP.
 
-`ModelService` loads a version in the background, predicts batches on one
+`ModelService` loads versions on a loader thread, predicts batches on one
 inference thread (one batch at a time on the device), describes what it
-serves, and counts what it does. A version in service is a `LoadedVersion`;
-the service holds the one that answers (`serving`), so a rollout can hold a
-second one beside it and swap them without touching the routes.
+serves, and counts what it does. A version in service is a `LoadedVersion`:
+`serving` answers, and during a rollout a `Trial` holds the candidate beside
+it and takes the canary's share of batches. Each batch is answered by exactly
+one version, chosen when it arrives; a replaced version is freed on the
+inference thread after the batches already given to it (the queue is FIFO).
 """
 
 from __future__ import annotations
@@ -12,15 +14,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from batch_proxy import wire
 from control_plane import ModelEntry, NexusError, Registry
-from model_server.inference import ItemFailure, Predictor, build_predictor, resolve_device
-from model_server.loader import fetch_version
+from model_server.delivery.canary import Baseline, BatchFigure, CanaryRules, CanaryWindow, Verdict
+from model_server.inference import (
+    ItemFailure,
+    Predictor,
+    build_predictor,
+    free_device_memory,
+    resolve_device,
+)
+from model_server.loader import fetch_entry
 from model_server.metrics import ServerMetrics
 from model_server.settings import ServerSettings
 
@@ -42,13 +51,22 @@ class LoadedVersion:
     load_seconds: float
 
     @property
+    def key(self) -> str:
+        return version_key(self.entry)
+
+    @property
     def info(self) -> dict[str, Any]:
-        """Who answered, as every reply says it."""
-        return {
-            "name": self.entry.model_name,
-            "commit_hash": self.entry.commit_hash,
-            "sha256": self.entry.sha256,
-        }
+        return version_info(self.entry)
+
+
+def version_key(entry: ModelEntry) -> str:
+    """What makes two versions the same: their bytes (or, without a hash, their commit)."""
+    return entry.sha256 or f"{entry.model_name}@{entry.commit_hash}"
+
+
+def version_info(entry: ModelEntry) -> dict[str, Any]:
+    """Who answered, as every reply says it."""
+    return {"name": entry.model_name, "commit_hash": entry.commit_hash, "sha256": entry.sha256}
 
 
 @dataclass(frozen=True)
@@ -64,9 +82,14 @@ class BatchResult:
 
 
 def load_model(settings: ServerSettings) -> tuple[ModelEntry, Predictor]:
-    """Resolve, fetch (verified, cached), load and warm up. Blocking: run it in a thread."""
-    registry = Registry(settings.repo)
-    artifact = fetch_version(registry, settings.model_ref, settings.model_name, settings.cache_dir)
+    """Resolve the configured ref, then `load_entry`. Blocking: run it in a thread."""
+    entry = Registry(settings.repo).resolve(settings.model_ref, settings.model_name)
+    return entry, load_entry(settings, entry)
+
+
+def load_entry(settings: ServerSettings, entry: ModelEntry) -> Predictor:
+    """Fetch (verified, cached), load and warm up one version. Blocking: run it in a thread."""
+    artifact = fetch_entry(Registry(settings.repo), entry, settings.cache_dir)
     device = resolve_device(settings.device)
     predictor = build_predictor(
         artifact.path,
@@ -77,73 +100,130 @@ def load_model(settings: ServerSettings) -> tuple[ModelEntry, Predictor]:
         trust_pickle=settings.trust_pickle,
     )
     predictor.warmup()
-    return artifact.entry, predictor
+    return predictor
+
+
+def rules_from(settings: ServerSettings) -> CanaryRules:
+    return CanaryRules(
+        percent=settings.canary_percent,
+        min_items=settings.canary_min_items,
+        min_seconds=settings.canary_min_s,
+        max_error_increase=settings.canary_max_error_increase,
+        max_latency_ratio=settings.canary_max_latency_ratio,
+    )
 
 
 @dataclass
+class Trial:
+    """A candidate on canary: answers its window's share of batches until a verdict."""
+
+    version: LoadedVersion
+    window: CanaryWindow
+    verdict: asyncio.Future[Verdict]
+
+    def record(self, to_candidate: bool, figure: BatchFigure) -> None:
+        self.window.record(to_candidate, figure)
+        self.decide()
+
+    def decide(self) -> None:
+        if not self.verdict.done():
+            verdict = self.window.verdict(time.monotonic())
+            if verdict is not None:
+                self.verdict.set_result(verdict)
+
+
 class ModelService:
-    settings: ServerSettings
-    on_fatal: Callable[[NexusError], None] | None = None
-    metrics: ServerMetrics = field(default_factory=ServerMetrics)
-    serving: LoadedVersion | None = None
-    load_error: NexusError | None = None
-
-    def __post_init__(self) -> None:
+    def __init__(self, settings: ServerSettings, metrics: ServerMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or ServerMetrics()
+        self.serving: LoadedVersion | None = None
+        self.trial: Trial | None = None
+        self.not_ready = "the model is still loading; retry shortly."
+        self._baseline = Baseline()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loader")
 
-    # -- lifecycle -------------------------------------------------------------
+    # -- versions --------------------------------------------------------------
 
-    async def load(self) -> None:
-        """Load the configured version off the event loop; a failure is fatal (on_fatal)."""
+    async def load(self, entry: ModelEntry) -> LoadedVersion:
+        """Fetch, verify, load and warm `entry` on the loader thread; inference goes on."""
         started = time.perf_counter()
-        try:
-            entry, predictor = await asyncio.get_running_loop().run_in_executor(
-                self._executor, load_model, self.settings
-            )
-        except NexusError as exc:
-            self._fail(exc)
-            return
-        except Exception as exc:
-            logger.exception("loading the model failed")
-            self._fail(NexusError(f"loading the model failed: {exc}"))
-            return
-        self.serving = LoadedVersion(entry, predictor, time.perf_counter() - started)
+        predictor = await asyncio.get_running_loop().run_in_executor(
+            self._loader, load_entry, self.settings, entry
+        )
+        return LoadedVersion(entry, predictor, time.perf_counter() - started)
+
+    def serve(self, version: LoadedVersion) -> None:
+        """Make `version` the one that answers; the one it replaces is freed."""
+        old, self.serving = self.serving, version
+        self._baseline.clear()
+        self.metrics.serving.info({k: str(v) for k, v in version.info.items()})
         logger.info(
             "serving %s on %s (loaded in %.2f s)",
-            self.serving.info,
-            predictor.device,
-            self.serving.load_seconds,
+            version.info,
+            version.predictor.device,
+            version.load_seconds,
         )
+        if old is not None and old is not version:
+            self.metrics.swaps.inc()
+            self.discard(old)
+
+    def start_trial(self, version: LoadedVersion, rules: CanaryRules) -> Trial:
+        window = CanaryWindow(rules, time.monotonic(), self._baseline.snapshot())
+        self.trial = Trial(version, window, asyncio.get_running_loop().create_future())
+        return self.trial
+
+    def end_trial(self, trial: Trial) -> None:
+        if self.trial is trial:
+            self.trial = None
+
+    def discard(self, version: LoadedVersion) -> None:
+        """Free a version's memory (CUDA included) after the batches already queued for it."""
+        self._executor.submit(_release, version.predictor)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    def _fail(self, error: NexusError) -> None:
-        self.load_error = error
-        if self.on_fatal is not None:
-            self.on_fatal(error)
+        for executor in (self._executor, self._loader):
+            executor.shutdown(wait=False, cancel_futures=True)
 
     # -- requests --------------------------------------------------------------
 
     def require_ready(self) -> LoadedVersion:
         if self.serving is None:
-            if self.load_error is not None:
-                raise NotReadyError(self.load_error.message)
-            raise NotReadyError("the model is still loading; retry shortly.")
+            raise NotReadyError(self.not_ready)
         return self.serving
 
     async def predict(self, items: Sequence[Any]) -> BatchResult:
-        """One batch through the serving version; failed items are named, not raised."""
+        """One batch through one version; failed items are named, not raised."""
         version = self.require_ready()
-        started = time.perf_counter()
-        outputs = await asyncio.get_running_loop().run_in_executor(
-            self._executor, version.predictor.predict, items
+        trial = self.trial
+        to_candidate = (
+            trial is not None and not trial.verdict.done() and trial.window.route_to_candidate()
         )
-        self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        if to_candidate:
+            assert trial is not None
+            version = trial.version
+        # No await between choosing and queueing: a version swapped out after this point
+        # is freed behind this batch on the same thread.
+        job = asyncio.get_running_loop().run_in_executor(
+            self._executor, _timed_predict, version.predictor, items
+        )
+        try:
+            outputs, seconds = await job
+        except Exception:
+            self._record(trial, to_candidate, BatchFigure(len(items), len(items), 0.0))
+            raise
+        errors = {i: o.message for i, o in enumerate(outputs) if isinstance(o, ItemFailure)}
+        self._record(trial, to_candidate, BatchFigure(len(items), len(errors), seconds))
+        self.metrics.inference_seconds.observe(seconds)
         self.metrics.batch_size.observe(len(items))
         self.metrics.items.inc(len(items))
-        errors = {i: o.message for i, o in enumerate(outputs) if isinstance(o, ItemFailure)}
         return BatchResult(outputs, errors, version.info)
+
+    def _record(self, trial: Trial | None, to_candidate: bool, figure: BatchFigure) -> None:
+        if not to_candidate:
+            self._baseline.add(figure)
+        if trial is not None and trial is self.trial:
+            trial.record(to_candidate, figure)
 
     def describe(self) -> dict[str, Any]:
         """The serving version in full, where it runs, and an input it accepts."""
@@ -158,3 +238,15 @@ class ModelService:
     @property
     def max_concurrent_batches(self) -> int:
         return MAX_CONCURRENT_BATCHES
+
+
+def _timed_predict(predictor: Predictor, items: Sequence[Any]) -> tuple[list[Any], float]:
+    """The batch and its time in the model, measured on the inference thread (no queueing)."""
+    started = time.perf_counter()
+    outputs = predictor.predict(items)
+    return outputs, time.perf_counter() - started
+
+
+def _release(predictor: Predictor) -> None:
+    predictor.close()
+    free_device_memory(predictor.device)

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+FOLLOWED_REFS = ("latest", "staging", "production")
+
 
 def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "nexus" / "models"
@@ -31,7 +33,37 @@ class ServerSettings(BaseSettings):
         default=None, description="model to serve (needed when the metadata holds several)"
     )
     model_ref: str = Field(
-        default="latest", description="version to serve: latest, a commit hash or a 4+ char prefix"
+        default="latest",
+        description="version to serve: latest, staging, production, a commit hash or a 4+ char "
+        "prefix",
+    )
+    follow: bool | None = Field(
+        default=None,
+        description="roll out the version the ref moves to (default: yes for latest and the "
+        "stages, no for a commit)",
+    )
+    poll_interval_s: float = Field(
+        default=5.0, gt=0, description="seconds between checks of the metadata (and remote)"
+    )
+    git_remote: str | None = Field(
+        default=None, description="Git remote to fetch into the workspace on every check"
+    )
+    git_branch: str = Field(default="main", description="branch of --git-remote to follow")
+    admin_token: str | None = Field(
+        default=None, description="bearer token for POST /admin/reload (unset: admin routes off)"
+    )
+    canary_percent: int = Field(
+        default=10, ge=0, le=100, description="share of batches a new version answers on trial"
+    )
+    canary_min_items: int = Field(
+        default=200, ge=1, description="items the new version answers before it is judged"
+    )
+    canary_min_s: float = Field(default=10.0, ge=0, description="seconds a canary lasts at least")
+    canary_max_error_increase: float = Field(
+        default=0.01, ge=0, le=1, description="error rate allowed above the current version's"
+    )
+    canary_max_latency_ratio: float = Field(
+        default=1.5, ge=1, description="p99 batch time allowed, as a multiple of the current's"
     )
     repo: Path = Field(
         default=Path("."), description="directory holding .nexus_meta.json (or inside its Git repo)"
@@ -55,3 +87,10 @@ class ServerSettings(BaseSettings):
         default=256, ge=1, description="largest batch accepted by /predict/batch"
     )
     log_level: str = Field(default="info", description="uvicorn log level")
+
+    @property
+    def follows(self) -> bool:
+        """Latest and the stages move; a commit does not."""
+        if self.follow is not None:
+            return self.follow
+        return self.model_ref in FOLLOWED_REFS

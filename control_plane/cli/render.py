@@ -59,6 +59,65 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def print_json_line(data: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(data) + b"\n")
+    sys.stdout.flush()
+
+
+_DEPLOYMENT_HEADERS = ("SEQ", "TIME", "EVENT", "VERSION", "DETAILS")
+
+
+def deployment_header(data: dict[str, Any], *, live: bool) -> None:
+    """Which ref the server follows and what it serves; with `live`, the column names too."""
+    serving = data.get("serving") or {}
+    now = f"{serving.get('name')}@{str(serving.get('commit_hash', ''))[:7]}" if serving else "none"
+    follows = "following" if data.get("following") else "pinned to"
+    console.print(f"Serving {_escape(now)}, {follows} {_escape(str(data.get('ref')))}.")
+    if live:
+        console.print("  ".join(_DEPLOYMENT_HEADERS), style="bold")
+
+
+def deployment_table(data: dict[str, Any]) -> None:
+    deployment_header(data, live=False)
+    events = data.get("events") or []
+    if not events:
+        console.print("No rollout events yet.")
+        return
+    from rich.table import Table
+
+    table = Table(*_DEPLOYMENT_HEADERS, header_style="bold")
+    for event in events:
+        table.add_row(*(_escape(cell) for cell in _event_cells(event)))
+    console.print(table)
+
+
+def deployment_event_line(event: dict[str, Any]) -> None:
+    console.print("  ".join(_escape(cell) for cell in _event_cells(event)))
+
+
+def _event_cells(event: dict[str, Any]) -> tuple[str, ...]:
+    version = event.get("version") or {}
+    label = f"{version.get('name')}@{str(version.get('commit_hash', ''))[:7]}" if version else ""
+    details = [str(event["reason"])] if event.get("reason") else []
+    if event.get("event") == "canary":
+        details.append(
+            f"{event.get('percent')}% of batches, judged after {event.get('min_items')} items "
+            f"and {event.get('min_seconds')} s"
+        )
+    figures = event.get("figures") or {}
+    for side in ("candidate", "current"):
+        if side in figures:
+            f = figures[side]
+            details.append(
+                f"{side}: {f.get('items')} items, {float(f.get('error_rate') or 0):.1%} errors, "
+                f"p99 {f.get('p99_ms')} ms"
+            )
+    if "load_seconds" in event:
+        details.append(f"loaded in {event['load_seconds']} s")
+    when = str(event.get("time", ""))[11:23]
+    return (str(event.get("seq", "")), when, str(event.get("event", "")), label, "; ".join(details))
+
+
 def entries_table(rows: Sequence[Summary]) -> None:
     if not rows:
         console.print("No models stored yet. Run 'nexus store PATH MODEL_NAME'.")

@@ -7,6 +7,7 @@ import subprocess
 
 import httpx
 
+from control_plane import Registry
 from tests.servers import console_script, free_port, run_process
 
 
@@ -26,7 +27,9 @@ def test_model_server_process(stored, repo, tmp_path) -> None:
         assert proc.wait(30) == 0
 
 
-def test_model_server_exits_non_zero_when_model_cannot_load(repo, tmp_path) -> None:
+def test_model_server_exits_non_zero_when_the_version_cannot_load(repo, tmp_path) -> None:
+    (tmp_path / "junk.bin").write_bytes(b"not a model at all")
+    Registry(repo).store(tmp_path / "junk.bin", "junk")
     done = subprocess.run(
         [
             console_script("nexus-model-server"),
@@ -34,8 +37,6 @@ def test_model_server_exits_non_zero_when_model_cannot_load(repo, tmp_path) -> N
             str(free_port()),
             "--repo",
             str(repo),
-            "--model-name",
-            "ghost",
             "--cache-dir",
             str(tmp_path / "c"),
         ],
@@ -44,5 +45,18 @@ def test_model_server_exits_non_zero_when_model_cannot_load(repo, tmp_path) -> N
         timeout=120,
     )
     assert done.returncode == 1
-    assert "Error: no model named 'ghost' is stored." in done.stderr
+    assert "is not a format the server knows" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_server_whose_ref_resolves_to_nothing_starts_and_waits(repo, tmp_path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [console_script("nexus-model-server"), "--port", str(port), "--repo", str(repo)]
+    env = dict(os.environ, NEXUS_MODEL_NAME="ghost", NEXUS_MODEL_REF="production")
+    with run_process(cmd, base + "/health", env=env):
+        ready = httpx.get(base + "/ready", timeout=10)
+        assert ready.status_code == 503
+        assert ready.json() == {"error": "no version of ghost is in production yet"}
+        batch = httpx.post(base + "/predict/batch", json={"inputs": [1]}, timeout=10)
+        assert batch.status_code == 503

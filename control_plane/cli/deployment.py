@@ -1,0 +1,43 @@
+"""`nexus deployment URL`: a model server's rollouts, as a table, JSON, or followed live."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from control_plane.cli import render as ui
+from control_plane.cli.app import JsonOption, command
+from control_plane.serving.deployment import fetch_deployment
+
+WATCH_INTERVAL_S = 1.0
+
+
+@command("deployment")
+def deployment(
+    url: Annotated[str, typer.Argument(help="The model server, e.g. http://127.0.0.1:8000.")],
+    as_json: JsonOption = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Keep printing new events (Ctrl-C stops).")
+    ] = False,
+) -> None:
+    """Show a model server's rollout log: loads, canary windows, promotions, rollbacks."""
+    data = fetch_deployment(url)
+    if as_json and not watch:
+        ui.print_json(data)
+        return
+    if not watch:
+        ui.deployment_table(data)
+        return
+    ui.deployment_header(data, live=not as_json)
+    seen = 0
+    while True:
+        for event in data["events"]:
+            if as_json:
+                ui.print_json_line(event)
+            else:
+                ui.deployment_event_line(event)
+            seen = max(seen, int(event.get("seq", seen)))
+        time.sleep(WATCH_INTERVAL_S)
+        data = fetch_deployment(url, since=seen)
