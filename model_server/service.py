@@ -36,6 +36,7 @@ from model_server.settings import ServerSettings
 logger = logging.getLogger("nexus.model_server")
 
 MAX_CONCURRENT_BATCHES = 1  # one inference thread: batches run one at a time
+LOADING = "the model is still loading"  # /ready's reason until the first version serves
 
 
 class NotReadyError(NexusError):
@@ -138,7 +139,7 @@ class ModelService:
         self.metrics = metrics or ServerMetrics()
         self.serving: LoadedVersion | None = None
         self.trial: Trial | None = None
-        self.not_ready = "the model is still loading; retry shortly."
+        self.not_ready = f"{LOADING}; retry shortly."
         self._baseline = Baseline()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loader")

@@ -12,6 +12,8 @@ import typer
 from batch_proxy.policies import POLICIES
 from control_plane.cli import render as ui
 from control_plane.cli.app import ModelNameOption, command
+from control_plane.core.errors import NotFoundError
+from control_plane.metadata import ModelEntry
 from control_plane.registry import Registry
 from control_plane.serving.supervisor import ServeOptions, Supervisor
 
@@ -42,13 +44,20 @@ def serve(
     ] = None,
     startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for ready.")] = 600.0,
 ) -> None:
-    """Serve a stored model: the model server plus the batching proxy in front of it."""
+    """Serve a stored model: the model server plus the batching proxy in front of it.
+
+    The model server follows the ref (latest and the stages move): a version stored or
+    promoted while it runs is canaried and rolled out without a restart.
+    """
     registry = Registry()
-    entry = registry.resolve(model_ref, model_name)  # fail fast, with the registry's message
+    try:  # fail fast on a bad or ambiguous ref, with the registry's message
+        entry: ModelEntry | None = registry.resolve(model_ref, model_name)
+    except NotFoundError:
+        entry = None  # nothing stored yet: the servers start and wait for it
     options = ServeOptions(
         repo=registry.root,
-        model_name=entry.model_name,
-        model_ref=entry.commit_hash,
+        model_name=entry.model_name if entry else model_name,
+        model_ref=model_ref,
         host=host,
         port=port,
         model_port=model_port,
@@ -63,9 +72,9 @@ def serve(
         supervisor.request_stop()
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
-    ui.info(f"Starting [bold]{entry.label}[/] ...")
+    ui.info(f"Starting [bold]{entry.label if entry else model_name or 'the model server'}[/] ...")
     try:
-        info = supervisor.start()
+        info = supervisor.start(on_waiting=_say_waiting)
         _announce(supervisor, info, host, port)
         supervisor.wait()
         ui.info("Stopping ...")
@@ -75,6 +84,10 @@ def serve(
     finally:
         supervisor.stop()
         signal.signal(signal.SIGTERM, previous)
+
+
+def _say_waiting(reason: str) -> None:
+    ui.info(f"Waiting for a version: {reason}. It is served as soon as one is stored.")
 
 
 def _announce(supervisor: Supervisor, info: dict[str, object], host: str, port: int) -> None:

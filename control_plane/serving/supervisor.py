@@ -1,10 +1,12 @@
 """Run the model server and the batching proxy as two child processes, wired together.
 
-The supervisor starts both, waits until each answers `/ready`, relays their
-logs with a prefix, and stops both when asked (SIGTERM/Ctrl-C) or when either
-dies, reporting why. Each child runs in a session of its own, so a terminal's
-Ctrl-C reaches only the supervisor, which stops the proxy first (it drains its
-queue into a live model server) and the model server second.
+The supervisor starts both, waits until each is up (the model server may be
+up and waiting for a version to be stored: it says why, and the supervisor
+waits with it), relays their logs with a prefix, and stops both when asked
+(SIGTERM/Ctrl-C) or when either dies, reporting why. Each child runs in a
+session of its own, so a terminal's Ctrl-C reaches only the supervisor, which
+stops the proxy first (it drains its queue into a live model server) and the
+model server second.
 
 Children get their settings as NEXUS_* variables produced from their own
 settings models (`ServerSettings`, `ProxySettings`), never as hand-built argv.
@@ -111,7 +113,7 @@ class Supervisor:
         server_env, proxy_env = child_settings(options)
         model_url = f"http://127.0.0.1:{options.model_port}"
         python = [sys.executable, "-m"]
-        self.model = Child("model", [*python, "model_server"], server_env, model_url + "/ready")
+        self.model = Child("model", [*python, "model_server"], server_env, model_url + "/health")
         self.proxy = Child(
             "proxy", [*python, "batch_proxy"], proxy_env, f"http://127.0.0.1:{options.port}/ready"
         )
@@ -123,21 +125,40 @@ class Supervisor:
     def request_stop(self) -> None:
         self._stop.set()
 
-    def start(self) -> dict[str, Any]:
-        """Start both; return the model server's /model once both are ready."""
+    def start(self, on_waiting: Callable[[str], None]) -> dict[str, Any]:
+        """Start both; return the model server's /model once it serves a version.
+
+        While the model server waits (nothing stored yet, not approved), `on_waiting` gets
+        each new reason; that wait has no deadline, as the server's own has none.
+        """
         self._spawn(self.model)
         self._wait_ready(self.model)
         self._spawn(self.proxy)
         self._wait_ready(self.proxy)
-        return _get_json(f"http://127.0.0.1:{self.options.model_port}/model")
+        model_url = f"http://127.0.0.1:{self.options.model_port}"
+        said = None
+        while True:
+            status, body = _get(model_url + "/ready")
+            if status == 200:
+                return _get_json(model_url + "/model")
+            reason = str(body.get("error", "")) if isinstance(body, dict) else ""
+            if reason and reason != said and not reason.startswith(LOADING):
+                on_waiting(reason)
+                said = reason
+            if self._stop.wait(0.2):
+                raise ServeError("stopped before a version was served.")
+            self._check_alive()
 
     def wait(self) -> None:
         """Block until a stop is requested or a child dies (then raise ServeError)."""
         while not self._stop.wait(0.2):
-            for child in self.children:
-                code = child.exit_code()
-                if code is not None:
-                    raise ServeError(self._death_message(child, code))
+            self._check_alive()
+
+    def _check_alive(self) -> None:
+        for child in self.children:
+            code = child.exit_code()
+            if code is not None:
+                raise ServeError(self._death_message(child, code))
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM both (the proxy first, so it drains into a live model), then wait."""
@@ -183,9 +204,7 @@ class Supervisor:
         while time.monotonic() < deadline:
             if self._stop.is_set():
                 raise ServeError("stopped before the servers were ready.")
-            code = child.exit_code()
-            if code is not None:
-                raise ServeError(self._death_message(child, code))
+            self._check_alive()
             with (
                 contextlib.suppress(OSError, urllib.error.URLError),
                 urllib.request.urlopen(child.ready_url, timeout=2) as response,
@@ -208,9 +227,29 @@ class Supervisor:
         return f"the {child.name} server exited with code {code}: {reason}"
 
 
+LOADING = "the model is still loading"
+
+
 def _get_json(url: str) -> dict[str, Any]:
     import urllib.request
 
     with urllib.request.urlopen(url, timeout=5) as response:
         data = json.loads(response.read())
     return data if isinstance(data, dict) else {}
+
+
+def _get(url: str) -> tuple[int, Any]:
+    """Status and JSON body of a GET, error statuses included; (0, None) when unreachable."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read())
+        except ValueError:
+            return exc.code, None
+    except (OSError, ValueError):
+        return 0, None

@@ -129,11 +129,45 @@ def serve_once(repo: Path, env: dict[str, str] | None = None) -> subprocess.Comp
     )
 
 
-def test_nexus_serve_without_a_model_fails_clearly(repo: Path) -> None:
-    done = serve_once(repo)
-    assert done.returncode == 1
-    assert "Error: no models are stored yet." in done.stderr
-    assert "Traceback" not in done.stderr
+def test_nexus_serve_with_nothing_stored_waits_then_serves(repo: Path, tmp_path: Path) -> None:
+    port, model_port = free_port(), free_port()
+    env = dict(os.environ, NEXUS_CACHE_DIR=str(tmp_path / "cache"), NEXUS_POLL_INTERVAL_S="0.3")
+    proc = subprocess.Popen(
+        [console_script("nexus"), "serve", "--port", str(port), "--model-port", str(model_port)],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Waiting for a version" in line or proc.poll() is not None:
+                break
+        assert "Waiting for a version: no version of any model is stored yet." in "".join(lines)
+        make_torchscript(tmp_path / "mlp.pt")
+        Registry(repo).store(tmp_path / "mlp.pt", "late")
+        for line in proc.stdout:
+            lines.append(line)
+            if "Press Ctrl-C" in line or proc.poll() is not None:
+                break
+        assert "Serving late@" in "".join(lines)
+        reply = httpx.post(
+            f"http://127.0.0.1:{port}/predict", json={"input": [0.0] * IN_FEATURES}, timeout=30
+        )
+        assert reply.status_code == 200
+        assert reply.json()["model"]["name"] == "late"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_nexus_serve_reports_a_model_server_that_cannot_start(repo: Path, tmp_path: Path) -> None:
