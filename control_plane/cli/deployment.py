@@ -22,7 +22,10 @@ def deployment(
         bool, typer.Option("--watch", "-w", help="Keep printing new events (Ctrl-C stops).")
     ] = False,
 ) -> None:
-    """Show a model server's rollout log: loads, canary windows, promotions, rollbacks."""
+    """Show a model server's rollout log: loads, canary windows, promotions, rollbacks.
+
+    With --watch, new events are printed as they happen (one JSON object a line with --json).
+    """
     data = fetch_deployment(url)
     if as_json and not watch:
         ui.print_json(data)
@@ -30,7 +33,8 @@ def deployment(
     if not watch:
         ui.deployment_table(data)
         return
-    ui.deployment_header(data, live=not as_json)
+    if not as_json:  # JSON lines only, for scripts
+        ui.deployment_header(data, live=True)
     seen = 0
     while True:
         for event in data["events"]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from model_server.app import create_app
 from model_server.settings import ServerSettings
 from tests.conftest import git
 from tests.model_server.faults import HANDLER, store_version
-from tests.servers import console_script, serve_in_process
+from tests.servers import console_script, free_port, serve_in_process
 
 FAST = {
     "handler": HANDLER,
@@ -299,3 +300,41 @@ async def test_a_server_follows_a_git_remote(empty_repo: Path, tmp_path: Path) -
         promoted = await wait_for_event(client, "promoted")
         assert promoted["version"]["commit_hash"] == v2.commit_hash
         assert await serving_name(client) == "v2"
+
+
+async def test_nexus_deployment_watch_streams_new_events(repo: Path, tmp_path: Path) -> None:
+    store_version(repo, name="v1")
+    async with running(repo, tmp_path, canary_percent=0) as client:
+        await wait_for_event(client, "serving")
+        watch = await asyncio.create_subprocess_exec(
+            console_script("nexus"),
+            "deployment",
+            str(client.base_url),
+            "--watch",
+            "--json",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert watch.stdout is not None
+            seen: list[str] = []
+            store_version(repo, name="v2")
+            async with asyncio.timeout(60):
+                while "promoted" not in seen:
+                    line = (await watch.stdout.readline()).decode()
+                    seen.append(json.loads(line)["event"])  # JSON lines, nothing else
+            assert seen == ["loading", "serving", "loading", "promoted"]
+        finally:
+            watch.terminate()
+            await watch.wait()
+
+
+def test_nexus_deployment_names_an_unreachable_server() -> None:
+    done = subprocess.run(
+        [console_script("nexus"), "deployment", f"http://127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "Error: cannot reach http://127.0.0.1:" in done.stderr
+    assert "Traceback" not in done.stderr
