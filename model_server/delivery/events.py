@@ -59,8 +59,9 @@ class EventLog:
     def since(self, seq: int = 0) -> list[dict[str, Any]]:
         return [e for e in self._events if e["seq"] > seq]
 
-    def last(self, event: str) -> dict[str, Any] | None:
-        return next((e for e in reversed(self._events) if e["event"] == event), None)
+    def last(self, *kinds: str) -> dict[str, Any] | None:
+        """The newest event of one of `kinds`."""
+        return next((e for e in reversed(self._events) if e["event"] in kinds), None)
 
 
 def _label(version: dict[str, Any] | None) -> str:

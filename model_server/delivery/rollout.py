@@ -280,14 +280,7 @@ class Rollout:
             }
         elif self._job is not None and self._target is not None:
             candidate = {"version": version_info(self._target), "state": ev.LOADING}
-        last = next(
-            (
-                e
-                for e in reversed(self.events.since())
-                if e["event"] in (ev.PROMOTED, ev.ROLLED_BACK, ev.LOAD_FAILED, ev.REFUSED)
-            ),
-            None,
-        )
+        last = self.events.last(ev.PROMOTED, ev.ROLLED_BACK, ev.LOAD_FAILED, ev.REFUSED)
         return {
             "ref": self.settings.model_ref,
             "following": self.settings.follows,
