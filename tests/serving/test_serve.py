@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -54,15 +56,11 @@ async def predict_all(url: str, inputs: np.ndarray) -> list[httpx.Response]:
         )
 
 
-def test_nexus_serve_end_to_end_on_s3(repo: Path, tmp_path: Path, moto_url, s3_bucket) -> None:
-    (repo / ".nexusrc").write_text(
-        f"provider: s3\nbucket: {s3_bucket}\nendpoint_url: {moto_url}\nregion: us-east-1\n"
-    )
-    commit_all(repo, "use s3")
-    model = make_torchscript(tmp_path / "mlp.pt")
-    Registry(repo).store(tmp_path / "mlp.pt", "e2e")
-    port, model_port = free_port(), free_port()
-    env = dict(os.environ, NEXUS_CACHE_DIR=str(tmp_path / "cache"))
+@contextlib.contextmanager
+def serve_process(
+    repo: Path, env: dict[str, str], port: int, model_port: int
+) -> Iterator[subprocess.Popen[str]]:
+    """`nexus serve` in the repo, its output on a pipe; killed if a test leaves it running."""
     proc = subprocess.Popen(
         [console_script("nexus"), "serve", "--port", str(port), "--model-port", str(model_port)],
         cwd=repo,
@@ -72,6 +70,25 @@ def test_nexus_serve_end_to_end_on_s3(repo: Path, tmp_path: Path, moto_url, s3_b
         text=True,
     )
     try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_nexus_serve_end_to_end_on_s3(repo: Path, tmp_path: Path, moto_url, s3_bucket) -> None:
+    (repo / ".nexusrc").write_text(
+        f"provider: s3\nbucket: {s3_bucket}\nendpoint_url: {moto_url}\nregion: us-east-1\n"
+    )
+    commit_all(repo, "use s3")
+    model = make_torchscript(tmp_path / "mlp.pt")
+    Registry(repo).store(tmp_path / "mlp.pt", "e2e")
+    port, model_port = free_port(), free_port()
+    env = dict(os.environ, NEXUS_CACHE_DIR=str(tmp_path / "cache"))
+    with serve_process(repo, env, port, model_port) as proc:
         lines: list[str] = []
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -103,12 +120,6 @@ def test_nexus_serve_end_to_end_on_s3(repo: Path, tmp_path: Path, moto_url, s3_b
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
         assert not any(alive(pid) for pid in kids)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def serve_once(repo: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -132,15 +143,7 @@ def serve_once(repo: Path, env: dict[str, str] | None = None) -> subprocess.Comp
 def test_nexus_serve_with_nothing_stored_waits_then_serves(repo: Path, tmp_path: Path) -> None:
     port, model_port = free_port(), free_port()
     env = dict(os.environ, NEXUS_CACHE_DIR=str(tmp_path / "cache"), NEXUS_POLL_INTERVAL_S="0.3")
-    proc = subprocess.Popen(
-        [console_script("nexus"), "serve", "--port", str(port), "--model-port", str(model_port)],
-        cwd=repo,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    with serve_process(repo, env, port, model_port) as proc:
         assert proc.stdout is not None
         lines = []
         for line in proc.stdout:
@@ -162,12 +165,6 @@ def test_nexus_serve_with_nothing_stored_waits_then_serves(repo: Path, tmp_path:
         assert reply.json()["model"]["name"] == "late"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def test_nexus_serve_reports_a_model_server_that_cannot_start(repo: Path, tmp_path: Path) -> None:
