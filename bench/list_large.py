@@ -37,11 +37,15 @@ def make_metadata(entries: int) -> bytes:
                 "file_size": 1000 + i,
                 "timestamp": (start + timedelta(minutes=i)).isoformat(timespec="seconds"),
                 "is_latest": i >= entries - 50,
+                "version": 1 + i // 50,
                 "sha256": hashlib.sha256(str(i).encode()).hexdigest(),
                 "format": "torchscript",
                 "metrics": {"accuracy": (i % 1000) / 1000},
                 "tags": {"team": "vision" if i % 3 else "nlp"},
-                "stage": ("production", "staging", None, "archived")[i % 4],
+                # the last two versions of each model hold production and staging
+                "stage": "production"
+                if entries - 100 <= i < entries - 50
+                else ("staging" if i >= entries - 50 else ("archived", None)[i % 2]),
                 "status": ("approved", "pending_review")[i % 2],
             }
         )

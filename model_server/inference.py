@@ -306,6 +306,11 @@ def build_predictor(
     """The predictor for a verified model file, refusing unsafe or code-less formats."""
     if handler:
         return HandlerPredictor(load_handler(handler), path, device)
+    if path.is_dir():
+        raise ModelLoadError(
+            f"{path.name} is a directory model; the server loads one through a handler.",
+            hint="serve it with NEXUS_HANDLER=module:Class (its load() receives the directory)",
+        )
     fmt = fmt or detect_format(path)
     if dtype != "float32" and not device.startswith("cuda"):
         raise ModelLoadError(f"NEXUS_DTYPE={dtype} needs a GPU; on the CPU use float32.")

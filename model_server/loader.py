@@ -1,17 +1,19 @@
 """Resolve a version through the registry and fetch it into a sha256-keyed cache.
 
-A cached copy is verified (size and sha256) before reuse; a corrupt one is
-deleted and fetched again, so a bad disk never serves a bad model.
+A cached copy (a file, or a directory model's whole tree) is verified (size and
+sha256 of every file) before reuse; a corrupt one is deleted and fetched again,
+so a bad disk never serves a bad model.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from control_plane import IntegrityError, ModelEntry, Registry
-from control_plane.registry import verify_file
+from control_plane.registry.tree import DIRECTORY
 
 logger = logging.getLogger("nexus.model_server")
 
@@ -35,12 +37,12 @@ def fetch_entry(registry: Registry, entry: ModelEntry, cache_dir: Path) -> Artif
     """A verified local copy of `entry`: the cached one if intact, else a fresh download."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / _cache_name(entry)
-    if path.is_file():
+    if path.exists():
         try:
-            verify_file(path, entry)
+            registry.objects.verify_local(entry, path)
         except IntegrityError as exc:
             logger.warning("cached copy %s is corrupt (%s); fetching it again", path, exc)
-            path.unlink()
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
         else:
             logger.info("using cached %s for %s", path, entry.label)
             return Artifact(entry, path, from_cache=True)
@@ -50,6 +52,6 @@ def fetch_entry(registry: Registry, entry: ModelEntry, cache_dir: Path) -> Artif
 
 
 def _cache_name(entry: ModelEntry) -> str:
-    suffix = PurePosixPath(entry.storage_uri).suffix
+    suffix = ".tree" if entry.format == DIRECTORY else PurePosixPath(entry.storage_uri).suffix
     key = entry.sha256 or f"{entry.model_name}-{entry.commit_hash}"
     return f"{key}{suffix}"

@@ -175,7 +175,7 @@ def parse_params(values: list[str] | None) -> dict[str, Any]:
 
 @command("store")
 def store(
-    path: Annotated[Path, typer.Argument(help="The model file.")],
+    path: Annotated[Path, typer.Argument(help="The model file, or a directory (one version).")],
     model_name: Annotated[str, typer.Argument(help="Name to store it under.")],
     message: Annotated[str | None, typer.Option("--message", help="What changed.")] = None,
     metric: Annotated[
@@ -208,7 +208,7 @@ def store(
     quiet: QuietOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Upload a model file and link it to the current Git commit."""
+    """Upload a model file or directory and link it to the current Git commit."""
     registry = Registry()
     with ui.transfer_progress(not quiet and not as_json) as progress:
         result = registry.store(
@@ -292,7 +292,9 @@ def load(
     model_name: ModelNameOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Download a version, verify its size and sha256, and write it to DEST."""
+    """Download a version, verify its size and sha256, and write it to DEST.
+
+    A directory version is restored whole into DEST (new or empty), every file verified."""
     with ui.transfer_progress(not quiet) as progress:
         entry, path = Registry().load(ref, dest, model_name=model_name, progress=progress)
     ui.info(f"Loaded [bold]{entry.label}[/] to {path} ({human_size(entry.file_size)}, verified)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from rich.console import Console
@@ -19,7 +19,7 @@ from control_plane.core.errors import NexusError
 from control_plane.core.hashing import ProgressCallback
 from control_plane.core.units import human_size
 from control_plane.metadata import ModelEntry
-from control_plane.metadata.listing import Summary
+from control_plane.metadata.listing import DISPLAY_FIELDS, Summary
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -28,7 +28,7 @@ console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 RICH_TABLE_MAX_ROWS = 2000
-_HEADERS = ("MODEL", "COMMIT", "SIZE", "STORED", "LATEST", "STAGE", "STATUS", "FORMAT")
+_HEADERS = ("MODEL", "VERSION", "COMMIT", "SIZE", "STORED", "LATEST", "STAGE", "STATUS", "FORMAT")
 
 
 def error(exc: NexusError) -> None:
@@ -122,7 +122,7 @@ def entries_table(rows: Sequence[Summary]) -> None:
     if not rows:
         console.print("No models stored yet. Run 'nexus store PATH MODEL_NAME'.")
         return
-    display: list[tuple[str, ...]] = [row[:8] for row in rows]  # the 8 display fields
+    display = cast(list[tuple[str, ...]], [row[:DISPLAY_FIELDS] for row in rows])
     if console.is_terminal and len(rows) <= RICH_TABLE_MAX_ROWS:
         from rich.table import Table
 
@@ -184,7 +184,7 @@ def history_table(model_name: str, events: Sequence[dict[str, Any]]) -> None:
             *(
                 _escape(str(v))
                 for v in (
-                    event.get("when", ""),
+                    str(event.get("when", ""))[:19].replace("T", " "),
                     str(event.get("commit_hash", ""))[:7],
                     event.get("what", ""),
                     event.get("from"),

@@ -8,6 +8,12 @@ from typing import Any, Generic, TypeVar, overload
 T = TypeVar("T")
 
 REQUIRED_FIELDS = ("commit_hash", "model_name", "storage_uri")
+
+# A model's stages: at most one version holds each of STAGES; any number are archived.
+STAGING = "staging"
+PRODUCTION = "production"
+ARCHIVED = "archived"
+STAGES = (STAGING, PRODUCTION)
 _SEED_DEFAULTS = {"file_size": None, "timestamp": None, "is_latest": False}
 
 
@@ -60,6 +66,11 @@ class VersionFacts:
     def label(self) -> str:
         return f"{self.model_name}@{self.short_hash}"
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """What identifies a version across branches and merges: (model, commit)."""
+        return (self.model_name, self.commit_hash)
+
 
 class ModelEntry(VersionFacts):
     """One stored version of one model: a typed view over its JSON object.
@@ -96,6 +107,10 @@ class ModelEntry(VersionFacts):
     parents = _Field[list[dict[str, str]]]()
     lineage_type = _Field[str]()
     history = _Field[list[dict[str, Any]]]()
+    # team registry: numbers, aliases, directory models
+    version = _Field[int]()
+    aliases = _Field[list[str]]()
+    file_count = _Field[int]()
 
     def __init__(self, commit_hash: str, model_name: str, storage_uri: str, **fields: Any) -> None:
         self.data: dict[str, Any] = {
@@ -108,6 +123,13 @@ class ModelEntry(VersionFacts):
             if not isinstance(getattr(type(self), name, None), _Field):
                 raise TypeError(f"ModelEntry has no field '{name}'")
             setattr(self, name, value)
+
+    @classmethod
+    def wrap(cls, data: dict[str, Any]) -> ModelEntry:
+        """A view over an existing JSON object (checked by the caller), without copying."""
+        entry = cls.__new__(cls)
+        entry.data = data
+        return entry
 
     @property
     def is_latest(self) -> bool:

@@ -48,6 +48,26 @@ class MetadataFile:
 
         If the caller raises, nothing is written.
         """
+        with self._locked():
+            document = self.read()
+            yield document
+            self._write(document)
+
+    def replace(self, document: MetadataDocument) -> None:
+        """Write a whole new document without reading the old (`nexus resolve`: the old one
+        is a conflicted file that cannot be parsed)."""
+        with self._locked():
+            self._write(document)
+
+    def _write(self, document: MetadataDocument) -> None:
+        document.number_versions()
+        data = document.to_bytes()
+        atomic_write(self.path, data)
+        if self._on_write is not None:
+            self._on_write(data, document)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
         from filelock import FileLock, Timeout  # only writers need it
 
         self._lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,12 +80,7 @@ class MetadataFile:
                 hint="wait for it to finish, or delete the lock file if no nexus is running",
             ) from exc
         try:
-            document = self.read()
-            yield document
-            data = document.to_bytes()
-            atomic_write(self.path, data)
-            if self._on_write is not None:
-                self._on_write(data, document)
+            yield
         finally:
             lock.release()
 

@@ -26,11 +26,12 @@ from control_plane.metadata.document import MetadataDocument
 from control_plane.metadata.entry import ModelEntry, VersionFacts
 from control_plane.metadata.file import MetadataFile
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 
 
 class _Row(NamedTuple):
     model_name: str
+    version_text: str
     short_hash: str
     size_text: str
     stored_text: str
@@ -46,8 +47,11 @@ class _Row(NamedTuple):
     tags_json: bytes | None
 
 
+DISPLAY_FIELDS = 9
+
+
 class Summary(_Row, VersionFacts):
-    """One version as `nexus list` shows and filters it; the first 8 fields are the row."""
+    """One version as `nexus list` shows and filters it; the first DISPLAY_FIELDS are the row."""
 
     __slots__ = ()
 
@@ -68,8 +72,11 @@ class Summary(_Row, VersionFacts):
         get = entry.data.get
         stamp = get("timestamp")
         metrics, tags = get("metrics"), get("tags")
+        version, aliases = get("version"), get("aliases")
         return cls(
             entry.model_name,
+            (f"v{version}" if version is not None else "")
+            + (f" ({', '.join(aliases)})" if aliases else ""),
             entry.commit_hash[:7],
             human_size(get("file_size")),
             str(stamp or "?").replace("T", " ")[:19],

@@ -17,20 +17,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from control_plane.core.errors import StorageError, UsageError
+from control_plane.core.errors import GitError, StorageError, UsageError
 from control_plane.metadata import MetadataDocument, MetadataFile, ModelEntry, listing
-from control_plane.registry import lifecycle, query
+from control_plane.registry import gc, lifecycle, query
 from control_plane.registry.backends import open_backend
+from control_plane.registry.conflicts import ConflictInputs, find_conflict
 from control_plane.registry.history import model_history
 from control_plane.registry.lineage import lineage_tree, split_model_ref
+from control_plane.registry.merge import MergeResult, merge
 from control_plane.registry.objects import Objects, ProgressReporter
-from control_plane.registry.resolve import model_versions, resolve_ref, validate_model_name
+from control_plane.registry.resolve import (
+    model_versions,
+    resolve_ref,
+    validate_alias,
+    validate_model_name,
+)
 from control_plane.registry.store import StorePipeline, StoreRequest, StoreResult
 from control_plane.registry.workspace import Workspace
 from control_plane.settings import CONFIG_FILENAME
 from control_plane.storage import StorageBackend
 
 if TYPE_CHECKING:
+    from control_plane.registry.git import GitRepo
     from control_plane.settings import NexusConfig
 
 Change = Callable[[MetadataDocument, ModelEntry, lifecycle.Recorder], Any]
@@ -228,6 +236,74 @@ class Registry:
             model_name,
             lambda d, e, rec: lifecycle.set_status(e, lifecycle.REJECTED, rec, reason.strip()),
         )[0]
+
+    def set_alias(self, model_ref: str, alias: str) -> tuple[ModelEntry, ModelEntry | None]:
+        """Give `alias` to MODEL@REF; return the version and the one that had the alias."""
+        model, ref = split_model_ref(model_ref)
+        validate_alias(alias)
+        return self._change(
+            ref,
+            model,
+            lambda document, entry, rec: lifecycle.set_alias(document, entry, alias, rec),
+        )
+
+    def remove_alias(self, model_name: str, alias: str) -> ModelEntry:
+        """Take `alias` away from the version of `model_name` that has it."""
+        validate_alias(alias)
+        return self._change(
+            alias,
+            model_name,
+            lambda document, entry, rec: lifecycle.remove_alias(entry, alias, rec),
+        )[0]
+
+    def delete(
+        self, model_ref: str, *, force: bool = False
+    ) -> tuple[ModelEntry, ModelEntry | None]:
+        """Remove MODEL@REF from the metadata (a tombstone keeps its history); its bytes stay
+        until `gc`. Returns the version and the one that became latest, if any."""
+        if "@" not in model_ref:
+            raise UsageError(f"delete needs MODEL@REF, not '{model_ref}'.", hint="e.g. my_model@v3")
+        model, ref = split_model_ref(model_ref)
+        return self._change(
+            ref,
+            model,
+            lambda document, entry, rec: lifecycle.delete(document, entry, rec, force=force),
+        )
+
+    # -- team use: merges, garbage collection ------------------------------------
+
+    def init(self) -> None:
+        """Set this clone up: `.nexus/` ignored, the merge driver declared and defined."""
+        self.workspace.git().head_commit()  # a clear error outside a repository
+        self.workspace.prepare()
+
+    def resolve_conflicts(self) -> tuple[ConflictInputs, MergeResult] | None:
+        """Merge a conflicted (or hand-merged) metadata file by the driver's rules and write
+        it; None when there is nothing to resolve."""
+        try:
+            git: GitRepo | None = self.workspace.git()
+        except GitError:
+            git = None
+        inputs = find_conflict(self.metadata.path, git)
+        if inputs is None:
+            return None
+        result = merge(inputs.base, inputs.ours, inputs.theirs)
+        self.workspace.prepare()
+        self.metadata.replace(result.document)
+        return inputs, result
+
+    def gc_plan(self, grace_s: float) -> gc.GcPlan:
+        """What `gc` would delete (nothing is deleted)."""
+        return gc.plan(
+            self.objects,
+            self.workspace.git(),
+            self.metadata.path,
+            self.config.prefix or "",
+            grace_s,
+        )
+
+    def gc_collect(self, plan: gc.GcPlan) -> gc.GcOutcome:
+        return gc.collect(self.objects, plan)
 
     def _change(self, ref: str, model_name: str, change: Change) -> tuple[ModelEntry, Any]:
         """Resolve `ref` of `model_name` under the lock, apply `change`, write atomically."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import git
 from control_plane.core.errors import GitError
 
 # Files NexusML itself writes; their changes do not make a tree dirty.
-OWN_FILES = frozenset({".nexus_meta.json", ".gitignore"})
+OWN_FILES = frozenset({".nexus_meta.json", ".gitignore", ".gitattributes"})
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,25 @@ class GitRepo:
                 "or pass --allow-dirty (recorded in the entry)",
             )
         return GitState(commit_hash=commit, dirty=bool(dirty), author=self.author())
+
+    def config_get(self, name: str) -> str | None:
+        result = self.run_bytes("config", "--local", "--get", name, check=False)
+        return result.decode().strip() or None
+
+    def config_set(self, name: str, value: str) -> None:
+        self.run_bytes("config", "--local", name, value)
+
+    def run_bytes(self, *args: str, stdin: bytes | None = None, check: bool = True) -> bytes:
+        """Raw git, for bytes and batch commands (`cat-file --batch`) gitpython would decode."""
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=self.root, input=stdin, capture_output=True, check=False
+            )
+        except OSError as exc:
+            raise GitError(f"cannot run git: {exc.strerror}.") from exc
+        if check and done.returncode != 0:
+            raise GitError(f"git {args[0]} failed: {done.stderr.decode().strip()}.")
+        return done.stdout if done.returncode == 0 else b""
 
     def _run(self, *args: str) -> str:
         try:

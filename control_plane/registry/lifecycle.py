@@ -2,10 +2,11 @@
 
 Each model has at most one version in `staging` and one in `production`; a
 version can be `archived`. New versions start `pending_review`; `approve` and
-`reject` decide. Every change of stage, status or latest is appended to the
-entry's `history` with who (Git's user), when, and `seq`: one more than the
-highest `seq` in the file, so events order exactly even within one second and
-across versions.
+`reject` decide. Every change (stored, stage, status, latest, alias, version
+number, deleted) is appended to the entry's `history` with who (Git's user),
+when (UTC, to the microsecond) and `seq`: one more than the highest `seq` in
+the file. The history is the registry's own record: merges replay it (see
+`metadata/merge.py`), so every change of state must be recorded here.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from control_plane.core.errors import ConflictError, UsageError
-from control_plane.metadata import MetadataDocument, ModelEntry
+from control_plane.metadata import MetadataDocument, ModelEntry, parse_timestamp
+from control_plane.metadata.entry import ARCHIVED as ARCHIVED
+from control_plane.metadata.entry import PRODUCTION as PRODUCTION
+from control_plane.metadata.entry import STAGES as STAGES
+from control_plane.metadata.entry import STAGING as STAGING
 
-STAGING = "staging"
-PRODUCTION = "production"
-ARCHIVED = "archived"
-STAGES = (STAGING, PRODUCTION)
 STAGE_VALUES = (STAGING, PRODUCTION, ARCHIVED)
 
 PENDING_REVIEW = "pending_review"
@@ -31,7 +32,13 @@ LINEAGE_TYPES = ("fine_tune", "distillation", "merge")
 
 
 def now() -> str:
+    """A version's `timestamp`: whole seconds, as the seed wrote them."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def event_time() -> str:
+    """An event's `when`: microseconds, so events of two branches order by time."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 class Recorder:
@@ -62,7 +69,7 @@ class Recorder:
             "from": old,
             "to": new,
             "who": self.who,
-            "when": now(),
+            "when": event_time(),
             "seq": self._next,
         }
         if reason is not None:
@@ -72,11 +79,10 @@ class Recorder:
 
 
 def event_order(event: dict[str, Any], position: int) -> tuple[Any, ...]:
-    """Sort key: events without `seq` (older nexus) first, by time then file position."""
+    """Sort key: by time, then `seq` (which orders events within one second of older
+    files), then file position. Events of two merged branches interleave by time."""
     seq = event.get("seq")
-    if type(seq) is int:
-        return (1, seq, "", position)
-    return (0, 0, str(event.get("when", "")), position)
+    return (parse_timestamp(event.get("when")), seq if type(seq) is int else 0, position)
 
 
 def set_latest(document: MetadataDocument, chosen: ModelEntry, recorder: Recorder) -> None:
@@ -136,3 +142,59 @@ def promote(
 
 def latest_of(document: MetadataDocument, model_name: str) -> ModelEntry | None:
     return next((e for e in document.versions(model_name) if e.is_latest), None)
+
+
+def set_alias(
+    document: MetadataDocument, entry: ModelEntry, alias: str, recorder: Recorder
+) -> ModelEntry | None:
+    """Give `alias` to `entry` (unique per model); return the version that had it."""
+    previous = next(
+        (e for e in document.versions(entry.model_name) if alias in (e.aliases or ())), None
+    )
+    if previous is entry:
+        return entry
+    if previous is not None:
+        remove_alias(previous, alias, recorder)
+    recorder.record(entry, "alias", None, alias)
+    entry.aliases = sorted({*(entry.aliases or ()), alias})
+    return previous
+
+
+def remove_alias(entry: ModelEntry, alias: str, recorder: Recorder) -> None:
+    recorder.record(entry, "alias", alias, None)
+    entry.aliases = [a for a in entry.aliases or () if a != alias] or None
+
+
+def add_version(document: MetadataDocument, entry: ModelEntry, recorder: Recorder) -> None:
+    """Number a new version, record its storing, and make it the latest."""
+    entry.version = document.next_version(entry.model_name)
+    recorder.record(entry, "stored", None, entry.version)
+    set_status(entry, PENDING_REVIEW, recorder)
+    document.entries.append(entry)
+    set_latest(document, entry, recorder)
+
+
+def delete(
+    document: MetadataDocument, entry: ModelEntry, recorder: Recorder, *, force: bool
+) -> ModelEntry | None:
+    """Move a version to the tombstones; return the version that became latest, if any."""
+    if entry.stage == PRODUCTION and not force:
+        raise ConflictError(
+            f"{entry.label} holds production; deleting it would leave nothing to serve.",
+            hint="promote another version first, or pass --force",
+        )
+    successor = None
+    if entry.is_latest:
+        others = [e for e in document.versions(entry.model_name) if e is not entry]
+        if others:
+            successor = max(others, key=lambda e: (e.created, e.data.get("version") or 0))
+            set_latest(document, successor, recorder)
+        else:
+            recorder.record(entry, "latest", True, False)
+            entry.is_latest = False
+    recorder.record(entry, "deleted", entry.version, None)
+    entry.stage = None  # a deleted version holds nothing; its history keeps what it held
+    entry.aliases = None
+    document.entries.remove(entry)
+    document.deleted.append(entry)
+    return successor

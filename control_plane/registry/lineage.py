@@ -20,7 +20,7 @@ def split_model_ref(text: str) -> tuple[str, str]:
 
 
 def key(entry: ModelEntry) -> Key:
-    return entry.model_name, entry.commit_hash
+    return entry.key
 
 
 def parent_keys(entry: ModelEntry) -> list[Key]:

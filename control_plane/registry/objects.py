@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -22,6 +23,8 @@ from control_plane.core.errors import (
 )
 from control_plane.core.hashing import ProgressCallback, sha256_file
 from control_plane.metadata import ModelEntry
+from control_plane.registry import tree_transfer
+from control_plane.registry.tree import DIRECTORY, LocalTree, Manifest, TreeFile
 from control_plane.registry.workspace import Workspace
 from control_plane.storage import StorageBackend
 
@@ -61,11 +64,73 @@ class Objects:
             else:
                 return True
         if info.size == size and (info.sha256 or self._stored_sha256(key)) == sha256:
+            self.reuse(key)
             return False
         raise ObjectExistsError(
             f"{self.backend.uri(key)} already holds other bytes; it will not be overwritten.",
             hint="another store wrote this key without recording it; inspect or delete the object",
         )
+
+    def references(self, entry: ModelEntry) -> set[str]:
+        """Every stored key the version needs: its file, or its manifest and files."""
+        if entry.format != DIRECTORY:
+            return {entry.storage_uri}
+        return {entry.storage_uri, *(f.key for f in self.manifest(entry).files)}
+
+    def manifest(self, entry: ModelEntry) -> Manifest:
+        """A directory version's manifest, verified (and cached in `.nexus/`)."""
+        return tree_transfer.read_manifest(self.backend, self._workspace, entry)
+
+    def known_objects(self, entries: Sequence[ModelEntry]) -> dict[str, str]:
+        """sha256 -> a key holding those bytes, from every version's file or manifest."""
+        known: dict[str, str] = {}
+        for entry in entries:
+            if entry.format == DIRECTORY:
+                with contextlib.suppress(StorageError):  # a broken version just reuses nothing
+                    known.update((f.sha256, f.key) for f in self.manifest(entry).files)
+            elif entry.sha256:
+                known.setdefault(entry.sha256, entry.storage_uri)
+        return known
+
+    def upload_tree(
+        self,
+        tree: LocalTree,
+        hashed: list[TreeFile],
+        manifest_key: str,
+        files_prefix: str,
+        entries: Sequence[ModelEntry],
+    ) -> tree_transfer.TreeUpload:
+        """Upload a directory's files (bytes any version already stored are reused), then
+        its manifest."""
+        done = tree_transfer.upload_tree(
+            tree,
+            hashed,
+            files_prefix,
+            self.known_objects(entries),
+            lambda path, key, sha256, size: self.upload_once(path, key, sha256, size, None),
+            self.reuse,
+        )
+        data = done.manifest.to_bytes()
+        with self._workspace.scratch() as tmp:
+            (tmp / "manifest").write_bytes(data)
+            self.upload_once(tmp / "manifest", manifest_key, done.manifest_sha256, len(data), None)
+        return done
+
+    def verify_local(self, entry: ModelEntry, path: Path) -> None:
+        """Raise IntegrityError unless the local copy (a file or a tree) matches the entry."""
+        if entry.format == DIRECTORY:
+            tree_transfer.verify_tree(path, self.manifest(entry), entry.label)
+        else:
+            verify_file(path, entry)
+
+    def reuse(self, key: str) -> bool:
+        """Mark an existing object as used again (its store time renewed, so `nexus gc`'s
+        grace period protects it while the new entry reaches Git); False if it is gone."""
+        try:
+            self.backend.touch(key)
+        except ObjectNotFoundError:
+            return False
+        return True
 
     def load(
         self, entry: ModelEntry, dest: Path, *, progress: ProgressReporter | None = None
@@ -75,7 +140,8 @@ class Objects:
         Missing parent folders are created, as `aws s3 cp` and `dvc get` do, and removed
         again if the fetch fails.
         """
-        target = dest / PurePosixPath(entry.storage_uri).name if dest.is_dir() else dest
+        keep_name = dest.is_dir() and entry.format != DIRECTORY
+        target = dest / PurePosixPath(entry.storage_uri).name if keep_name else dest
         created = _make_parents(target.parent)
         try:
             return self.fetch(entry, target, progress=progress)
@@ -90,8 +156,11 @@ class Objects:
     ) -> Path:
         """Download beside `dest`, verify size and sha256, then rename into place.
 
-        On any failure the temporary file is removed and `dest` is untouched.
+        On any failure the temporary file is removed and `dest` is untouched. A directory
+        version is restored as a whole tree the same way.
         """
+        if entry.format == DIRECTORY:
+            return tree_transfer.fetch_tree(self.backend, self.manifest(entry), entry.label, dest)
         fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         os.close(fd)
         tmp = Path(tmp_name)
@@ -117,10 +186,12 @@ class Objects:
                 key = (entry.storage_uri, entry.sha256)
                 if key not in checked:
                     try:
-                        self.fetch(entry, tmp / "object")
+                        copy = self.fetch(entry, tmp / "object")
                         checked[key] = None
                     except StorageError as exc:
                         checked[key] = exc
+                    else:  # a tree is restored only into a new folder: clear it for the next
+                        shutil.rmtree(copy) if copy.is_dir() else copy.unlink()
                 results.append((entry, checked[key]))
         return results
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from control_plane.core.errors import ConflictError, UsageError
 from control_plane.core.formats import detect_format
 from control_plane.core.hashing import sha256_file
+from control_plane.core.units import human_size
 from control_plane.metadata import MetadataDocument, MetadataFile, ModelEntry
 from control_plane.registry import lifecycle
 from control_plane.registry.lineage import key as lineage_key
@@ -28,6 +29,8 @@ from control_plane.registry.provenance import (
     read_training_config,
 )
 from control_plane.registry.resolve import find_version, resolve_ref, validate_model_name
+from control_plane.registry.tree import DIRECTORY, MANIFEST_SUFFIX, content_id, scan_tree
+from control_plane.registry.tree_transfer import hash_tree
 from control_plane.registry.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -79,8 +82,11 @@ class StorePipeline:
     def run(self, request: StoreRequest, progress: ProgressReporter | None) -> StoreResult:
         validate_model_name(request.model_name)
         source = request.path
-        if not source.is_file():
-            raise UsageError(f"{source} is not a file.", hint="pass the path of a model file")
+        if not source.is_file() and not source.is_dir():
+            raise UsageError(
+                f"{source} is not a file or a directory.", hint="pass the path of a model"
+            )
+        tree = scan_tree(source) if source.is_dir() else None
         metrics = check_metrics(request.metrics)
         check_lineage(request.parents, request.lineage_type)
         training = read_training_config(request.config_file) if request.config_file else None
@@ -94,12 +100,18 @@ class StorePipeline:
                 f"{source} is tracked by Git; binaries belong in the store, not in Git "
                 f"(git rm --cached {source})."
             )
-        size = source.stat().st_size
-        sha256 = sha256_file(source, callback(progress, "hashing", size))
         document = self.metadata.read()
+        if tree is None:
+            size = source.stat().st_size
+            sha256 = sha256_file(source, callback(progress, "hashing", size))
+            content = sha256
+        else:
+            size = sum(file_size for _, _, file_size in tree.files)
+            hashed = hash_tree(tree, callback(progress, "hashing", size))
+            content = content_id(hashed, tree.dirs)
         existing = find_version(document, request.model_name, state.commit_hash)
         if existing is not None:
-            return _already_stored(existing, sha256, warnings)
+            return self._already_stored(existing, content, warnings)
         parents = [
             resolve_ref(document, ref, m) for m, ref in map(split_model_ref, request.parents)
         ]
@@ -113,19 +125,36 @@ class StorePipeline:
         if training is not None:
             warnings.extend(self._config_twin(document, request, training))
 
-        versions = document.versions(request.model_name)
-        twin = next((e for e in versions if e.sha256 == sha256), None)
-        if twin is not None and self.objects.backend.exists(twin.storage_uri):
-            key, uploaded = twin.storage_uri, False
-            notes.append(f"identical bytes to {twin.label}: the new entry points at its object.")
+        key = self._key(request.model_name, state.commit_hash, source)
+        file_count = None
+        if tree is not None:
+            done = self.objects.upload_tree(
+                tree, hashed, key, self._key(request.model_name, "files/", None), document.entries
+            )
+            sha256, fmt, file_count = done.manifest_sha256, DIRECTORY, len(hashed)
+            uploaded = done.uploaded_files > 0
+            notes.append(
+                f"{done.uploaded_files} file{'' if done.uploaded_files == 1 else 's'} uploaded "
+                f"({human_size(done.uploaded_bytes)}), "
+                f"{done.reused_files} already in the store ({human_size(done.reused_bytes)} "
+                "not uploaded again)."
+            )
         else:
-            key = self._key(request.model_name, state.commit_hash, source)
-            uploaded = self.objects.upload_once(source, key, sha256, size, progress)
+            fmt = detect_format(source)
+            versions = document.versions(request.model_name)
+            twin = next((e for e in versions if e.sha256 == sha256), None)
+            if twin is not None and self.objects.reuse(twin.storage_uri):
+                key, uploaded = twin.storage_uri, False
+                notes.append(
+                    f"identical bytes to {twin.label}: the new entry points at its object."
+                )
+            else:
+                uploaded = self.objects.upload_once(source, key, sha256, size, progress)
         self.workspace.prepare()
         with self.metadata.update() as document:
             existing = find_version(document, request.model_name, state.commit_hash)
             if existing is not None:  # a concurrent store of the same version won
-                return _already_stored(existing, sha256, warnings)
+                return self._already_stored(existing, content, warnings)
             entry = ModelEntry(
                 commit_hash=state.commit_hash,
                 model_name=request.model_name,
@@ -133,7 +162,8 @@ class StorePipeline:
                 file_size=size,
                 timestamp=lifecycle.now(),
                 sha256=sha256,
-                format=detect_format(source),
+                format=fmt,
+                file_count=file_count,
                 metrics=metrics,
                 params=params or None,
                 tags={str(k): str(v) for k, v in request.tags.items()} if request.tags else None,
@@ -149,10 +179,7 @@ class StorePipeline:
                 or None,
                 lineage_type=request.lineage_type,
             )
-            recorder = lifecycle.Recorder(document, state.author)
-            lifecycle.set_status(entry, lifecycle.PENDING_REVIEW, recorder)
-            document.entries.append(entry)
-            lifecycle.set_latest(document, entry, recorder)
+            lifecycle.add_version(document, entry, lifecycle.Recorder(document, state.author))
         return StoreResult(
             entry,
             already_stored=False,
@@ -176,20 +203,33 @@ class StorePipeline:
             )
         return [f"{twin.label} was trained from the same config: a likely retrain of it."]
 
-    def _key(self, model_name: str, commit: str, source: Path) -> str:
-        ext = source.suffix.lstrip(".").lower()
-        name = f"{commit}.{ext if _EXTENSION.match(ext) else 'pt'}"
+    def _key(self, model_name: str, commit: str, source: Path | None) -> str:
+        """`<prefix>/<model>/<commit>.<ext>` (a directory: `.tree.json`, its manifest);
+        with no source, the model's folder plus `commit` as given (`files/`)."""
+        if source is None:
+            name = commit
+        elif source.is_dir():
+            name = f"{commit}{MANIFEST_SUFFIX}"
+        else:
+            ext = source.suffix.lstrip(".").lower()
+            name = f"{commit}.{ext if _EXTENSION.match(ext) else 'pt'}"
         prefix = self.config.prefix
         return "/".join([prefix, model_name, name] if prefix else [model_name, name])
 
-
-def _already_stored(existing: ModelEntry, sha256: str, warnings: Sequence[str]) -> StoreResult:
-    if existing.sha256 not in (None, sha256):
-        raise ConflictError(
-            f"{existing.label} is already stored with other bytes.",
-            hint="commit your changes first, so the new model gets its own commit",
-        )
-    return StoreResult(existing, already_stored=True, uploaded=False, warnings=tuple(warnings))
+    def _already_stored(
+        self, existing: ModelEntry, content: str, warnings: Sequence[str]
+    ) -> StoreResult:
+        """Storing a version again is a no-op with the same bytes and a conflict with others."""
+        stored = existing.sha256
+        if existing.format == DIRECTORY:
+            manifest = self.objects.manifest(existing)
+            stored = content_id(manifest.files, manifest.dirs)
+        if stored not in (None, content):
+            raise ConflictError(
+                f"{existing.label} is already stored with other bytes.",
+                hint="commit your changes first, so the new model gets its own commit",
+            )
+        return StoreResult(existing, already_stored=True, uploaded=False, warnings=tuple(warnings))
 
 
 def check_lineage(parents: Sequence[str], lineage_type: str | None) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,10 +62,15 @@ class Workspace:
             return None
 
     def prepare(self) -> None:
-        """Before a write: create `.nexus/` and keep it out of the repository's Git."""
+        """Before a write: create `.nexus/`, keep it out of the repository's Git, and set up
+        the merge driver (so branches that both write never conflict)."""
         self._make_workdir()
         if (self.root / ".git").exists():
             ensure_gitignored(self.root / ".gitignore", f"{WORKDIR}/")
+            from control_plane.registry.conflicts import install_driver  # needs Git; writes only
+
+            with contextlib.suppress(GitError):  # a read-only .git/config must not stop a write
+                install_driver(self.root, self.git())
 
     def prepare_cache(self) -> bool:
         """Before a read that caches (the listing index): False where the checkout is read-only."""
@@ -99,15 +104,27 @@ def find_root(start: Path) -> Path:
     return start
 
 
-def ensure_gitignored(gitignore: Path, pattern: str) -> None:
+def ensure_gitignored(gitignore: Path, pattern: str) -> bool:
     """Append `pattern` to a .gitignore unless an equivalent line is there."""
+    bare = pattern.strip("/")
+    return _append_unless(gitignore, pattern, lambda line: line.strip().strip("/") == bare)
+
+
+def ensure_line(path: Path, line: str) -> bool:
+    """Append `line` to a file such as .gitattributes unless it is there (spacing aside)."""
+    words = line.split()
+    return _append_unless(path, line, lambda existing: existing.split() == words)
+
+
+def _append_unless(path: Path, line: str, present: Callable[[str], bool]) -> bool:
+    """True if the line had to be appended."""
     try:
-        text = gitignore.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         text = ""
-    bare = pattern.strip("/")
-    if any(line.strip().strip("/") == bare for line in text.splitlines()):
-        return
+    if any(present(existing) for existing in text.splitlines()):
+        return False
     separator = "" if not text or text.endswith("\n") else "\n"
-    with gitignore.open("a", encoding="utf-8") as fh:
-        fh.write(f"{separator}{pattern}\n")
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(f"{separator}{line}\n")
+    return True

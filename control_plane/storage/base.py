@@ -21,11 +21,13 @@ _KEY = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9._/-]{1,1024}$")
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """What a store knows about one object without reading it."""
+    """What a store knows about one object without reading it. `modified` is the store's
+    own time for it (Unix seconds): when it was written, or last touched by a reuse."""
 
     key: str
     size: int
     sha256: str | None = None
+    modified: float | None = None
 
 
 def check_key(key: str) -> str:
@@ -62,6 +64,11 @@ class StorageBackend(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object; absent objects are not an error."""
+
+    @abstractmethod
+    def touch(self, key: str) -> None:
+        """Renew the object's `modified` time without changing its bytes: a store that reuses
+        an object marks it young, so garbage collection's grace period covers it again."""
 
     def exists(self, key: str) -> bool:
         try:

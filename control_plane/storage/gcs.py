@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,13 +75,25 @@ class GCSBackend(StorageBackend):
         if blob is None:
             raise ObjectNotFoundError(f"{self.uri(key)} does not exist.")
         return ObjectInfo(
-            key=key, size=int(blob.size or 0), sha256=(blob.metadata or {}).get("sha256")
+            key=key,
+            size=int(blob.size or 0),
+            sha256=(blob.metadata or {}).get("sha256"),
+            modified=_modified(blob),
         )
+
+    def touch(self, key: str) -> None:
+        """A metadata update renews the object's `updated` time; the bytes stay."""
+        with self._errors(key):
+            blob = self.bucket.get_blob(check_key(key))
+            if blob is None:
+                raise ObjectNotFoundError(f"{self.uri(key)} does not exist.")
+            blob.metadata = {**(blob.metadata or {}), "nexus-touched": str(time.time())}
+            blob.patch()
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         with self._errors(prefix or "/"):
             for blob in self.client.list_blobs(self.bucket_name, prefix=prefix or None):
-                yield ObjectInfo(key=blob.name, size=int(blob.size or 0))
+                yield ObjectInfo(key=blob.name, size=int(blob.size or 0), modified=_modified(blob))
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(ObjectNotFoundError), self._errors(key):
@@ -148,3 +161,8 @@ class _Counting(io.RawIOBase):
         if self._progress is not None:
             self._progress(written)
         return written
+
+
+def _modified(blob: Any) -> float | None:
+    moment = blob.updated or blob.time_created
+    return moment.timestamp() if moment is not None else None

@@ -66,17 +66,36 @@ class LocalBackend(StorageBackend):
     def stat(self, key: str) -> ObjectInfo:
         path = self._path(key)
         try:
-            return ObjectInfo(key=key, size=path.stat().st_size)
+            facts = path.stat()
+        except FileNotFoundError as exc:
+            raise ObjectNotFoundError(f"{path} is missing from the local store.") from exc
+        return ObjectInfo(key=key, size=facts.st_size, modified=facts.st_mtime)
+
+    def touch(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            os.utime(path)
         except FileNotFoundError as exc:
             raise ObjectNotFoundError(f"{path} is missing from the local store.") from exc
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        if not self.root.is_dir():
+        """Walks only the folder the prefix names (a model's objects, not the whole store)."""
+        folder, _, _ = prefix.rpartition("/")
+        top = self.root / folder if folder else self.root
+        if not top.is_dir():
             return
-        for path in sorted(self.root.rglob("*")):
-            key = path.relative_to(self.root).as_posix()
-            if path.is_file() and not path.name.startswith(".") and key.startswith(prefix):
-                yield ObjectInfo(key=key, size=path.stat().st_size)
+        found = []
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            base = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                key = name if base == "." else f"{base}/{name}"
+                if not name.startswith(".") and key.startswith(prefix):
+                    found.append(key)
+        for key in sorted(found):
+            with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                facts = (self.root / key).stat()
+                yield ObjectInfo(key=key, size=facts.st_size, modified=facts.st_mtime)
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

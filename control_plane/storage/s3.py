@@ -93,15 +93,34 @@ class S3Backend(StorageBackend):
         with self._errors(key):
             head = self.client.head_object(Bucket=self.bucket, Key=check_key(key))
         return ObjectInfo(
-            key=key, size=int(head["ContentLength"]), sha256=head.get("Metadata", {}).get("sha256")
+            key=key,
+            size=int(head["ContentLength"]),
+            sha256=head.get("Metadata", {}).get("sha256"),
+            modified=head["LastModified"].timestamp(),
         )
+
+    def touch(self, key: str) -> None:
+        """A copy onto itself (same bytes, same metadata) renews LastModified."""
+        with self._errors(key):
+            head = self.client.head_object(Bucket=self.bucket, Key=check_key(key))
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": key},
+                Metadata=head.get("Metadata", {}),
+                MetadataDirective="REPLACE",
+            )
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
         with self._errors(prefix or "/"):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    yield ObjectInfo(key=item["Key"], size=int(item["Size"]))
+                    yield ObjectInfo(
+                        key=item["Key"],
+                        size=int(item["Size"]),
+                        modified=item["LastModified"].timestamp(),
+                    )
 
     def delete(self, key: str) -> None:
         with self._errors(key):

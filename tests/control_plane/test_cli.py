@@ -148,7 +148,8 @@ def test_load_errors(repo: Path, model_file: Path, tmp_path: Path) -> None:
     assert "a@" in both
     assert "b@" in both
     assert "no version at 'ffff'" in nexus("load", "ffff", "x.pt", "-m", "a", code=1).stderr
-    assert "not a version reference" in nexus("load", "xyz", "x.pt", code=1).stderr
+    assert "no model has a version or alias 'xyz'" in nexus("load", "xyz", "x.pt", code=1).stderr
+    assert "not a version reference" in nexus("load", "x y", "x.pt", code=1).stderr
     assert "no model named 'c'" in nexus("load", "latest", "x.pt", "-m", "c", code=1).stderr
     # Issue 10 made missing parents be created; a parent that is a file is still an error.
     (repo / "afile").write_text("not a folder")

@@ -233,11 +233,12 @@ def generate(repo: Path, count: int = 60) -> list[dict[str, Any]]:
     models = []
     for i in range(count):
         commit = f"{i:040x}"
+        name = f"gen{i // 4:02d}"  # four versions a model: one each in production and staging
         models.append(
             {
                 "commit_hash": commit,
-                "model_name": "gen",
-                "storage_uri": f"gen/{commit}.pt",
+                "model_name": name,
+                "storage_uri": f"{name}/{commit}.pt",
                 "file_size": 10,
                 "timestamp": f"2024-02-{1 + i % 28:02d}T00:00:{i % 60:02d}+00:00",
                 "is_latest": i == count - 1,
@@ -293,7 +294,7 @@ def test_queries_combine_filters(repo: Path) -> None:
 
     from control_plane import query
 
-    api = Registry(repo).list("gen", filters=[query.stage("staging"), query.tag("team=b")])
+    api = Registry(repo).list(filters=[query.stage("staging"), query.tag("team=b")])
     assert {e.commit_hash for e in api} == {
         m["commit_hash"] for m in models if m["stage"] == "staging" and m["tags"]["team"] == "b"
     }

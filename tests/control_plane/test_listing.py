@@ -31,7 +31,7 @@ def test_index_is_built_used_and_follows_every_edit(repo: Path) -> None:
 
     meta = repo / ".nexus_meta.json"
     text = meta.read_text()
-    edited = text.replace('"gen"', '"gem"', 1)  # same size, same second: content decides
+    edited = text.replace('"gen00"', '"gem00"', 1)  # same size, same second: content decides
     assert len(edited) == len(text)
     meta.write_text(edited)
     after = listed()

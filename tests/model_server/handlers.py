@@ -48,3 +48,18 @@ class SlowEcho:
     def predict(self, inputs: list[Any]) -> list[Any]:
         time.sleep(self.seconds)
         return list(inputs)
+
+
+class DirectoryHandler:
+    """Serves a directory model: a config and a vocabulary in separate files."""
+
+    def load(self, path: Path, device: str) -> None:
+        import json
+
+        self.scale = json.loads((path / "config.json").read_text())["scale"]
+        self.vocab = (path / "tokenizer" / "vocab.txt").read_text().split()
+
+    def predict(self, inputs: list[Any]) -> list[Any]:
+        return [
+            {"word": self.vocab[int(x) % len(self.vocab)], "scaled": x * self.scale} for x in inputs
+        ]

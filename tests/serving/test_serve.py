@@ -176,6 +176,25 @@ def test_nexus_serve_reports_a_model_server_that_cannot_start(repo: Path, tmp_pa
     assert "not a format the server knows" in done.stderr
 
 
+async def all_arrived(client: httpx.AsyncClient, metrics_url: str, count: int) -> None:
+    """Wait until the proxy holds every request (queued, or sent in a batch): a fixed sleep
+    is too short on a loaded machine, and a request not yet accepted is no test of draining."""
+    for _ in range(200):
+        text = (await client.get(metrics_url)).text
+        values = dict(
+            line.rsplit(" ", 1)
+            for line in text.splitlines()
+            if line.startswith(
+                ("nexus_proxy_queue_depth ", "nexus_proxy_queue_wait_seconds_count ")
+            )
+        )
+        seen = sum(float(v) for v in values.values())
+        if seen >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the proxy saw {seen:.0f} of {count} requests")
+
+
 def test_ctrl_c_drains_the_proxy_before_the_model_server_stops(repo: Path, tmp_path: Path) -> None:
     # Issue 10: Ctrl-C reaches the terminal's whole foreground group. The children run in
     # sessions of their own, so only `nexus serve` sees it and stops the proxy first.
@@ -212,7 +231,7 @@ def test_ctrl_c_drains_the_proxy_before_the_model_server_stops(repo: Path, tmp_p
             async with httpx.AsyncClient(timeout=60) as client:
                 url = f"http://127.0.0.1:{port}/predict"
                 sent = [asyncio.create_task(client.post(url, json={"n": i})) for i in range(100)]
-                await asyncio.sleep(0.5)  # accepted: queued in the proxy or in a batch
+                await all_arrived(client, f"http://127.0.0.1:{port}/metrics", 100)
                 os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
                 return await asyncio.gather(*sent)
 

@@ -70,3 +70,22 @@ def test_list_and_delete(backend: StorageBackend, tmp_path: Path) -> None:
 def test_keys_cannot_escape(backend: StorageBackend, key: str) -> None:
     with pytest.raises(UsageError):
         backend.stat(key)
+
+
+def test_times_and_touch(backend: StorageBackend, tmp_path: Path) -> None:
+    """Garbage collection judges age by the store's own time; a reuse renews it."""
+    path, digest = _file(tmp_path, "t.bin", 100)
+    backend.upload(path, "m/t.bin", sha256=digest)
+    before = backend.stat("m/t.bin")
+    assert before.modified is not None
+    assert [info.modified for info in backend.list("m/")] == [before.modified]
+    backend.touch("m/t.bin")
+    after = backend.stat("m/t.bin")
+    assert after.modified is not None
+    assert after.modified >= before.modified
+    assert after.size == before.size
+    out = tmp_path / "back.bin"
+    backend.download("m/t.bin", out)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == digest  # bytes untouched
+    with pytest.raises(ObjectNotFoundError):
+        backend.touch("m/absent.bin")
