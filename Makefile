@@ -44,6 +44,7 @@ up: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/local_store.py
 	$(BIN)/python bench/list_large.py
+	$(BIN)/python bench/registry_team.py
 	$(BIN)/python bench/s3_transfer.py
 	$(BIN)/python bench/model_server_overhead.py
 	$(BIN)/python bench/proxy_batching.py  # needs wrk: apt-get install wrk

@@ -9,7 +9,8 @@ serving/    `nexus serve`'s supervisor of the model server and the proxy
 cli/        the `nexus` commands and their terminal rendering
 """
 
-from typing import TYPE_CHECKING
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from control_plane.core.errors import (
     AmbiguousRefError,
@@ -25,12 +26,30 @@ from control_plane.core.errors import (
     StorageError,
     UsageError,
 )
-from control_plane.metadata import ModelEntry
-from control_plane.registry import Registry, RollbackResult, StoreRequest, StoreResult, query
-from control_plane.settings import __getattr__ as __getattr__
 
 if TYPE_CHECKING:
+    from control_plane.metadata import ModelEntry
+    from control_plane.registry import Registry, RollbackResult, StoreRequest, StoreResult, query
     from control_plane.settings import NexusConfig, load_config
+
+# Loaded on first use: `nexus list` answered from its cache imports none of the registry.
+_LAZY = {
+    "ModelEntry": "control_plane.metadata",
+    "Registry": "control_plane.registry",
+    "RollbackResult": "control_plane.registry",
+    "StoreRequest": "control_plane.registry",
+    "StoreResult": "control_plane.registry",
+    "query": "control_plane.registry",
+    "NexusConfig": "control_plane.settings",
+    "load_config": "control_plane.settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AmbiguousRefError",

@@ -20,6 +20,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from control_plane.cli import render as ui
 from control_plane.core.errors import NexusError, UsageError
 from control_plane.core.units import human_size
+from control_plane.metadata import rendered
 from control_plane.registry import Registry, query
 
 P = ParamSpec("P")
@@ -281,8 +282,20 @@ def list_(
         entries = registry.list(model_name, filters=filters, sort_metric=sort, limit=limit)
         ui.print_json([entry.to_dict() for entry in entries])
     else:
+        before = _metadata_bytes(registry)
         rows = registry.list_summaries(model_name, filters=filters, sort_metric=sort, limit=limit)
-        ui.entries_table(rows)
+        text = ui.entries_table(rows)
+        every_version = not (model_name or filters or sort or limit)
+        # Cached only when the rows are of exactly the bytes read before listing.
+        if text and before and every_version and _metadata_bytes(registry) == before:
+            rendered.save(registry.root, before, text, len(rows))
+
+
+def _metadata_bytes(registry: Registry) -> bytes | None:
+    try:
+        return registry.metadata.path.read_bytes()
+    except OSError:
+        return None
 
 
 @command("load")

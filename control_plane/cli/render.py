@@ -20,6 +20,7 @@ from control_plane.core.hashing import ProgressCallback
 from control_plane.core.units import human_size
 from control_plane.metadata import ModelEntry
 from control_plane.metadata.listing import DISPLAY_FIELDS, Summary
+from control_plane.metadata.rendered import RICH_TABLE_MAX_ROWS
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
-RICH_TABLE_MAX_ROWS = 2000
 _HEADERS = ("MODEL", "VERSION", "COMMIT", "SIZE", "STORED", "LATEST", "STAGE", "STATUS", "FORMAT")
 
 
@@ -118,10 +118,12 @@ def _event_cells(event: dict[str, Any]) -> tuple[str, ...]:
     return (str(event.get("seq", "")), when, str(event.get("event", "")), label, "; ".join(details))
 
 
-def entries_table(rows: Sequence[Summary]) -> None:
+def entries_table(rows: Sequence[Summary]) -> bytes | None:
+    """Print the versions; returns the plain text printed (None for a rich table), which
+    `nexus list` caches."""
     if not rows:
         console.print("No models stored yet. Run 'nexus store PATH MODEL_NAME'.")
-        return
+        return None
     display = cast(list[tuple[str, ...]], [row[:DISPLAY_FIELDS] for row in rows])
     if console.is_terminal and len(rows) <= RICH_TABLE_MAX_ROWS:
         from rich.table import Table
@@ -130,15 +132,18 @@ def entries_table(rows: Sequence[Summary]) -> None:
         for cells in display:
             table.add_row(*(_escape(cell) for cell in cells))
         console.print(table)
-        return
+        return None
     # Plain fast path, column-wise so the loops stay in C.
     columns = list(zip(*display, strict=True))
     widths = [max(len(h), max(map(len, col))) for h, col in zip(_HEADERS, columns, strict=True)]
     template = "  ".join(f"%-{w}s" for w in widths[:-1]) + "  %s"
     lines = [template % _HEADERS]
     lines.extend(map(template.__mod__, display))
-    sys.stdout.write("\n".join(lines) + "\n")
+    text = ("\n".join(lines) + "\n").encode()
     sys.stdout.flush()
+    sys.stdout.buffer.write(text)
+    sys.stdout.flush()
+    return text
 
 
 def entry_details(entry: ModelEntry) -> None:

@@ -1,9 +1,7 @@
-"""Team commands: init, resolve, the merge driver, aliases, delete and gc."""
+"""Team commands: init, resolve, aliases, delete and gc (the merge driver is in launcher.py)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,9 +17,8 @@ from control_plane.cli.app import (
 )
 from control_plane.core.errors import UsageError
 from control_plane.core.units import human_size, parse_duration
-from control_plane.metadata.file import atomic_write
 from control_plane.registry import Registry
-from control_plane.registry.conflicts import ATTRIBUTE, merge_files
+from control_plane.registry.conflicts import ATTRIBUTE
 
 COMMIT_HINT = "Commit the metadata: git add .nexus_meta.json && git commit"
 
@@ -67,18 +64,6 @@ def resolve(as_json: JsonOption = False) -> None:
         f"{len(document.deleted)} deleted; both sides' history kept."
     )
     ui.info(f"{COMMIT_HINT} (git add .nexus_meta.json, then finish the merge).")
-
-
-@app.command("merge-driver", hidden=True, cls=NexusCommand)
-@handle_errors
-def merge_driver(
-    ancestor: Path, ours: Path, theirs: Path, path: Annotated[str, typer.Argument()] = ""
-) -> None:
-    """Git's merge driver (%O %A %B %P): the result replaces OURS; exit 1 leaves a conflict."""
-    result = merge_files(ancestor, ours, theirs)
-    atomic_write(ours, result.document.to_bytes())
-    for note in result.notes:
-        sys.stderr.write(f"nexus: {path or '.nexus_meta.json'}: {note}\n")
 
 
 alias_app = typer.Typer(

@@ -18,8 +18,8 @@ import orjson
 
 from control_plane.core.errors import MetadataError
 from control_plane.metadata.entry import REQUIRED_FIELDS, STAGES, ModelEntry
+from control_plane.metadata.location import METADATA_FILENAME
 
-METADATA_FILENAME = ".nexus_meta.json"
 SCHEMA_VERSION = 1
 
 

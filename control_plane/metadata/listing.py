@@ -99,7 +99,7 @@ def summaries(metadata: MetadataFile, index_path: Path | None) -> list[Summary]:
         data = metadata.path.read_bytes()
     except FileNotFoundError:
         return []
-    key = _key(data)
+    key = content_key(data)
     if index_path is not None:
         columns = _load(index_path, key)
         if columns is not None:
@@ -113,10 +113,11 @@ def summaries(metadata: MetadataFile, index_path: Path | None) -> list[Summary]:
 
 def refresh(index_path: Path, data: bytes, document: MetadataDocument) -> None:
     """Rebuild the index right after a write, from the document already in memory."""
-    _save(index_path, _key(data), [Summary.of(entry) for entry in document.entries])
+    _save(index_path, content_key(data), [Summary.of(entry) for entry in document.entries])
 
 
-def _key(data: bytes) -> tuple[Any, ...]:
+def content_key(data: bytes) -> tuple[Any, ...]:
+    """What a derived file is valid for: this format, this Python, these exact bytes."""
     return (INDEX_FORMAT, sys.version_info[:2], len(data), zlib.crc32(data))
 
 

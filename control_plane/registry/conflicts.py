@@ -13,13 +13,16 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from control_plane.core.errors import MetadataError
-from control_plane.metadata import METADATA_FILENAME, MetadataDocument
+from control_plane.core.errors import MetadataError, NexusError
+from control_plane.metadata import METADATA_FILENAME, MetadataDocument, atomic_write
 from control_plane.metadata.document import CONFLICT_START, consistency_problem, parse_raw
-from control_plane.registry.git import GitRepo
 from control_plane.registry.merge import MergeResult, merge
 from control_plane.registry.workspace import ensure_line
+
+if TYPE_CHECKING:
+    from control_plane.registry.git import GitRepo  # gitpython is slow to import
 
 DRIVER = "nexus"
 ATTRIBUTE = f"{METADATA_FILENAME} merge={DRIVER}"
@@ -27,7 +30,7 @@ ATTRIBUTE = f"{METADATA_FILENAME} merge={DRIVER}"
 
 def driver_command() -> str:
     """`%O %A %B`: ancestor, ours (the result goes here), theirs; `%P`: the path, for messages."""
-    return f"{shlex.quote(sys.executable)} -m control_plane.cli merge-driver %O %A %B %P"
+    return f"{shlex.quote(sys.executable)} -m control_plane.launcher merge-driver %O %A %B %P"
 
 
 def install_driver(root: Path, git: GitRepo) -> bool:
@@ -45,6 +48,20 @@ def read_side(data: bytes, source: str) -> MetadataDocument:
     if not data.strip():
         return MetadataDocument()
     return parse_raw(data, Path(source))
+
+
+def run_driver(base: str, ours: str, theirs: str, label: str = METADATA_FILENAME) -> int:
+    """Git's merge driver: the merged file replaces OURS (exit 0); on an error, one line on
+    stderr and exit 1, which leaves Git's conflict for `nexus resolve`."""
+    try:
+        result = merge_files(Path(base), Path(ours), Path(theirs))
+        atomic_write(Path(ours), result.document.to_bytes())
+    except NexusError as exc:
+        sys.stderr.write(f"nexus: {label}: {exc.message} Run 'nexus resolve'.\n")
+        return 1
+    for note in result.notes:
+        sys.stderr.write(f"nexus: {label}: {note}\n")
+    return 0
 
 
 def merge_files(base: Path, ours: Path, theirs: Path) -> MergeResult:

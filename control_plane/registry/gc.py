@@ -16,14 +16,17 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from control_plane.core.errors import ObjectNotFoundError
 from control_plane.metadata import METADATA_FILENAME, MetadataDocument
 from control_plane.metadata.document import CONFLICT_START
 from control_plane.registry.conflicts import read_side, split_markers
-from control_plane.registry.git import GitRepo
 from control_plane.registry.objects import Objects
 from control_plane.storage import ObjectInfo
+
+if TYPE_CHECKING:
+    from control_plane.registry.git import GitRepo  # gitpython is slow to import
 
 # Objects written this close to gc's start are never collected: file systems stamp times
 # from a coarse clock, and S3 keeps whole seconds.

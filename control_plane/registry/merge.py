@@ -23,8 +23,10 @@ conflict stages, or from conflict markers) computes exactly what the driver did.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -58,8 +60,11 @@ def merge(
             copies[entry.key].append(entry.data)
             dead_order.setdefault(entry.key)
     base_data = {e.key: e.data for e in (*base.entries, *base.deleted)} if base else {}
-    merged = {key: _merge_copies(datas, base_data.get(key)) for key, datas in copies.items()}
-    alive = _replay(merged)
+    merged: dict[Key, dict[str, Any]] = {}
+    order_keys: dict[Key, list[EventKey]] = {}
+    for key, datas in copies.items():
+        merged[key], order_keys[key] = _merge_copies(datas, base_data.get(key))
+    alive = _replay(merged, order_keys)
     _fix_claims(merged, alive)
     notes = _renumber(merged)
     order = [*live_order, *(k for k in dead_order if k not in live_order)]
@@ -81,12 +86,23 @@ def _canonical(value: Any) -> bytes:
 
 def _identity(event: dict[str, Any]) -> bytes:
     """Events are the same event whatever `seq` each branch gave them."""
-    return _canonical({k: v for k, v in event.items() if k != "seq"})
+    copy = dict(event)
+    copy.pop("seq", None)
+    return _canonical(copy)
 
 
-def _event_key(event: dict[str, Any]) -> tuple[datetime, int, bytes]:
+EventKey = tuple[str, int, bytes]
+
+
+def _event_key(event: dict[str, Any], identity: bytes) -> EventKey:
+    """Time order: `when` (as a canonical UTC microsecond string, which sorts as time), then
+    `seq` (orders events within one second of older files), then content (events of one
+    version that both sides recorded; elsewhere `seq` already decides)."""
+    when = event.get("when")
+    if not (type(when) is str and len(when) == 32 and when.endswith("+00:00")):
+        when = parse_timestamp(when).astimezone(UTC).isoformat(timespec="microseconds")
     seq = event.get("seq")
-    return (parse_timestamp(event.get("when")), seq if type(seq) is int else 0, _identity(event))
+    return (when, seq if type(seq) is int else 0, identity)
 
 
 def _events(history: Any) -> list[dict[str, Any]]:
@@ -96,40 +112,61 @@ def _events(history: Any) -> list[dict[str, Any]]:
 # -- one version: its copies on both sides ----------------------------------------------
 
 
-def _merge_copies(datas: list[dict[str, Any]], base: dict[str, Any] | None) -> dict[str, Any]:
-    """One version's data: history united, other fields merged three ways. A new dict; the
-    values it shares with the inputs are never modified (replay replaces, not edits)."""
-    history: dict[bytes, dict[str, Any]] = {}
+def _merge_copies(
+    datas: list[dict[str, Any]], base: dict[str, Any] | None
+) -> tuple[dict[str, Any], list[EventKey]]:
+    """One version's data (history united, other fields merged three ways) and its events'
+    sort keys. A new dict; the values it shares with the inputs are never modified (replay
+    replaces, not edits)."""
+    if len(datas) == 1:  # a version only one side has (the common case): nothing to unite
+        events = _events(datas[0].get("history"))
+        # one file's `seq` is unique, so content is never needed to break a tie here
+        only = sorted((_event_key(e, b""), i, e) for i, e in enumerate(events))
+        single = dict(datas[0])
+        single["history"] = [e for _, _, e in only]
+        return single, [k for k, _, _ in only]
+    keyed: dict[bytes, tuple[EventKey, dict[str, Any]]] = {}
+    per_copy: list[list[EventKey]] = []
     for data in datas:
+        keys = []
         for event in _events(data.get("history")):
-            history.setdefault(_identity(event), event)
-    events = sorted(history.values(), key=_event_key)
-    last_event = [
-        max((_event_key(e) for e in _events(d.get("history"))), default=None) for d in datas
-    ]
+            identity = _identity(event)
+            found = keyed.get(identity)
+            if found is None:
+                found = keyed[identity] = (_event_key(event, identity), event)
+            keys.append(found[0])
+        per_copy.append(keys)
+    ordered = sorted(keyed.values(), key=lambda pair: pair[0])
+
+    def recency() -> list[EventKey | None]:
+        return [max(keys, default=None) for keys in per_copy]
+
     result: dict[str, Any] = {}
     for name in dict.fromkeys(k for d in datas for k in d):
         if name == "history":
             continue
         values = [d.get(name, _MISSING) for d in datas]
-        value = _pick(values, base.get(name, _MISSING) if base else _MISSING, last_event)
+        value = _pick(values, base.get(name, _MISSING) if base else _MISSING, recency)
         if value is not _MISSING:
             result[name] = value
-    result["history"] = events
-    return result
+    result["history"] = [event for _, event in ordered]
+    return result, [key for key, _ in ordered]
 
 
-def _pick(values: list[Any], base: Any, recency: list[Any]) -> Any:
+def _pick(values: list[Any], base: Any, recency: Callable[[], list[Any]]) -> Any:
     """Agreed value; else the one that differs from the ancestor; else the side with the later
     last event; content breaks any tie, so the choice does not depend on the side."""
+    first = values[0]
+    if all(v is first or v == first for v in values[1:]):
+        return first
     distinct = {_canonical_or_missing(v): v for v in values}
     if len(distinct) == 1:
-        return values[0]
+        return first
     changed = {c: v for c, v in distinct.items() if c != _canonical_or_missing(base)}
     if base is not _MISSING and len(changed) == 1:
         return next(iter(changed.values()))
     ranked = sorted(
-        zip(values, recency, strict=True),
+        zip(values, recency(), strict=True),
         key=lambda pair: (pair[1] is not None, pair[1] or (), _canonical_or_missing(pair[0])),
     )
     return ranked[-1][0]
@@ -147,7 +184,7 @@ def _merge_dicts(
     result: dict[str, Any] = {}
     for name in dict.fromkeys([*ours, *theirs]):
         values = [ours.get(name, _MISSING), theirs.get(name, _MISSING)]
-        value = _pick(values, (base or {}).get(name, _MISSING), [None, None])
+        value = _pick(values, (base or {}).get(name, _MISSING), lambda: [None, None])
         if value is not _MISSING:
             result[name] = value
     return result
@@ -165,9 +202,12 @@ def _initial(data: dict[str, Any], what: str, field_name: str, default: Any) -> 
     return first.get("from", default)
 
 
-def _replay(merged: dict[Key, dict[str, Any]]) -> dict[Key, bool]:
+def _replay(
+    merged: dict[Key, dict[str, Any]], order_keys: dict[Key, list[EventKey]]
+) -> dict[Key, bool]:
     """Set each version's state by replaying every event in time order; return liveness."""
-    for data in merged.values():
+    holders = _Holders()
+    for key, data in merged.items():
         data["is_latest"] = bool(_initial(data, "latest", "is_latest", False))
         data["stage"] = _initial(data, "stage", "stage", None)
         data["status"] = _initial(data, "status", "status", None)
@@ -178,16 +218,18 @@ def _replay(merged: dict[Key, dict[str, Any]]) -> dict[Key, bool]:
         )
         if first_number is not None:
             data["version"] = first_number.get("from")
+        holders.note(key, data)
     alive = dict.fromkeys(merged, True)
-    by_model: dict[str, list[Key]] = defaultdict(list)
-    for key in merged:
-        by_model[key[0]].append(key)
     timeline = sorted(
-        ((_event_key(e), key, e) for key, data in merged.items() for e in data["history"]),
-        key=lambda item: (item[0], item[1]),
+        (
+            (order, key, event)
+            for key, data in merged.items()
+            for order, event in zip(order_keys[key], data["history"], strict=True)
+        ),
+        key=itemgetter(0, 1),  # (time order, version): never equal for two events
     )
     for _, key, event in timeline:
-        _apply(merged, alive, by_model[key[0]], key, event)
+        _apply(merged[key], alive, holders, key, event)
     for data in merged.values():
         for name in ("stage", "status", "status_reason", "aliases", "version"):
             if data.get(name) is None:
@@ -195,14 +237,49 @@ def _replay(merged: dict[Key, dict[str, Any]]) -> dict[Key, bool]:
     return alive
 
 
+class _Holders:
+    """Who holds each claim of a model (latest, a stage, an alias), so a claim clears the
+    previous holder without scanning the model's versions."""
+
+    def __init__(self) -> None:
+        self._by_claim: dict[tuple[str, str, Any], set[Key]] = defaultdict(set)
+        self._data: dict[Key, dict[str, Any]] = {}
+
+    def note(self, key: Key, data: dict[str, Any]) -> None:
+        self._data[key] = data
+        if data.get("is_latest"):
+            self._by_claim[(key[0], "latest", True)].add(key)
+        if data.get("stage") in STAGES:
+            self._by_claim[(key[0], "stage", data["stage"])].add(key)
+        for alias in data.get("aliases") or ():
+            self._by_claim[(key[0], "alias", alias)].add(key)
+
+    def take(self, key: Key, kind: str, value: Any) -> None:
+        """`key` claims (kind, value): every other holder loses it."""
+        held = self._by_claim[(key[0], kind, value)]
+        for other in held - {key}:
+            data = self._data[other]
+            if kind == "latest":
+                data["is_latest"] = False
+            elif kind == "stage":
+                data["stage"] = None
+            else:
+                data["aliases"] = [a for a in data.get("aliases") or () if a != value] or None
+        held.clear()
+        held.add(key)
+
+    def drop(self, key: Key, kind: str, value: Any) -> None:
+        self._by_claim[(key[0], kind, value)].discard(key)
+
+
 def _apply(
-    merged: dict[Key, dict[str, Any]],
+    data: dict[str, Any],
     alive: dict[Key, bool],
-    siblings: list[Key],
+    holders: _Holders,
     key: Key,
     event: dict[str, Any],
 ) -> None:
-    data, what, new = merged[key], event.get("what"), event.get("to")
+    what, new = event.get("what"), event.get("to")
     if what == "stored":
         alive[key] = True
         if type(new) is int:
@@ -210,6 +287,12 @@ def _apply(
         return
     if what == "deleted":
         alive[key] = False
+        if data.get("is_latest"):
+            holders.drop(key, "latest", True)
+        if data.get("stage") in STAGES:
+            holders.drop(key, "stage", data["stage"])
+        for alias in data.get("aliases") or ():
+            holders.drop(key, "alias", alias)
         data.update(is_latest=False, stage=None, aliases=None)
         return
     if what == "version":
@@ -219,14 +302,15 @@ def _apply(
         return  # a change the other branch made to a version this one deleted
     if what == "latest":
         if new is True:
-            for other in siblings:
-                merged[other]["is_latest"] = False
+            holders.take(key, "latest", True)
+        elif data.get("is_latest"):
+            holders.drop(key, "latest", True)
         data["is_latest"] = bool(new)
     elif what == "stage":
+        if data.get("stage") in STAGES:
+            holders.drop(key, "stage", data["stage"])
         if new in STAGES:
-            for other in siblings:
-                if merged[other].get("stage") == new:
-                    merged[other]["stage"] = None
+            holders.take(key, "stage", new)
         data["stage"] = new
     elif what == "status":
         data["status"] = new
@@ -234,12 +318,10 @@ def _apply(
     elif what == "alias":
         old = event.get("from")
         if new is not None:
-            for other in siblings:
-                names = merged[other].get("aliases") or []
-                if new in names:
-                    merged[other]["aliases"] = [a for a in names if a != new] or None
+            holders.take(key, "alias", new)
             data["aliases"] = sorted({*(data.get("aliases") or ()), new})
         elif old is not None:
+            holders.drop(key, "alias", old)
             data["aliases"] = [a for a in data.get("aliases") or () if a != old] or None
 
 

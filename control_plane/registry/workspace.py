@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING
 
 from control_plane.core.errors import GitError
 from control_plane.metadata import METADATA_FILENAME
+from control_plane.metadata.location import WORKDIR, find_root
 
 if TYPE_CHECKING:
     from control_plane.registry.git import GitRepo
-
-WORKDIR = ".nexus"
 
 
 class Workspace:
@@ -93,15 +92,6 @@ class Workspace:
             (self.workdir / ".gitignore").write_text(
                 "# written by nexus: all of .nexus/ is local\n*\n"
             )
-
-
-def find_root(start: Path) -> Path:
-    """The Git working tree above `start`, else the directory holding the metadata file."""
-    for marker in (".git", METADATA_FILENAME):
-        for directory in (start, *start.parents):
-            if (directory / marker).exists():
-                return directory
-    return start
 
 
 def ensure_gitignored(gitignore: Path, pattern: str) -> bool:

@@ -88,3 +88,33 @@ def test_summaries_filter_like_full_entries(repo: Path) -> None:
     assert [e["commit_hash"][:7] for e in json.loads(listed("--json"))] == [
         s.short_hash for s in registry.list_summaries()
     ]
+
+
+def test_the_console_script_replays_the_rendered_listing_only_while_valid(repo: Path) -> None:
+    """`nexus list` as a real process: the second run prints the cached text, byte for byte,
+    and any change to the metadata file (same size included) is seen at once."""
+    import subprocess
+
+    from tests.servers import console_script
+
+    def nexus_list(*args: str) -> str:
+        done = subprocess.run(
+            [console_script("nexus"), "list", *args], cwd=repo, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    (repo / ".nexus").mkdir()
+    generate(repo, 30)
+    cache = repo / ".nexus" / "list-rendered"
+    first = nexus_list()
+    assert cache.is_file()
+    assert nexus_list() == first
+    assert nexus_list("--model-name", "gen00").count("gen00") == 4  # other views: not cached
+    meta = repo / ".nexus_meta.json"
+    meta.write_text(meta.read_text().replace('"gen00"', '"gem00"', 1))
+    changed = nexus_list()
+    assert "gem00" in changed
+    assert changed != first
+    cache.write_bytes(b"garbage")
+    assert nexus_list() == changed
