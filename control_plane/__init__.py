@@ -9,8 +9,7 @@ serving/    `nexus serve`'s supervisor of the model server and the proxy
 cli/        the `nexus` commands and their terminal rendering
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from control_plane.core.errors import (
     AmbiguousRefError,
@@ -26,6 +25,7 @@ from control_plane.core.errors import (
     StorageError,
     UsageError,
 )
+from control_plane.core.lazy import lazy_names
 
 if TYPE_CHECKING:
     from control_plane.metadata import ModelEntry
@@ -45,10 +45,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = [
