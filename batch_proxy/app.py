@@ -1,6 +1,6 @@
 """The proxy's HTTP face: a bare ASGI app (FastAPI would cost ~3x per request here).
 
-POST /predict   one JSON item -> {"output": ..., "model": ...}
+POST /predict   one JSON item -> {"output": ..., "model": ...} (with --api-keys: a key, a rate)
 GET  /health    alive
 GET  /ready     at least one healthy upstream
 GET  /metrics   Prometheus text
@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from batch_proxy.admission import RELOAD_INTERVAL_S, Admission, presented_key
 from batch_proxy.batcher import Batcher, BatchError, ItemError, Pending
 from batch_proxy.metrics import ProxyMetrics
 from batch_proxy.policies import make_policy
@@ -51,6 +54,7 @@ class ProxyApp:
             health_interval_s=settings.health_interval_s,
             pool_size=settings.connection_pool_size,
             concurrency=settings.upstream_concurrency,
+            token=settings.upstream_token,
         )
         policy = make_policy(
             settings.policy,
@@ -67,6 +71,8 @@ class ProxyApp:
             policy=policy,
         )
         self.batcher.observer = self.metrics
+        self.admission = Admission(settings.api_keys) if settings.api_keys else None
+        self._reloader: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -77,8 +83,18 @@ class ProxyApp:
     async def startup(self) -> None:
         await self.pool.start()
         self.batcher.start()
+        if self.admission is not None:
+            self._reloader = asyncio.get_running_loop().create_task(self._reload_keys())
+
+    async def _reload_keys(self) -> None:
+        assert self.admission is not None
+        while True:
+            await asyncio.sleep(RELOAD_INTERVAL_S)
+            self.admission.reload()
 
     async def shutdown(self) -> None:
+        if self._reloader is not None:
+            self._reloader.cancel()
         await self.batcher.stop(drain_timeout_s=self.settings.request_timeout_s)
         await self.pool.close()
 
@@ -103,6 +119,8 @@ class ProxyApp:
             if method != "POST":
                 await _respond(send, 405, {"error": "use POST /predict with a JSON body."})
                 return
+            if self.admission is not None and not await self._admit(scope, send):
+                return
             status = await self._predict(receive, send)
             if status:
                 self.metrics.request_done(status)
@@ -110,6 +128,33 @@ class ProxyApp:
             await self._probe(path, send)
         else:
             await _respond(send, 404, {"error": f"no route {method} {path}."})
+
+    async def _admit(self, scope: Scope, send: Send) -> bool:
+        """Check the request's key and rate before anything is read or queued."""
+        assert self.admission is not None
+        verdict = self.admission.admit(presented_key(scope["headers"]), time.monotonic())
+        self.metrics.admitted(verdict.key_name, verdict.status)
+        if verdict.status == 200:
+            return True
+        if verdict.status == 401:
+            status = await _respond(
+                send,
+                401,
+                {
+                    "error": "a valid API key is needed: 'Authorization: Bearer <key>' or "
+                    "'X-API-Key: <key>'."
+                },
+            )
+        else:
+            wait = verdict.retry_after_s
+            status = await _respond(
+                send,
+                429,
+                {"error": f"key '{verdict.key_name}' is over its rate; retry in {wait:.2f} s."},
+                retry_after=wait,
+            )
+        self.metrics.request_done(status)
+        return False
 
     async def _probe(self, path: str, send: Send) -> int:
         if path == "/health":
@@ -228,12 +273,16 @@ WATCH_AFTER_S = 0.05
 
 
 async def _respond(
-    send: Send, status: int, payload: dict[str, Any], *, retry_after: bool = False
+    send: Send, status: int, payload: dict[str, Any], *, retry_after: bool | float = False
 ) -> int:
+    """`retry_after`: True for a 503 (one second), or the seconds a 429 should wait
+    (rounded up to whole seconds, as the header takes)."""
     body = orjson.dumps(payload)
     headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    if retry_after and status == 503:
+    if retry_after is True and status == 503:
         headers.append((b"retry-after", b"1"))
+    elif retry_after is not True and retry_after:
+        headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
     return status

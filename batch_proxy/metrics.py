@@ -68,6 +68,21 @@ class ProxyMetrics:
         batches.set_function(lambda: float(inflight()))
         self.registry.register(_PolicyEstimates(policy))
         self._by_status: dict[int, Counter] = {}
+        self.admissions = Counter(
+            "nexus_proxy_admissions",
+            "POST /predict requests by API key name and outcome (admitted, rejected_401, "
+            "rejected_429); only with --api-keys.",
+            ["key", "outcome"],
+            registry=self.registry,
+        )
+        self._by_key: dict[tuple[str, int], Counter] = {}
+
+    def admitted(self, key_name: str, status: int) -> None:
+        counter = self._by_key.get((key_name, status))
+        if counter is None:
+            outcome = "admitted" if status == 200 else f"rejected_{status}"
+            counter = self._by_key[(key_name, status)] = self.admissions.labels(key_name, outcome)
+        counter.inc()
 
     def request_done(self, status: int) -> None:
         counter = self._by_status.get(status)

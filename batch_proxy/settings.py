@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
@@ -62,6 +63,8 @@ class ProxySettings(BaseSettings):
     health_interval_s: float = 1.0
     max_body_bytes: int = 16 * 1024 * 1024
     log_level: str = "info"
+    api_keys: Path | None = None
+    upstream_token: str | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -200,4 +203,16 @@ def _parser() -> argparse.ArgumentParser:
     add("--health-interval-s", type=float, help="upstream health checks (default 1)")
     add("--max-body-bytes", type=int, help="largest request body (default 16 MiB)")
     add("--log-level", help="uvicorn log level (default info)")
+    add(
+        "--upstream-token",
+        metavar="TOKEN",
+        help="bearer token sent to the upstreams (their NEXUS_SERVER_TOKEN); better given as "
+        "NEXUS_PROXY_UPSTREAM_TOKEN, which no process listing shows",
+    )
+    add(
+        "--api-keys",
+        metavar="FILE",
+        help="admit only requests carrying a key from FILE, each at its own rate (made by "
+        "'nexus keys create'; re-read when it changes); default: no keys needed",
+    )
     return parser

@@ -72,8 +72,10 @@ class UpstreamPool:
         health_interval_s: float,
         pool_size: int,
         concurrency: int | None = None,
+        token: str | None = None,
     ) -> None:
         self.upstreams = [Upstream(url.rstrip("/")) for url in urls]
+        self._headers = {**_JSON, "authorization": f"Bearer {token}"} if token else _JSON
         self._by_url = {u.url: u for u in self.upstreams}
         self._configured_concurrency = concurrency
         if concurrency is not None:
@@ -135,7 +137,7 @@ class UpstreamPool:
         url = upstream.url + wire.BATCH_PATH
         try:
             async with self._session.post(
-                url, data=body, headers=_JSON, timeout=self._timeout
+                url, data=body, headers=self._headers, timeout=self._timeout
             ) as response:
                 data = await response.read()
                 status = response.status

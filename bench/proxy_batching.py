@@ -49,12 +49,15 @@ MODELS = {
 }
 
 
-def wrk(url: str, body: str, connections: int, duration: float) -> dict[str, float]:
+def wrk(
+    url: str, body: str, connections: int, duration: float, headers: dict[str, str] | None = None
+) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             'wrk.method = "POST"\n'
             f"wrk.body = [[{body}]]\n"
             'wrk.headers["Content-Type"] = "application/json"\n'
+            + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
         )
     command = ["wrk", "-t1", f"-c{connections}", f"-d{round(duration)}s", "--latency"]
     out = subprocess.run(
@@ -86,11 +89,12 @@ def _sim(model: Model, port: int) -> list[str]:
     ]
 
 
-def _proxy(port: int, upstream: str, policy: str) -> list[str]:
+def _proxy(port: int, upstream: str, policy: str, *extra: str) -> list[str]:
     return [
         str(Path(sys.executable).with_name("nexus-proxy")),
         *("--port", str(port), "--upstream", upstream, "--policy", policy),
         *("--log-level", "warning"),
+        *extra,
     ]
 
 

@@ -63,20 +63,24 @@ def create_app(
 
     app = FastAPI(title="NexusML model server", lifespan=lifespan)
     app.state.nexus = service
-    _prediction_routes(app, service)
+    _prediction_routes(app, service, settings.server_token)
     _probe_routes(app, service)
     _delivery_routes(app, settings.admin_token)
     _error_handlers(app)
     return app
 
 
-def _prediction_routes(app: FastAPI, service: ModelService) -> None:
+def _prediction_routes(app: FastAPI, service: ModelService, token: str | None) -> None:
     def route(path: str, handler: Callable[[Any], Awaitable[Response]]) -> None:
         """POST `path`: the body parsed once, expected failures answered, every status counted."""
 
         async def endpoint(request: Request) -> Response:
             try:
-                response = await handler(_parse(await request.body()))
+                if token and not bearer_matches(request, token):
+                    refusal = "missing or wrong server token (Bearer): call through the proxy."
+                    response = json_response({"error": refusal}, 401)
+                else:
+                    response = await handler(_parse(await request.body()))
             except wire.WireError as exc:
                 response = json_response({"error": exc.message}, exc.status)
             except NotReadyError as exc:
@@ -136,11 +140,16 @@ def _delivery_routes(app: FastAPI, admin_token: str | None) -> None:
 
     @app.post("/admin/reload")
     async def reload(request: Request) -> Response:
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), admin_token.encode()):
+        if not bearer_matches(request, admin_token):
             return json_response({"error": "missing or wrong admin token (Bearer)."}, 401)
         rollout: Rollout = request.app.state.rollout
         return json_response(await rollout.reload())
+
+
+def bearer_matches(request: Request, token: str) -> bool:
+    """`Authorization: Bearer <token>`, compared in constant time."""
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    return hmac.compare_digest(given.encode(), token.encode())
 
 
 def _error_handlers(app: FastAPI) -> None:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-FOLLOWED_REFS = ("latest", "staging", "production")
+from control_plane.registry.resolve import is_moving_ref
 
 
 def default_cache_dir() -> Path:
@@ -52,6 +52,11 @@ class ServerSettings(BaseSettings):
     admin_token: str | None = Field(
         default=None, description="bearer token for POST /admin/reload (unset: admin routes off)"
     )
+    server_token: str | None = Field(
+        default=None,
+        description="bearer token POST /predict and /predict/batch require, so only the proxy "
+        "(--upstream-token) can call them (unset: open)",
+    )
     canary_percent: int = Field(
         default=10, ge=0, le=100, description="share of batches a new version answers on trial"
     )
@@ -90,7 +95,7 @@ class ServerSettings(BaseSettings):
 
     @property
     def follows(self) -> bool:
-        """Latest and the stages move; a commit does not."""
+        """Latest, the stages and aliases move; a version number or a commit does not."""
         if self.follow is not None:
             return self.follow
-        return self.model_ref in FOLLOWED_REFS
+        return is_moving_ref(self.model_ref)

@@ -15,6 +15,13 @@ _ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 RESERVED_REFS = ("latest", *lifecycle.STAGE_VALUES)
 
 
+def is_moving_ref(ref: str) -> bool:
+    """Whether what `ref` names can change: latest, a stage, an alias (as opposed to a version
+    number or a commit, which name one version for good). `MODEL@REF` as `REF`."""
+    ref = ref.partition("@")[2] if "@" in ref else ref
+    return not (_VERSION_REF.match(ref) or _COMMIT_REF.match(ref.lower()))
+
+
 def validate_alias(name: str) -> str:
     """An alias may not read as any other kind of REF."""
     if (

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -80,8 +81,10 @@ def child_settings(options: ServeOptions) -> tuple[dict[str, str | None], dict[s
     from control_plane.settings import describe, settings_env
     from model_server.settings import ServerSettings
 
+    token = secrets.token_urlsafe(24)  # only the proxy may call the model server
     try:
         server = ServerSettings(
+            server_token=token,
             host="127.0.0.1",
             port=options.model_port,
             repo=options.repo,
@@ -96,6 +99,7 @@ def child_settings(options: ServeOptions) -> tuple[dict[str, str | None], dict[s
             host=options.host,
             port=options.port,
             upstreams=(f"http://127.0.0.1:{options.model_port}",),
+            upstream_token=token,
             **policy,
         )
     except ValidationError as exc:

@@ -53,3 +53,14 @@ def test_an_unreachable_remote_is_one_sentence_and_leaves_the_workspace(tmp_path
     follower = GitFollower(tmp_path / "ws", str(tmp_path / "missing.git"), "main")
     with pytest.raises(FollowError, match=r"^git fetch .*missing\.git main failed: "):
         follower.pull()
+
+
+def test_which_refs_a_server_follows() -> None:
+    """Refs that can move are followed; a version number or a commit names one version."""
+    from model_server.settings import ServerSettings
+
+    moving = ("latest", "production", "champion", "m@champion", "m@staging")
+    fixed = ("v3", "m@v3", "a1b2c3d", "m@a1b2c3d")
+    assert all(ServerSettings(model_ref=ref).follows for ref in moving)
+    assert not any(ServerSettings(model_ref=ref).follows for ref in fixed)
+    assert ServerSettings(model_ref="v3", follow=True).follows

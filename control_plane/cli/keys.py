@@ -1,0 +1,69 @@
+"""`nexus keys`: API keys for the proxy (`nexus-proxy --api-keys FILE`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from batch_proxy.admission import KeyFileError, add_key, read_records, revoke_key
+from control_plane.cli import render as ui
+from control_plane.cli.app import JsonOption, NexusCommand, NexusGroup, app, handle_errors
+from control_plane.core.errors import UsageError
+
+keys_app = typer.Typer(
+    help="API keys for the proxy: each a name, a rate and a burst; the file keeps digests only.",
+    no_args_is_help=True,
+    cls=NexusGroup,
+)
+app.add_typer(keys_app, name="keys")
+
+FileOption = Annotated[Path, typer.Option("--file", help="The key file the proxy reads.")]
+
+
+@keys_app.command("create", cls=NexusCommand)
+@handle_errors
+def create(
+    name: Annotated[str, typer.Argument(help="Who the key is for, e.g. team-search.")],
+    file: FileOption,
+    rate: Annotated[float, typer.Option(help="Requests per second.")] = 100.0,
+    burst: Annotated[
+        float | None, typer.Option(help="Requests at once (default: one second's worth).")
+    ] = None,
+    model: Annotated[list[str] | None, typer.Option(help="Allowed model; repeatable.")] = None,
+) -> None:
+    """Make a key, add its record to FILE and print the key once, on its own line."""
+    try:
+        key = add_key(file, name, rate, burst, tuple(model or ()))
+    except KeyFileError as exc:
+        raise UsageError(str(exc)) from None
+    ui.warning(f"the key for '{name}' is printed once; it is not stored anywhere in clear.")
+    print(key)  # stdout, alone: `KEY=$(nexus keys create …)`
+
+
+@keys_app.command("revoke", cls=NexusCommand)
+@handle_errors
+def revoke(name: Annotated[str, typer.Argument(help="The key's name.")], file: FileOption) -> None:
+    """Remove a key; a running proxy refuses it within a second."""
+    try:
+        revoke_key(file, name)
+    except KeyFileError as exc:
+        raise UsageError(str(exc)) from None
+    ui.info(f"Revoked '{name}' in {file}.")
+
+
+@keys_app.command("list", cls=NexusCommand)
+@handle_errors
+def list_keys(file: FileOption, as_json: JsonOption = False) -> None:
+    """The keys' names, rates and models (never the keys)."""
+    try:
+        records = read_records(file)
+    except KeyFileError as exc:
+        raise UsageError(str(exc)) from None
+    if as_json:
+        ui.print_json([{k: v for k, v in r.to_json().items() if k != "sha256"} for r in records])
+        return
+    for r in records:
+        models = f"  models: {', '.join(r.models)}" if r.models else ""
+        ui.info(f"{r.name}  {r.rate:g}/s  burst {r.burst:g}{models}")
