@@ -179,7 +179,8 @@ def gc(
         )
         return
     ui.info(
-        f"Read .nexus_meta.json from {len(plan.sources)} places ({', '.join(plan.sources[:6])}"
+        f"Read .nexus_meta.json from {len(plan.sources)} "
+        f"place{'' if len(plan.sources) == 1 else 's'} ({', '.join(plan.sources[:6])}"
         f"{', …' if len(plan.sources) > 6 else ''}); scanned {plan.scanned} objects of "
         f"{len(plan.models)} models: {plan.referenced} referenced, {plan.young} unreferenced "
         f"but younger than {grace}."

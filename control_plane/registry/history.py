@@ -10,10 +10,13 @@ from control_plane.registry.resolve import model_versions
 
 
 def model_history(document: MetadataDocument, model_name: str) -> list[dict[str, Any]]:
-    """Oldest first, by each event's `seq` (events of older files by time, then file order)."""
+    """Oldest first, by time then `seq`; deleted versions' events included (their tombstones
+    keep them), so a model whose versions are all deleted still has its history."""
+    deleted = [e for e in document.deleted if e.model_name == model_name]
+    live = model_versions(document, model_name) if not deleted else document.versions(model_name)
     events = [
         {"commit_hash": entry.commit_hash, **event}
-        for entry in model_versions(document, model_name)
+        for entry in (*live, *deleted)
         for event in entry.history or []
         if isinstance(event, dict)
     ]

@@ -380,3 +380,32 @@ def test_reject_reason_is_in_the_history_event(repo: Path, model_file: Path) -> 
     events = json.loads(nexus("history", "m", "--json").stdout)
     rejected = [e for e in events if e["to"] == "rejected"]
     assert rejected[0]["reason"] == "accuracy regressed on the holdout set"
+
+
+def test_delete_guards_production_moves_latest_and_keeps_history(
+    repo: Path, tmp_path: Path
+) -> None:
+    blob = tmp_path / "m.pt"
+    blob.write_bytes(b"one")
+    nexus("store", str(blob), "m", "-q")
+    new_commit(repo, "two")
+    blob.write_bytes(b"two")
+    nexus("store", str(blob), "m", "-q")
+    nexus("promote", "v2", "m", "--stage", "production")
+    refused = nexus("delete", "m@v2", code=1).stderr
+    assert "holds production" in refused
+    assert "--force" in refused
+    out = nexus("delete", "m@production", "--force").stdout
+    assert "Latest m is now v1" in out
+    assert show("latest")["version"] == 1
+    new_commit(repo, "three")
+    blob.write_bytes(b"three")
+    nexus("store", str(blob), "m", "-q")
+    assert show("latest")["version"] == 3  # a deleted version's number is never reused
+    nexus("delete", "m@v1")
+    nexus("delete", "m@v3")
+    assert json.loads(nexus("list", "--json").stdout) == []
+    history = json.loads(nexus("history", "m", "--json").stdout)
+    assert [e["to"] for e in history if e["what"] == "stored"] == [1, 2, 3]
+    assert [e["from"] for e in history if e["what"] == "deleted"] == [2, 1, 3]
+    assert "no model named" in nexus("load", "m@v2", "x.pt", code=1).stderr
