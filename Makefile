@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/s3_transfer.py
 	$(BIN)/python bench/model_server_overhead.py
 	$(BIN)/python bench/proxy_batching.py  # needs wrk: apt-get install wrk
+	$(BIN)/python bench/proxy_admission.py  # needs wrk too
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage
