@@ -282,20 +282,13 @@ def list_(
         entries = registry.list(model_name, filters=filters, sort_metric=sort, limit=limit)
         ui.print_json([entry.to_dict() for entry in entries])
     else:
-        before = _metadata_bytes(registry)
-        rows = registry.list_summaries(model_name, filters=filters, sort_metric=sort, limit=limit)
+        data = registry.metadata.read_bytes()  # read once: the rows and the cache key agree
+        rows = registry.list_summaries(
+            model_name, filters=filters, sort_metric=sort, limit=limit, data=data
+        )
         text = ui.entries_table(rows)
-        every_version = not (model_name or filters or sort or limit)
-        # Cached only when the rows are of exactly the bytes read before listing.
-        if text and before and every_version and _metadata_bytes(registry) == before:
-            rendered.save(registry.root, before, text, len(rows))
-
-
-def _metadata_bytes(registry: Registry) -> bytes | None:
-    try:
-        return registry.metadata.path.read_bytes()
-    except OSError:
-        return None
+        if text and not (model_name or filters or sort or limit):
+            rendered.save(registry.root, data, text, len(rows))
 
 
 @command("load")

@@ -122,9 +122,10 @@ def alias_list(
                 for m, a, e in named
             ]
         )
-    elif not named:
+        return
+    if not named:
         ui.info("No aliases. Set one with 'nexus alias set MODEL@REF NAME'.")
-    for model, alias, entry in [] if as_json else named:
+    for model, alias, entry in named:
         ui.info(f"{model}@{alias}  v{entry.version}  {entry.short_hash}")
 
 

@@ -96,12 +96,19 @@ class MetadataDocument:
 
     def number_versions(self) -> None:
         """Give unnumbered entries (written before numbers existed) the next numbers, in
-        file order; a no-op once every entry has one."""
+        file order; a no-op once every entry has one. One pass: a legacy file may hold
+        100,000 unnumbered versions."""
         if all(type(e.data.get("version")) is int for e in self.entries):
             return
+        highest: dict[str, int] = {}
+        for entry in (*self.entries, *self.deleted):
+            number = entry.data.get("version")
+            if type(number) is int:
+                highest[entry.model_name] = max(highest.get(entry.model_name, 0), number)
         for entry in self.entries:
             if type(entry.data.get("version")) is not int:
-                entry.version = self.next_version(entry.model_name)
+                highest[entry.model_name] = highest.get(entry.model_name, 0) + 1
+                entry.version = highest[entry.model_name]
 
     def to_bytes(self) -> bytes:
         body: dict[str, Any] = {"schema_version": SCHEMA_VERSION}

@@ -33,14 +33,18 @@ class MetadataFile:
     def parse(self, data: bytes) -> MetadataDocument:
         return parse_document(data, self.path)
 
-    def read(self) -> MetadataDocument:
+    def read_bytes(self) -> bytes:
+        """The file's bytes; empty when there is no file yet."""
         try:
-            data = self.path.read_bytes()
+            return self.path.read_bytes()
         except FileNotFoundError:
-            return MetadataDocument()
+            return b""
         except OSError as exc:
             raise MetadataError(f"cannot read {self.path}: {exc.strerror}.") from exc
-        return parse_document(data, self.path)
+
+    def read(self) -> MetadataDocument:
+        data = self.read_bytes()
+        return parse_document(data, self.path) if data else MetadataDocument()
 
     @contextlib.contextmanager
     def update(self) -> Iterator[MetadataDocument]:

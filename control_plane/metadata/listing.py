@@ -93,11 +93,10 @@ class Summary(_Row, VersionFacts):
         )
 
 
-def summaries(metadata: MetadataFile, index_path: Path | None) -> list[Summary]:
-    """Every version's summary, from the index when it matches the file, else parsed."""
-    try:
-        data = metadata.path.read_bytes()
-    except FileNotFoundError:
+def summaries(metadata: MetadataFile, index_path: Path | None, data: bytes) -> list[Summary]:
+    """Every version's summary of the file's `data`, from the index when it matches, else
+    parsed."""
+    if not data:
         return []
     key = content_key(data)
     if index_path is not None:

@@ -2,7 +2,7 @@
 verification, reference resolution, lifecycle, lineage, history, queries and provenance."""
 
 from control_plane.registry.facade import Registry, RollbackResult
-from control_plane.registry.objects import ProgressReporter, verify_file
+from control_plane.registry.objects import ProgressReporter
 from control_plane.registry.resolve import validate_model_name
 from control_plane.registry.store import StoreRequest, StoreResult
 from control_plane.registry.workspace import ensure_gitignored
@@ -15,5 +15,4 @@ __all__ = [
     "StoreResult",
     "ensure_gitignored",
     "validate_model_name",
-    "verify_file",
 ]

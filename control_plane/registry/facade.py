@@ -119,10 +119,14 @@ class Registry:
         filters: Sequence[query.Filter] = (),
         sort_metric: str | None = None,
         limit: int | None = None,
+        data: bytes | None = None,
     ) -> builtins.list[listing.Summary]:
-        """`list` with only what the table shows, from the listing index (built where writable)."""
+        """`list` with only what the table shows, from the listing index (built where writable).
+        `data`: the metadata file's bytes, when the caller has read them already."""
         index = self.workspace.index_path if self.workspace.prepare_cache() else None
-        rows = listing.summaries(self.metadata, index)
+        if data is None:
+            data = self.metadata.read_bytes()
+        rows = listing.summaries(self.metadata, index, data)
         return query.select(rows, model_name, filters, sort_metric=sort_metric, limit=limit)
 
     def resolve(self, ref: str, model_name: str | None = None) -> ModelEntry:

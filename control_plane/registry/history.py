@@ -13,10 +13,12 @@ def model_history(document: MetadataDocument, model_name: str) -> list[dict[str,
     """Oldest first, by time then `seq`; deleted versions' events included (their tombstones
     keep them), so a model whose versions are all deleted still has its history."""
     deleted = [e for e in document.deleted if e.model_name == model_name]
-    live = model_versions(document, model_name) if not deleted else document.versions(model_name)
+    versions = [*document.versions(model_name), *deleted]
+    if not versions:
+        model_versions(document, model_name)  # the name check and the not-found error
     events = [
         {"commit_hash": entry.commit_hash, **event}
-        for entry in (*live, *deleted)
+        for entry in versions
         for event in entry.history or []
         if isinstance(event, dict)
     ]

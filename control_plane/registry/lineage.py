@@ -19,16 +19,12 @@ def split_model_ref(text: str) -> tuple[str, str]:
     return model, (ref if sep else "latest")
 
 
-def key(entry: ModelEntry) -> Key:
-    return entry.key
-
-
 def parent_keys(entry: ModelEntry) -> list[Key]:
     return [(p["model"], p["commit_hash"]) for p in entry.parents or [] if isinstance(p, dict)]
 
 
 def _index(document: MetadataDocument) -> dict[Key, ModelEntry]:
-    return {key(e): e for e in document.entries}
+    return {e.key: e for e in document.entries}
 
 
 def would_cycle(document: MetadataDocument, child: Key, parents: Iterable[Key]) -> bool:
@@ -65,7 +61,7 @@ def ancestors(document: MetadataDocument, entry: ModelEntry) -> list[dict[str, A
             out.append(item)
         return out
 
-    return walk(entry, frozenset({key(entry)}))
+    return walk(entry, frozenset({entry.key}))
 
 
 def descendants(document: MetadataDocument, entry: ModelEntry) -> list[dict[str, Any]]:
@@ -80,12 +76,12 @@ def descendants(document: MetadataDocument, entry: ModelEntry) -> list[dict[str,
                 "model": child.model_name,
                 "commit_hash": child.commit_hash,
                 "lineage_type": child.lineage_type,
-                "children": walk(key(child), path | {key(child)}) if key(child) not in path else [],
+                "children": walk(child.key, path | {child.key}) if child.key not in path else [],
             }
             for child in children.get(node, [])
         ]
 
-    return walk(key(entry), frozenset({key(entry)}))
+    return walk(entry.key, frozenset({entry.key}))
 
 
 def lineage_tree(document: MetadataDocument, entry: ModelEntry) -> dict[str, Any]:

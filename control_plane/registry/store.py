@@ -20,7 +20,6 @@ from control_plane.core.hashing import sha256_file
 from control_plane.core.units import human_size
 from control_plane.metadata import MetadataDocument, MetadataFile, ModelEntry
 from control_plane.registry import lifecycle
-from control_plane.registry.lineage import key as lineage_key
 from control_plane.registry.lineage import split_model_ref, would_cycle
 from control_plane.registry.objects import Objects, ProgressReporter, callback
 from control_plane.registry.provenance import (
@@ -115,9 +114,7 @@ class StorePipeline:
         parents = [
             resolve_ref(document, ref, m) for m, ref in map(split_model_ref, request.parents)
         ]
-        if would_cycle(
-            document, (request.model_name, state.commit_hash), map(lineage_key, parents)
-        ):
+        if would_cycle(document, (request.model_name, state.commit_hash), (e.key for e in parents)):
             raise ConflictError(
                 f"{request.model_name}@{state.commit_hash[:7]} cannot be its own ancestor.",
                 hint="name parents that are older versions, not this one",
@@ -129,7 +126,7 @@ class StorePipeline:
         file_count = None
         if tree is not None:
             done = self.objects.upload_tree(
-                tree, hashed, key, self._key(request.model_name, "files/", None), document.entries
+                tree, hashed, key, self._folder(request.model_name) + "files/", document.entries
             )
             sha256, fmt, file_count = done.manifest_sha256, DIRECTORY, len(hashed)
             uploaded = done.uploaded_files > 0
@@ -203,18 +200,17 @@ class StorePipeline:
             )
         return [f"{twin.label} was trained from the same config: a likely retrain of it."]
 
-    def _key(self, model_name: str, commit: str, source: Path | None) -> str:
-        """`<prefix>/<model>/<commit>.<ext>` (a directory: `.tree.json`, its manifest);
-        with no source, the model's folder plus `commit` as given (`files/`)."""
-        if source is None:
-            name = commit
-        elif source.is_dir():
-            name = f"{commit}{MANIFEST_SUFFIX}"
-        else:
-            ext = source.suffix.lstrip(".").lower()
-            name = f"{commit}.{ext if _EXTENSION.match(ext) else 'pt'}"
+    def _key(self, model_name: str, commit: str, source: Path) -> str:
+        """`<prefix>/<model>/<commit>.<ext>`; a directory's is its manifest, `.tree.json`."""
+        if source.is_dir():
+            return f"{self._folder(model_name)}{commit}{MANIFEST_SUFFIX}"
+        ext = source.suffix.lstrip(".").lower()
+        return f"{self._folder(model_name)}{commit}.{ext if _EXTENSION.match(ext) else 'pt'}"
+
+    def _folder(self, model_name: str) -> str:
+        """`<prefix>/<model>/`: where a model's objects live in the store."""
         prefix = self.config.prefix
-        return "/".join([prefix, model_name, name] if prefix else [model_name, name])
+        return f"{prefix}/{model_name}/" if prefix else f"{model_name}/"
 
     def _already_stored(
         self, existing: ModelEntry, content: str, warnings: Sequence[str]
