@@ -23,6 +23,7 @@ from control_plane.core.errors import (
     ObjectExistsError,
     ObjectNotFoundError,
     StorageError,
+    TrustError,
     UsageError,
 )
 from control_plane.core.lazy import lazy_names
@@ -66,6 +67,7 @@ __all__ = [
     "StorageError",
     "StoreRequest",
     "StoreResult",
+    "TrustError",
     "UsageError",
     "load_config",
     "query",

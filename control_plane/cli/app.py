@@ -112,6 +112,10 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ba
 ModelNameOption = Annotated[
     str | None, typer.Option("--model-name", "-m", help="Restrict to this model.")
 ]
+KeyOption = Annotated[
+    Path | None,
+    typer.Option("--key", help="EC private key (PEM) to sign with; default: signing_key."),
+]
 
 
 def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -206,6 +210,10 @@ def store(
     force: Annotated[
         bool, typer.Option("--force", help="Store even if dedup_by_config finds a twin.")
     ] = False,
+    sign: Annotated[
+        bool, typer.Option("--sign", help="Sign the version (with --key or signing_key).")
+    ] = False,
+    key: KeyOption = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -227,6 +235,8 @@ def store(
             lineage_type=lineage_type,
             allow_dirty=allow_dirty,
             force=force,
+            sign=sign,
+            signing_key=key,
             progress=progress,
         )
     for text in result.warnings:
@@ -245,6 +255,8 @@ def store(
     ui.info(f"Stored [bold]{entry.model_name}[/] at commit [bold]{entry.commit_hash}[/]{note}")
     ui.info(f"  uri:  {registry.backend.uri(entry.storage_uri)}")
     ui.info(f"  size: {human_size(entry.file_size)}   sha256: {entry.sha256}")
+    if entry.signature:
+        ui.info(f"  signed by {entry.signature['signer']} (key {entry.signature['key'][:12]}…)")
     ui.info("Commit the metadata: git add .nexus_meta.json && git commit -m 'Store model'")
 
 
@@ -327,12 +339,16 @@ def show(
     model_name: ModelNameOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show one version in full."""
-    entry = Registry().resolve(ref, model_name)
+    """Show one version in full, with its signature's and approval's verdicts."""
+    registry = Registry()
+    entry = registry.resolve(ref, model_name)
+    report = registry.trust_report(entry)
     if as_json:
-        ui.print_json(entry.to_dict())
+        ui.print_json({**entry.to_dict(), **({"trust": report.to_dict()} if report else {})})
     else:
         ui.entry_details(entry)
+        if report is not None:
+            ui.trust_lines(report)
 
 
 @command("verify")
@@ -341,31 +357,67 @@ def verify(
         str | None, typer.Argument(help="One version; default: every stored version.")
     ] = None,
     model_name: ModelNameOption = None,
+    signature: Annotated[
+        Path | None,
+        typer.Option(help="A bundle made elsewhere (model_signing sign) to check REF against."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Download stored versions and check their size and sha256; exit 3 if any fails."""
-    results = Registry().verify(ref, model_name)
-    failed = [(entry, error) for entry, error in results if error is not None]
+    """Download stored versions and check their size, sha256, signature and approval; exit 3
+    if any fails."""
+    registry = Registry()
+    if signature is not None:
+        _verify_signature_file(registry, ref, model_name, signature, as_json)
+        return
+    results = registry.verify(ref, model_name)
+    failed = [r for r in results if r.error is not None]
     if as_json:
         ui.print_json(
             [
                 {
-                    "model_name": e.model_name,
-                    "commit_hash": e.commit_hash,
-                    "ok": err is None,
-                    "error": err.message if err else None,
+                    "model_name": r.entry.model_name,
+                    "commit_hash": r.entry.commit_hash,
+                    "ok": r.error is None,
+                    "error": r.error.message if r.error else None,
+                    **(r.trust.to_dict() if r.trust else {}),
                 }
-                for e, err in results
+                for r in results
             ]
         )
     else:
-        for entry, error in results:
-            ui.info(
-                f"{'FAILED' if error else 'ok':<6}  {entry.label}" + (f"  {error}" if error else "")
-            )
+        for r in results:
+            error = f"  {r.error}" if r.error else ""
+            ui.info(f"{'FAILED' if r.error else 'ok':<6}  {r.entry.label}{error}")
+            if r.trust is not None:
+                ui.trust_lines(r.trust, indent="        ")
         ui.info(f"{len(results) - len(failed)} of {len(results)} versions verified.")
     if failed:
-        raise typer.Exit(3)
+        raise typer.Exit(max(r.error.exit_code for r in failed if r.error))
+
+
+def _verify_signature_file(
+    registry: Registry, ref: str | None, model_name: str | None, path: Path, as_json: bool
+) -> None:
+    if ref is None:
+        raise UsageError("--signature checks one version: name it, e.g. my_model@v3.")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}.") from None
+    model_ref = ref if "@" in ref or model_name is None else f"{model_name}@{ref}"
+    entry, verdict = registry.check_signature_file(model_ref, data)
+    if as_json:
+        ui.print_json(
+            {
+                "model_name": entry.model_name,
+                "commit_hash": entry.commit_hash,
+                "signature": verdict.to_dict(),
+            }
+        )
+    else:
+        ui.info(f"{entry.label}  signature {path}: {verdict.describe()}")
+    if verdict.error is not None:
+        raise typer.Exit(verdict.error.exit_code)
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from control_plane.cli import render as ui
-from control_plane.cli.app import JsonOption, command
+from control_plane.cli.app import JsonOption, KeyOption, command
+from control_plane.metadata import ModelEntry
 from control_plane.registry import Registry
 
 RefArgument = Annotated[str, typer.Argument(help="latest, staging, production or a commit prefix.")]
@@ -40,10 +41,11 @@ def archive(ref: RefArgument, model_name: ModelArgument) -> None:
 
 
 @command("approve")
-def approve(ref: RefArgument, model_name: ModelArgument) -> None:
-    """Mark a version approved (needed for production when require_approval is on)."""
-    entry = Registry().approve(ref, model_name)
-    ui.info(f"{entry.label} is approved.")
+def approve(ref: RefArgument, model_name: ModelArgument, key: KeyOption = None) -> None:
+    """Mark a version approved (needed for production when require_approval is on); with a
+    key (--key or signing_key) the approval is a signed statement."""
+    entry = Registry().approve(ref, model_name, key=key)
+    ui.info(f"{entry.label} is approved{_signed_by(entry)}.")
 
 
 @command("reject")
@@ -51,10 +53,18 @@ def reject(
     ref: RefArgument,
     model_name: ModelArgument,
     reason: Annotated[str, typer.Option(help="Why it was rejected.")],
+    key: KeyOption = None,
 ) -> None:
-    """Mark a version rejected, with a reason."""
-    entry = Registry().reject(ref, model_name, reason)
-    ui.info(f"{entry.label} is rejected: {reason}")
+    """Mark a version rejected, with a reason (signed, as approve is, given a key)."""
+    entry = Registry().reject(ref, model_name, reason, key=key)
+    ui.info(f"{entry.label} is rejected{_signed_by(entry)}: {reason}")
+
+
+def _signed_by(entry: ModelEntry) -> str:
+    """Whether this decision was signed: the last event is the signed statement's."""
+    last = (entry.history or [{}])[-1]
+    signed = last.get("what") == "signed_approval" and entry.approval
+    return f" (signed by {entry.approval['signer']})" if signed and entry.approval else ""
 
 
 @command("lineage")

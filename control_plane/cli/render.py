@@ -25,6 +25,8 @@ from control_plane.metadata.rendered import RICH_TABLE_MAX_ROWS
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from control_plane.registry.trust.check import TrustReport
+
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -153,7 +155,18 @@ def entry_details(entry: ModelEntry) -> None:
         shown = orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
         if key == "file_size":
             shown = f"{value} ({human_size(value)})"
+        elif key in ("signature", "approval") and isinstance(value, dict):
+            decision = f"{value['decision']} " if value.get("decision") else ""
+            shown = f"{decision}by {value.get('signer')} (key {str(value.get('key'))[:12]}…)"
         console.print(f"[bold]{key:<{width}}[/]  {_escape(shown)}")
+
+
+def trust_lines(report: TrustReport, indent: str = "") -> None:
+    """The signature's and the approval's verdicts, one line each."""
+    for verdict in (report.signature, report.approval):
+        colour = "red" if verdict.error else ("green" if verdict.present else "dim")
+        text = _escape(verdict.describe())
+        console.print(f"{indent}[bold]{verdict.what:<9}[/]  [{colour}]{text}[/]")
 
 
 def lineage_tree(data: dict[str, Any]) -> None:

@@ -12,6 +12,12 @@
         ├── ObjectNotFoundError        the key is not in the store
         ├── ObjectExistsError          the key holds other bytes
         └── IntegrityError             bytes do not match size or sha256
+    TrustError                         exit code 3: a signature or signed approval fails
+    ├── UnsignedError                  required, but there is none
+    ├── SignatureInvalidError          it does not verify (or cannot be read)
+    ├── WrongVersionError              it was made for another version
+    ├── UntrustedSignerError           its key is not among the trusted keys
+    └── ContentChangedError            the bytes are not the ones signed
 
 Library errors (OSError, boto3, gitpython) are translated where they enter,
 so callers catch this tree and nothing else.
@@ -78,3 +84,29 @@ class ObjectExistsError(StorageError):
 
 class IntegrityError(StorageError):
     """Downloaded or stored bytes do not match the recorded size or sha256."""
+
+
+class TrustError(NexusError):
+    """A version's signature or signed approval does not hold: nothing is loaded."""
+
+    exit_code = 3
+
+
+class UnsignedError(TrustError):
+    """A signature (or a signed approval) is required and the version has none."""
+
+
+class SignatureInvalidError(TrustError):
+    """The bundle cannot be read, or its signature does not verify."""
+
+
+class WrongVersionError(TrustError):
+    """A valid signature, made for another version."""
+
+
+class UntrustedSignerError(TrustError):
+    """A valid signature by a key that is not trusted."""
+
+
+class ContentChangedError(TrustError):
+    """The recorded bytes are not the bytes that were signed."""

@@ -111,6 +111,9 @@ class ModelEntry(VersionFacts):
     version = _Field[int]()
     aliases = _Field[list[str]]()
     file_count = _Field[int]()
+    # trust: the signature and the signed approval, each a bundle in the store
+    signature = _Field[dict[str, Any]]()
+    approval = _Field[dict[str, Any]]()
 
     def __init__(self, commit_hash: str, model_name: str, storage_uri: str, **fields: Any) -> None:
         self.data: dict[str, Any] = {

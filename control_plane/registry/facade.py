@@ -11,13 +11,20 @@ queries live in modules of their own.
 from __future__ import annotations
 
 import builtins
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from control_plane.core.errors import GitError, StorageError, UsageError
+from control_plane.core.errors import (
+    ConfigError,
+    GitError,
+    NexusError,
+    TrustError,
+    UsageError,
+)
 from control_plane.metadata import MetadataDocument, MetadataFile, ModelEntry, listing
 from control_plane.registry import gc, lifecycle, query
 from control_plane.registry.backends import open_backend
@@ -32,16 +39,28 @@ from control_plane.registry.resolve import (
     validate_alias,
     validate_model_name,
 )
-from control_plane.registry.store import StorePipeline, StoreRequest, StoreResult
+from control_plane.registry.store import Signer, StorePipeline, StoreRequest, StoreResult
 from control_plane.registry.workspace import Workspace
 from control_plane.settings import CONFIG_FILENAME
 from control_plane.storage import StorageBackend
 
 if TYPE_CHECKING:
     from control_plane.registry.git import GitRepo
+    from control_plane.registry.trust.check import TrustReport, Verdict
+    from control_plane.registry.trust.keys import SigningKey
+    from control_plane.registry.trust.versions import VersionTrust
     from control_plane.settings import NexusConfig
 
 Change = Callable[[MetadataDocument, ModelEntry, lifecycle.Recorder], Any]
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """One version checked: its bytes and, where it has them, its signature and approval."""
+
+    entry: ModelEntry
+    error: NexusError | None
+    trust: TrustReport | None = None
 
 
 @dataclass(frozen=True)
@@ -159,8 +178,20 @@ class Registry:
             if model_name is None:
                 raise UsageError("store needs a model name.")
             request = StoreRequest(Path(request), model_name, **fields)
-        pipeline = StorePipeline(self.workspace, self.metadata, self.objects, self.config)
+        pipeline = StorePipeline(
+            self.workspace, self.metadata, self.objects, self.config, self._signer(request)
+        )
         return pipeline.run(request, progress)
+
+    def _signer(self, request: StoreRequest) -> Signer | None:
+        """What signs a new version: with `--sign`, `--key` or `signing_key` set; the key is
+        read now, so a bad one fails before any byte is hashed or uploaded."""
+        if not (request.sign or request.signing_key or self.config.signing_key):
+            return None
+        from control_plane.registry.trust.bundles import Content
+
+        key, trust, who = self.signing_key(request.signing_key), self.trust, self.workspace.who()
+        return lambda entry, files: trust.sign(entry, Content(files), key, who)[0]
 
     def load(
         self,
@@ -170,8 +201,10 @@ class Registry:
         model_name: str | None = None,
         progress: ProgressReporter | None = None,
     ) -> tuple[ModelEntry, Path]:
-        """Download a version to `dest` (a file, or a directory to keep the stored name)."""
+        """Download a version to `dest` (a file, or a directory to keep the stored name), once
+        its signature and approval hold (the policy's, checked before any byte moves)."""
         entry = self.resolve(ref, model_name)
+        self.check_trust(entry)
         return entry, self.objects.load(entry, Path(dest), progress=progress)
 
     def fetch(
@@ -182,15 +215,100 @@ class Registry:
 
     def verify(
         self, ref: str | None = None, model_name: str | None = None
-    ) -> builtins.list[tuple[ModelEntry, StorageError | None]]:
-        """Download and check stored versions (one, a model's, or all): (entry, failure or None)."""
+    ) -> builtins.list[VerifyResult]:
+        """Download and check stored versions (one, a model's, or all): bytes, then the
+        signature and approval under the policy."""
         if ref is not None:
             entries = [self.resolve(ref, model_name)]
         elif model_name is not None:
             entries = query.newest_first(model_versions(self.metadata.read(), model_name))
         else:
             entries = self.list()
-        return self.objects.verify(entries)
+        results = []
+        for entry, error in self.objects.verify(entries):
+            report: TrustReport | None = None
+            failure: NexusError | None = error
+            if error is None:
+                try:
+                    report = self.check_trust(entry)
+                except TrustError as exc:
+                    failure, report = exc, self.trust_report(entry)
+            results.append(VerifyResult(entry, failure, report))
+        return results
+
+    # -- trust -----------------------------------------------------------------
+
+    @functools.cached_property
+    def trust(self) -> VersionTrust:
+        """Signing and checking under this registry's policy (model-signing loads here)."""
+        try:
+            from control_plane.registry.trust.check import TrustPolicy
+            from control_plane.registry.trust.versions import VersionTrust
+        except ImportError as exc:
+            raise ConfigError(
+                f"signatures need the model-signing package ({exc.name} is missing).",
+                hint="pip install 'nexusml[sign]'",
+            ) from None
+        config = self.config
+        keys = config.repo_path(config.trusted_keys, self.root) if config.trusted_keys else None
+        policy = TrustPolicy.build(
+            keys,
+            require_signature=config.require_signature,
+            require_signed_approval=config.require_signed_approval,
+        )
+        return VersionTrust(self.objects, policy, config.prefix)
+
+    def check_trust(self, entry: ModelEntry) -> TrustReport | None:
+        """Raise the TrustError that keeps `entry` from loading; None when the version has
+        nothing signed and nothing is required (no bundle is read, model-signing not loaded)."""
+        config = self.config
+        if entry.signature or entry.approval or config.require_signature:
+            return self.trust.enforce(entry)
+        if config.require_signed_approval:
+            return self.trust.enforce(entry)
+        return None
+
+    def trust_report(self, entry: ModelEntry) -> TrustReport | None:
+        """The verdicts on what the version has signed (None: nothing), without the policy."""
+        if not (entry.signature or entry.approval):
+            return None
+        return self.trust.report(entry)
+
+    def signing_key(self, path: Path | None) -> SigningKey:
+        """The key named by `--key`, else `signing_key` in the settings."""
+        from control_plane.registry.trust.keys import SigningKey
+
+        chosen = path or (
+            self.config.repo_path(self.config.signing_key, self.root)
+            if self.config.signing_key
+            else None
+        )
+        if chosen is None:
+            raise UsageError(
+                "signing needs a key: pass --key PATH or set signing_key in .nexusrc.",
+                hint="make one with 'nexus keygen ~/.nexus/me.key'",
+            )
+        return SigningKey.read(chosen)
+
+    def sign(self, model_ref: str, *, key: Path | None = None) -> tuple[ModelEntry, bytes]:
+        """Sign MODEL@REF (its recorded sha256s: nothing is downloaded); the bundle is stored
+        beside the object and recorded in the entry. Returns the entry and the bundle."""
+        model, ref = split_model_ref(model_ref)
+        signing_key = self.signing_key(key)
+        trust = self.trust
+        entry = self.resolve(ref, model)
+        record, data = trust.sign(entry, trust.content(entry), signing_key, self.workspace.who())
+
+        def change(document: MetadataDocument, found: ModelEntry, rec: lifecycle.Recorder) -> Any:
+            lifecycle.set_signature(found, record, rec)
+
+        return self._change(entry.commit_hash, model, change)[0], data
+
+    def check_signature_file(self, model_ref: str, data: bytes) -> tuple[ModelEntry, Verdict]:
+        """Check a bundle made elsewhere (say `model_signing sign`) against MODEL@REF."""
+        model, ref = split_model_ref(model_ref)
+        entry = self.resolve(ref, model)
+        return entry, self.trust.check_bundle(entry, data)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -227,19 +345,35 @@ class Registry:
             ref, model_name, lambda d, e, rec: lifecycle.set_stage(e, lifecycle.ARCHIVED, rec)
         )[0]
 
-    def approve(self, ref: str, model_name: str) -> ModelEntry:
-        return self._change(
-            ref, model_name, lambda d, e, rec: lifecycle.set_status(e, lifecycle.APPROVED, rec)
-        )[0]
+    def approve(self, ref: str, model_name: str, *, key: Path | None = None) -> ModelEntry:
+        """Approve a version; signed (a statement in the store) with `key` or `signing_key`."""
+        return self._decide(ref, model_name, lifecycle.APPROVED, None, key)
 
-    def reject(self, ref: str, model_name: str, reason: str) -> ModelEntry:
+    def reject(
+        self, ref: str, model_name: str, reason: str, *, key: Path | None = None
+    ) -> ModelEntry:
         if not reason.strip():
             raise UsageError("a rejection needs a --reason.")
-        return self._change(
-            ref,
-            model_name,
-            lambda d, e, rec: lifecycle.set_status(e, lifecycle.REJECTED, rec, reason.strip()),
-        )[0]
+        return self._decide(ref, model_name, lifecycle.REJECTED, reason.strip(), key)
+
+    def _decide(
+        self, ref: str, model_name: str, status: str, reason: str | None, key: Path | None
+    ) -> ModelEntry:
+        record = None
+        if key is not None or self.config.signing_key:
+            signing_key = self.signing_key(key)
+            entry = self.resolve(ref, model_name)
+            when = lifecycle.event_time()
+            who = self.workspace.who()
+            record = self.trust.approve(entry, signing_key, status, who, when, reason)
+            ref = entry.commit_hash
+
+        def change(document: MetadataDocument, entry: ModelEntry, rec: lifecycle.Recorder) -> Any:
+            lifecycle.set_status(entry, status, rec, reason)
+            if record is not None:
+                lifecycle.set_approval(entry, record, rec)
+
+        return self._change(ref, model_name, change)[0]
 
     def set_alias(self, model_ref: str, alias: str) -> tuple[ModelEntry, ModelEntry | None]:
         """Give `alias` to MODEL@REF; return the version and the one that had the alias."""

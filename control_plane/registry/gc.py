@@ -22,7 +22,7 @@ from control_plane.core.errors import ObjectNotFoundError
 from control_plane.metadata import METADATA_FILENAME, MetadataDocument
 from control_plane.metadata.document import CONFLICT_START
 from control_plane.registry.conflicts import read_side, split_markers
-from control_plane.registry.objects import Objects
+from control_plane.registry.objects import Objects, model_folder
 from control_plane.storage import ObjectInfo
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def collect(objects: Objects, plan: GcPlan) -> GcOutcome:
 
 def _listing(objects: Objects, prefix: str, models: Iterable[str]) -> Iterator[ObjectInfo]:
     for model in models:
-        yield from objects.backend.list("/".join([prefix, model, ""] if prefix else [model, ""]))
+        yield from objects.backend.list(model_folder(prefix, model))
 
 
 def reachable_documents(

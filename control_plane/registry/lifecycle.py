@@ -2,9 +2,10 @@
 
 Each model has at most one version in `staging` and one in `production`; a
 version can be `archived`. New versions start `pending_review`; `approve` and
-`reject` decide. Every change (stored, stage, status, latest, alias, version
-number, deleted) is appended to the entry's `history` with who (Git's user),
-when (UTC, to the microsecond) and `seq`: one more than the highest `seq` in
+`reject` decide (with a key, as a signed statement too). Every change (stored,
+stage, status, latest, alias, version number, deleted, signature, signed
+approval) is appended to the entry's `history` with who (Git's user), when
+(UTC, to the microsecond) and `seq`: one more than the highest `seq` in
 the file. The history is the registry's own record: merges replay it (see
 `metadata/merge.py`), so every change of state must be recorded here.
 """
@@ -110,6 +111,22 @@ def set_status(
     recorder.record(entry, "status", entry.status, status, reason=reason)
     entry.status = status
     entry.status_reason = reason
+
+
+def set_signature(entry: ModelEntry, record: dict[str, Any], recorder: Recorder) -> None:
+    """Record a new signature (its bundle is already in the store)."""
+    old = (entry.signature or {}).get("signer")
+    recorder.record(entry, "signature", old, record["signer"], reason=f"key {record['key'][:12]}")
+    entry.signature = record
+
+
+def set_approval(entry: ModelEntry, record: dict[str, Any], recorder: Recorder) -> None:
+    """Record a signed approval or rejection (its statement is already in the store)."""
+    old = (entry.approval or {}).get("decision")
+    recorder.record(
+        entry, "signed_approval", old, record["decision"], reason=f"signed by {record['signer']}"
+    )
+    entry.approval = record
 
 
 def promote(

@@ -7,6 +7,7 @@ so a failed or corrupt download never leaves a file at DEST.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -72,10 +73,12 @@ class Objects:
         )
 
     def references(self, entry: ModelEntry) -> set[str]:
-        """Every stored key the version needs: its file, or its manifest and files."""
-        if entry.format != DIRECTORY:
-            return {entry.storage_uri}
-        return {entry.storage_uri, *(f.key for f in self.manifest(entry).files)}
+        """Every stored key the version needs: its file, or its manifest and files, and its
+        signature and approval bundles."""
+        keys = {entry.storage_uri, *bundle_keys(entry)}
+        if entry.format == DIRECTORY:
+            keys.update(f.key for f in self.manifest(entry).files)
+        return keys
 
     def manifest(self, entry: ModelEntry) -> Manifest:
         """A directory version's manifest, verified (and cached in `.nexus/`)."""
@@ -110,11 +113,27 @@ class Objects:
             lambda path, key, sha256, size: self.upload_once(path, key, sha256, size, None),
             self.reuse,
         )
-        data = done.manifest.to_bytes()
-        with self._workspace.scratch() as tmp:
-            (tmp / "manifest").write_bytes(data)
-            self.upload_once(tmp / "manifest", manifest_key, done.manifest_sha256, len(data), None)
+        self.put_bytes(done.manifest.to_bytes(), manifest_key, done.manifest_sha256)
         return done
+
+    def put_bytes(self, data: bytes, key: str, sha256: str | None = None) -> None:
+        """Upload a small object (a manifest, a signature bundle) once, as `upload_once`."""
+        with self._workspace.scratch() as tmp:
+            (tmp / "object").write_bytes(data)
+            digest = sha256 or hashlib.sha256(data).hexdigest()
+            self.upload_once(tmp / "object", key, digest, len(data), None)
+
+    def read_bytes(self, key: str, sha256: str | None) -> bytes:
+        """A small object's bytes, checked against the sha256 recorded for it. Read through
+        the system's temporary folder: a server's checkout may be read-only."""
+        with tempfile.TemporaryDirectory(prefix="nexus-") as tmp:
+            self.backend.download(key, Path(tmp) / "object")
+            data = (Path(tmp) / "object").read_bytes()
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise IntegrityError(
+                f"{self.backend.uri(key)} is not the object recorded; it was changed in the store."
+            )
+        return data
 
     def verify_local(self, entry: ModelEntry, path: Path) -> None:
         """Raise IntegrityError unless the local copy (a file or a tree) matches the entry."""
@@ -201,6 +220,17 @@ class Objects:
             path = tmp / "object"
             self.backend.download(key, path)
             return sha256_file(path)
+
+
+def model_folder(prefix: str, model_name: str) -> str:
+    """`<prefix>/<model>/`: where a model's objects live in the store."""
+    return f"{prefix}/{model_name}/" if prefix else f"{model_name}/"
+
+
+def bundle_keys(entry: ModelEntry) -> list[str]:
+    """The store keys of the version's signature and approval bundles, as recorded."""
+    bundles = (record.get("bundle") for record in (entry.signature, entry.approval) if record)
+    return [key for key in bundles if isinstance(key, str)]
 
 
 def _make_parents(folder: Path) -> list[Path]:

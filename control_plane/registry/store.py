@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ from control_plane.core.units import human_size
 from control_plane.metadata import MetadataDocument, MetadataFile, ModelEntry
 from control_plane.registry import lifecycle
 from control_plane.registry.lineage import split_model_ref, would_cycle
-from control_plane.registry.objects import Objects, ProgressReporter, callback
+from control_plane.registry.objects import Objects, ProgressReporter, callback, model_folder
 from control_plane.registry.provenance import (
     TrainingConfig,
     capture_environment,
@@ -56,6 +56,12 @@ class StoreRequest:
     lineage_type: str | None = None
     allow_dirty: bool = False
     force: bool = False
+    sign: bool = False
+    signing_key: Path | None = None
+
+
+Signer = Callable[[ModelEntry, dict[str, str]], dict[str, Any]]
+"""Signs a new version's files (name -> sha256), storing the bundle; returns its record."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ class StorePipeline:
     metadata: MetadataFile
     objects: Objects
     config: NexusConfig
+    signer: Signer | None = None
 
     def run(self, request: StoreRequest, progress: ProgressReporter | None) -> StoreResult:
         validate_model_name(request.model_name)
@@ -147,36 +154,43 @@ class StorePipeline:
                 )
             else:
                 uploaded = self.objects.upload_once(source, key, sha256, size, progress)
+        entry = ModelEntry(
+            commit_hash=state.commit_hash,
+            model_name=request.model_name,
+            storage_uri=key,
+            file_size=size,
+            timestamp=lifecycle.now(),
+            sha256=sha256,
+            format=fmt,
+            file_count=file_count,
+            metrics=metrics,
+            params=params or None,
+            tags={str(k): str(v) for k, v in request.tags.items()} if request.tags else None,
+            message=request.message,
+            author=state.author,
+            dirty=True if state.dirty else None,
+            owner=request.owner,
+            training_data=request.training_data,
+            base_model=request.base_model,
+            training_config_hash=training.sha256 if training else None,
+            environment=capture_environment(),
+            parents=[{"model": e.model_name, "commit_hash": e.commit_hash} for e in parents]
+            or None,
+            lineage_type=request.lineage_type,
+        )
+        signature = None
+        if self.signer is not None:
+            files = {f.path: f.sha256 for f in hashed} if tree is not None else {".": sha256}
+            signature = self.signer(entry, files)
         self.workspace.prepare()
         with self.metadata.update() as document:
             existing = find_version(document, request.model_name, state.commit_hash)
             if existing is not None:  # a concurrent store of the same version won
                 return self._already_stored(existing, content, warnings)
-            entry = ModelEntry(
-                commit_hash=state.commit_hash,
-                model_name=request.model_name,
-                storage_uri=key,
-                file_size=size,
-                timestamp=lifecycle.now(),
-                sha256=sha256,
-                format=fmt,
-                file_count=file_count,
-                metrics=metrics,
-                params=params or None,
-                tags={str(k): str(v) for k, v in request.tags.items()} if request.tags else None,
-                message=request.message,
-                author=state.author,
-                dirty=True if state.dirty else None,
-                owner=request.owner,
-                training_data=request.training_data,
-                base_model=request.base_model,
-                training_config_hash=training.sha256 if training else None,
-                environment=capture_environment(),
-                parents=[{"model": e.model_name, "commit_hash": e.commit_hash} for e in parents]
-                or None,
-                lineage_type=request.lineage_type,
-            )
-            lifecycle.add_version(document, entry, lifecycle.Recorder(document, state.author))
+            recorder = lifecycle.Recorder(document, state.author)
+            lifecycle.add_version(document, entry, recorder)
+            if signature is not None:
+                lifecycle.set_signature(entry, signature, recorder)
         return StoreResult(
             entry,
             already_stored=False,
@@ -208,9 +222,7 @@ class StorePipeline:
         return f"{self._folder(model_name)}{commit}.{ext if _EXTENSION.match(ext) else 'pt'}"
 
     def _folder(self, model_name: str) -> str:
-        """`<prefix>/<model>/`: where a model's objects live in the store."""
-        prefix = self.config.prefix
-        return f"{prefix}/{model_name}/" if prefix else f"{model_name}/"
+        return model_folder(self.config.prefix, model_name)
 
     def _already_stored(
         self, existing: ModelEntry, content: str, warnings: Sequence[str]

@@ -61,6 +61,11 @@ class NexusConfig(BaseSettings):
     max_concurrency: PositiveInt = 8
     require_approval: bool = False
     dedup_by_config: bool = False
+    # trust: paths only (a PEM in here is refused); relative paths are the repository's
+    signing_key: Path | None = None
+    trusted_keys: Path | None = None
+    require_signature: bool = False
+    require_signed_approval: bool = False
 
     @classmethod
     def settings_customise_sources(
@@ -83,10 +88,14 @@ class NexusConfig(BaseSettings):
         object.__setattr__(self, "prefix", self.prefix.strip().strip("/"))
         return self
 
+    def repo_path(self, path: Path, repo_root: Path) -> Path:
+        """A configured path: `~` expanded, relative ones from the repository root."""
+        path = Path(os.path.expanduser(path))
+        return path if path.is_absolute() else repo_root / path
+
     def local_root(self, repo_root: Path) -> Path:
         """Directory of the local store; relative paths are relative to the repo."""
-        root = Path(os.path.expanduser(self.path or DEFAULT_LOCAL_PATH))
-        return root if root.is_absolute() else repo_root / root
+        return self.repo_path(Path(self.path or DEFAULT_LOCAL_PATH), repo_root)
 
 
 def load_config(repo_root: Path, environ: Mapping[str, str] | None = None) -> NexusConfig:

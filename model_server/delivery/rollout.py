@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from control_plane import ModelEntry, NexusError, NotFoundError, Registry
+from control_plane import ModelEntry, NexusError, NotFoundError, Registry, TrustError
 from control_plane.metadata import METADATA_FILENAME
 from control_plane.registry import lifecycle
 from control_plane.registry.workspace import Workspace
@@ -102,7 +102,7 @@ class Rollout:
             if not (changed or force or first):
                 return
             try:
-                entry, require_approval = await asyncio.to_thread(self._resolve)
+                entry, refusal = await asyncio.to_thread(self._resolve)
             except NotFoundError:
                 self._wait(ev.WAITING, None, self._nothing_yet())
                 return
@@ -113,7 +113,6 @@ class Rollout:
                     self._wait(ev.FOLLOW_FAILED, None, exc.message)
                 return
             self._target = entry
-            refusal = _refusal(entry, require_approval)
             if refusal is not None:
                 self._wait(ev.REFUSED, version_info(entry), refusal)
                 return
@@ -235,10 +234,21 @@ class Rollout:
         else:
             self._pull_failure = None
 
-    def _resolve(self) -> tuple[ModelEntry, bool]:
+    def _resolve(self) -> tuple[ModelEntry, str | None]:
+        """The version the ref names, and why it may not be rolled out (None: it may).
+
+        Trust is judged here, before any byte moves, and again on every change of the
+        metadata: a version refused for want of a signed approval rolls out once it has one.
+        """
         registry = Registry(self.settings.repo)
         entry = registry.resolve(self.settings.model_ref, self.settings.model_name)
-        return entry, registry.config.require_approval
+        refusal = _refusal(entry, registry.config.require_approval)
+        if refusal is None:
+            try:
+                registry.check_trust(entry)
+            except TrustError as exc:
+                refusal = exc.message
+        return entry, refusal
 
     def _nothing_yet(self) -> str:
         name, ref = self.settings.model_name, self.settings.model_ref

@@ -87,7 +87,7 @@ def test_gc_never_deletes_what_a_ref_reaches(tmp_path_factory, plan) -> None:
     registry.gc_collect(found)
     for key, kept in reachable.items():
         assert (store / key).is_file() == kept, key
-    assert all(error is None for _, error in Registry(repo).verify())  # live versions intact
+    assert all(r.error is None for r in Registry(repo).verify())  # live versions intact
 
 
 class StoresWhileListed(LocalBackend):

@@ -338,3 +338,37 @@ def test_nexus_deployment_names_an_unreachable_server() -> None:
     assert done.returncode != 0
     assert "Error: cannot reach http://127.0.0.1:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_a_server_requiring_signed_approval_ignores_the_repositorys_nexusrc(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_plane.registry.trust.keys import generate
+
+    generate(tmp_path / "alice.key")
+    generate(tmp_path / "mallory.key")
+    (tmp_path / "trusted").mkdir()
+    (tmp_path / "alice.key.pub").rename(tmp_path / "trusted" / "alice.pub")
+    # the repository says no approval is needed; the server's own environment says otherwise
+    (repo / ".nexusrc").write_text("require_approval: false\nrequire_signed_approval: false\n")
+    monkeypatch.setenv("NEXUS_TRUSTED_KEYS", str(tmp_path / "trusted"))
+    monkeypatch.setenv("NEXUS_REQUIRE_SIGNED_APPROVAL", "true")
+    v1 = store_version(repo, name="v1")
+    registry = Registry(repo)
+    registry.approve(v1.short_hash, "svc")  # approved in the metadata, but not signed
+    async with running(repo, tmp_path) as client:
+        refused = await wait_for_event(client, "refused")
+        assert "has no signed approval; require_signed_approval is on" in refused["reason"]
+        assert (await client.get("/ready")).status_code == 503
+
+        registry.approve(v1.short_hash, "svc", key=tmp_path / "mallory.key")
+        for _ in range(200):
+            reasons = [e.get("reason", "") for e in await events(client)]
+            if any("not among the trusted keys" in r for r in reasons):
+                break
+            await asyncio.sleep(0.05)
+        assert any("(mallory), which is not among the trusted keys" in r for r in reasons)
+
+        registry.approve(v1.short_hash, "svc", key=tmp_path / "alice.key")
+        await wait_for_event(client, "serving")
+        assert await serving_name(client) == "v1"
