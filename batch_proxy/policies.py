@@ -167,10 +167,6 @@ class _Flight:
 # A timer fires up to a millisecond late (uvloop's clock moves in whole milliseconds):
 # a batch sent ahead goes this much earlier, so it is at the upstream in time.
 TIMER_SLACK_S = 0.001
-# Batches go ahead of a running one only when arrivals fill this share of a full batch per
-# run: then the upstream's idle round trip between batches costs throughput. Below it,
-# sending ahead would cut batches early for nothing.
-AHEAD_LOAD = 0.75
 
 
 class AdaptivePolicy:
@@ -258,12 +254,12 @@ class AdaptivePolicy:
             return WAIT  # every upstream is full: decide again at the next answer
         if flush or queued >= self.max_batch or now >= due:
             return Decision(lane)  # a full batch gains nothing by waiting, even to go ahead
-        target = self.target_size(now)
-        if ahead_of is not None and (free_at > now or target < AHEAD_LOAD * self.max_batch):
-            # Too early: it would only wait at the upstream, where it could not grow. And
-            # below AHEAD_LOAD the upstream can spare the round trip it idles between batches.
-            wake = min(free_at, due) if target >= AHEAD_LOAD * self.max_batch else due
-            return Decision(wake_at=wake, wake_queued=self.max_batch)
+        if ahead_of is not None and free_at > now:
+            # Too early: it would only wait at the upstream, where it could not grow. At the
+            # moment it goes, it reaches the upstream as the running batch ends: an upstream
+            # kept busy never idles a round trip between batches, which every waiting item
+            # would pay (open loop at 50% load: p50 1.85x -> 1.70x of the batch time).
+            return Decision(wake_at=min(free_at, due), wake_queued=self.max_batch)
         coming_back = self.returns.pending(now)  # callers of answered batches, not back yet
         if ahead_of is not None:
             # Sending ahead pays only if the running batch's callers won't come back for it.
@@ -275,6 +271,7 @@ class AdaptivePolicy:
             if now < until:
                 expected = queued + max(1, round(coming_back))
                 return Decision(wake_at=until, wake_queued=expected, holding=True)
+        target = self.target_size(now)
         if self._concurrency > 1 and queued < target:
             until = min(self._last_sent + self._spacing(lane, target), due)
             if now < until:

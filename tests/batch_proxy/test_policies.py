@@ -153,11 +153,15 @@ def test_a_busy_upstream_gets_one_batch_ahead_at_most() -> None:
     full = Lane("u", concurrency=1, outstanding=2, rtt_s=0.001)
     assert adaptive.decide(1.0205, 40, 1.001, [full], flush=True).lane is None
     adaptive.answered(1.021, first, True)
-    # At light load the upstream can spare its idle round trip: nothing goes ahead.
+    # At light load too: items waiting behind a running batch go just ahead of its end, so
+    # the upstream does not idle a round trip that each of them would pay.
     calm = policy()
     calm.answered(0.021, calm.sent(0.0, lane, 4), True)
     calm.sent(1.0, lane, 4)
-    assert calm.decide(1.0199, 3, 1.0, [busy], flush=False).lane is None
+    early = calm.decide(1.010, 3, 1.005, [busy], flush=False)
+    assert early.lane is None
+    assert early.wake_at == pytest.approx(1.0205 - 0.0005 - 0.001)
+    assert calm.decide(1.0199, 3, 1.005, [busy], flush=False).lane == busy
 
 
 def test_batch_time_model_fits_a_line_and_a_constant() -> None:

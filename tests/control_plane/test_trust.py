@@ -115,6 +115,23 @@ def stored_object(repo: Path, commit: str) -> Path:
     return repo / ".nexus" / "store" / entry.storage_uri
 
 
+def refused(nexus: Nexus, dest: Path, ref: str = "latest") -> subprocess.CompletedProcess[str]:
+    """`nexus load REF DEST` must fail with exit 3 and leave nothing at DEST."""
+    failed = nexus("load", ref, dest, "-m", "m", code=3)
+    assert not dest.exists()
+    return failed
+
+
+def swap_object(repo: Path, commit: str) -> None:
+    """What someone who can write the bucket and the metadata does: other bytes in the
+    object, and the entry's sha256 edited to match them."""
+    evil = os.urandom(4096)
+    stored_object(repo, commit).write_bytes(evil)
+    meta = json.loads((repo / ".nexus_meta.json").read_text())
+    meta["models"][0]["sha256"] = hashlib.sha256(evil).hexdigest()
+    (repo / ".nexus_meta.json").write_text(json.dumps(meta))
+
+
 def test_the_process_really_has_no_network(nexus: Nexus) -> None:
     probe = "import socket; socket.create_connection(('127.0.0.1', 9), timeout=1)"
     done = subprocess.run(
@@ -151,10 +168,9 @@ def test_flipped_byte_in_the_object(repo: Path, keys: Path, nexus: Nexus, tmp_pa
     data = bytearray(obj.read_bytes())
     data[100] ^= 0x01
     obj.write_bytes(bytes(data))
-    failed = nexus("load", "latest", tmp_path / "out.pt", code=3)
+    failed = refused(nexus, tmp_path / "out.pt")
     assert "sha256 is" in failed.stderr
     assert "it was changed in the store" in failed.stderr
-    assert not (tmp_path / "out.pt").exists()
 
 
 def test_object_replaced_and_its_sha256_edited_to_match(
@@ -162,14 +178,9 @@ def test_object_replaced_and_its_sha256_edited_to_match(
 ) -> None:
     commit = store(repo, "v1", os.urandom(4096), "--sign", "--key", keys / "alice.key", nexus=nexus)
     trust(repo, keys)
-    evil = os.urandom(4096)
-    stored_object(repo, commit).write_bytes(evil)
-    meta = json.loads((repo / ".nexus_meta.json").read_text())
-    meta["models"][0]["sha256"] = hashlib.sha256(evil).hexdigest()
-    (repo / ".nexus_meta.json").write_text(json.dumps(meta))
-    failed = nexus("load", "latest", tmp_path / "out.pt", code=3)
+    swap_object(repo, commit)
+    failed = refused(nexus, tmp_path / "out.pt")
     assert "the bytes recorded are not the bytes signed" in failed.stderr
-    assert not (tmp_path / "out.pt").exists()
     verified = nexus("verify", code=3)
     assert "FAILED" in verified.stdout
     assert "not the bytes signed" in verified.stdout
@@ -186,11 +197,10 @@ def test_signature_of_version_a_copied_to_version_b(
     a, b = meta["models"]
     b["signature"] = a["signature"]
     (repo / ".nexus_meta.json").write_text(json.dumps(meta))
-    failed = nexus("load", b["commit_hash"][:8], tmp_path / "out.pt", "-m", "m", code=3)
+    failed = refused(nexus, tmp_path / "out.pt", b["commit_hash"][:8])
     assert f"the signature was made for m@{a['commit_hash'][:7]}, not for this version" in (
         failed.stderr
     )
-    assert not (tmp_path / "out.pt").exists()
 
 
 def test_unsigned_version_when_signatures_are_required(
@@ -198,9 +208,8 @@ def test_unsigned_version_when_signatures_are_required(
 ) -> None:
     store(repo, "v1", os.urandom(4096), nexus=nexus)
     trust(repo, keys, require_signature=True)
-    failed = nexus("load", "latest", tmp_path / "out.pt", code=3)
+    failed = refused(nexus, tmp_path / "out.pt")
     assert "is not signed; require_signature is on" in failed.stderr
-    assert not (tmp_path / "out.pt").exists()
     assert "is not signed" in nexus("verify", code=3).stdout
 
 
@@ -209,10 +218,9 @@ def test_version_signed_by_an_untrusted_key(
 ) -> None:
     store(repo, "v1", os.urandom(4096), "--sign", "--key", keys / "mallory.key", nexus=nexus)
     trust(repo, keys)
-    failed = nexus("load", "latest", tmp_path / "out.pt", code=3)
+    failed = refused(nexus, tmp_path / "out.pt")
     assert "the signature is by key" in failed.stderr
     assert "(mallory), which is not among the trusted keys" in failed.stderr
-    assert not (tmp_path / "out.pt").exists()
 
 
 def test_a_bundle_edited_in_the_store_is_invalid(
@@ -229,7 +237,7 @@ def test_a_bundle_edited_in_the_store_is_invalid(
     bundle_path.write_text(json.dumps(bundle))
     record["sha256"] = hashlib.sha256(bundle_path.read_bytes()).hexdigest()
     (repo / ".nexus_meta.json").write_text(json.dumps(meta))
-    failed = nexus("load", commit[:8], tmp_path / "out.pt", "-m", "m", code=3)
+    failed = refused(nexus, tmp_path / "out.pt", commit[:8])
     assert "the signature does not verify with alice's key" in failed.stderr
 
 
@@ -239,7 +247,7 @@ def test_approval_signed_by_an_untrusted_key(
     store(repo, "v1", os.urandom(4096), "--sign", "--key", keys / "alice.key", nexus=nexus)
     nexus("approve", "latest", "m", "--key", keys / "mallory.key")
     trust(repo, keys, require_signed_approval=True)
-    failed = nexus("load", "latest", tmp_path / "out.pt", code=3)
+    failed = refused(nexus, tmp_path / "out.pt")
     assert "the approval is by key" in failed.stderr
     assert "(mallory), which is not among the trusted keys" in failed.stderr
     nexus("approve", "latest", "m", "--key", keys / "alice.key")
@@ -259,9 +267,8 @@ def test_require_approval_false_in_nexusrc_does_not_lift_signed_approval(
         "NEXUS_TRUSTED_KEYS": str(keys / "trusted"),
         "NEXUS_REQUIRE_SIGNED_APPROVAL": "true",
     }
-    failed = Nexus(repo, env)("load", "latest", tmp_path / "out.pt", code=3)
+    failed = refused(Nexus(repo, env), tmp_path / "out.pt")
     assert "has no signed approval; require_signed_approval is on" in failed.stderr
-    assert not (tmp_path / "out.pt").exists()
 
 
 def test_a_signed_rejection_keeps_the_version_out(
@@ -270,7 +277,7 @@ def test_a_signed_rejection_keeps_the_version_out(
     store(repo, "v1", os.urandom(4096), nexus=nexus)
     nexus("reject", "latest", "m", "--reason", "bias found", "--key", keys / "alice.key")
     trust(repo, keys, require_signed_approval=True)
-    failed = nexus("load", "latest", tmp_path / "out.pt", code=3)
+    failed = refused(nexus, tmp_path / "out.pt")
     assert "was rejected by alice" in failed.stderr
 
 
@@ -280,12 +287,8 @@ def test_an_approval_moved_to_other_bytes_fails(
     commit = store(repo, "v1", os.urandom(4096), nexus=nexus)
     nexus("approve", "latest", "m", "--key", keys / "alice.key")
     trust(repo, keys, require_signed_approval=True)
-    evil = os.urandom(4096)
-    stored_object(repo, commit).write_bytes(evil)
-    meta = json.loads((repo / ".nexus_meta.json").read_text())
-    meta["models"][0]["sha256"] = hashlib.sha256(evil).hexdigest()
-    (repo / ".nexus_meta.json").write_text(json.dumps(meta))
-    failed = nexus("load", "latest", tmp_path / "out.pt", code=3)
+    swap_object(repo, commit)
+    failed = refused(nexus, tmp_path / "out.pt")
     assert "the approval was signed for other bytes" in failed.stderr
 
 
