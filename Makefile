@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/proxy_batching.py  # needs wrk: apt-get install wrk
 	$(BIN)/python bench/proxy_admission.py  # needs wrk too
 	$(BIN)/python bench/trust_overhead.py
+	$(BIN)/python bench/v2_protocol.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage

@@ -1,6 +1,9 @@
 """The proxy's HTTP face: a bare ASGI app (FastAPI would cost ~3x per request here).
 
 POST /predict   one JSON item -> {"output": ..., "model": ...} (with --api-keys: a key, a rate)
+POST /v2/models/{name}/infer   the Open Inference Protocol, JSON or binary tensors, batched
+                along the first dimension (batch_proxy/v2batch.py); GET /v2, /v2/health/*,
+                /v2/models/{name}[/ready] (the last two asked of an upstream)
 GET  /health    alive
 GET  /ready     at least one healthy upstream
 GET  /metrics   Prometheus text
@@ -18,6 +21,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from batch_proxy import v2batch, v2wire
 from batch_proxy.admission import RELOAD_INTERVAL_S, Admission, presented_key
 from batch_proxy.batcher import Batcher, BatchError, ItemError, Pending
 from batch_proxy.metrics import ProxyMetrics
@@ -73,6 +77,7 @@ class ProxyApp:
         self.batcher.observer = self.metrics
         self.admission = Admission(settings.api_keys) if settings.api_keys else None
         self._reloader: asyncio.Task[None] | None = None
+        self._v2_queues: dict[v2batch.Signature, Batcher] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -95,7 +100,11 @@ class ProxyApp:
     async def shutdown(self) -> None:
         if self._reloader is not None:
             self._reloader.cancel()
-        await self.batcher.stop(drain_timeout_s=self.settings.request_timeout_s)
+        timeout = self.settings.request_timeout_s
+        await asyncio.gather(
+            self.batcher.stop(drain_timeout_s=timeout),
+            *(queue.stop(drain_timeout_s=timeout) for queue in self._v2_queues.values()),
+        )
         await self.pool.close()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -126,6 +135,8 @@ class ProxyApp:
                 self.metrics.request_done(status)
         elif path in ("/health", "/ready", "/metrics") and method in ("GET", "HEAD"):
             await self._probe(path, send)
+        elif path.startswith("/v2"):
+            await self._v2(scope, path, method, receive, send)
         else:
             await _respond(send, 404, {"error": f"no route {method} {path}."})
 
@@ -198,7 +209,119 @@ class ProxyApp:
             return await _respond(send, exc.status, {"error": exc.message}, retry_after=True)
         return await self._await_answer(item, receive, send)
 
+    async def _v2(self, scope: Scope, path: str, method: str, receive: Receive, send: Send) -> None:
+        parts = path.rstrip("/").split("/")  # "", "v2", "models", name, ...
+        if (
+            method == "POST"
+            and len(parts) == 5
+            and parts[2] == "models"
+            and path.endswith(_V2_INFER)
+        ):
+            if self.admission is not None and not await self._admit(scope, send):
+                return
+            status = await self._v2_infer(parts[3], scope, receive, send)
+            if status:
+                self.metrics.request_done(status)
+            return
+        if method not in ("GET", "HEAD"):
+            await _respond(send, 405, {"error": f"no route {method} {path}."})
+        elif path == "/v2":
+            await _respond(
+                send, 200, {"name": "nexusml-proxy", "extensions": ["binary_tensor_data"]}
+            )
+        elif path == "/v2/health/live":
+            await _respond(send, 200, {"live": True})
+        elif path == "/v2/health/ready":
+            await _respond(send, 200 if self.pool.ready else 503, {"ready": self.pool.ready})
+        elif len(parts) in (4, 5) and parts[2] == "models":
+            status, body = await self.pool.get(path)
+            await _respond_raw(send, status, body)
+        else:
+            await _respond(send, 404, {"error": f"no route {method} {path}."})
+
+    async def _v2_infer(self, model: str, scope: Scope, receive: Receive, send: Send) -> int:
+        try:
+            body = await _read_body(receive, self.settings.max_body_bytes)
+        except BodyTooLarge:
+            limit = self.settings.max_body_bytes
+            return await _respond(send, 413, {"error": f"the body is over {limit} bytes."})
+        except ClientGone:
+            return 0
+        length = _header(scope, b"inference-header-content-length")
+        max_rows = self.settings.max_batch_size
+        try:
+            request = v2wire.parse_request(body, length, orjson.loads)
+            group, rows = v2batch.signature(model, request)
+            if rows > max_rows:
+                raise v2wire.V2Error(f"at most {max_rows} rows a request; this one has {rows}.")
+            queue = self._v2_queue(group)
+        except v2wire.V2Error as exc:
+            return await _respond(send, 400, {"error": str(exc)})
+        try:
+            item = queue.submit(request, self.settings.request_timeout_s, size=rows)
+        except BatchError as exc:
+            return await _respond(send, exc.status, {"error": exc.message}, retry_after=True)
+        answer = await self._answer_of(item, receive, send)
+        if isinstance(answer, int):
+            return answer
+        outputs, info = answer
+        wanted = {o.get("name") for o in request.outputs}
+        missing = wanted - {t.name for t in outputs}
+        if missing:
+            names = ", ".join(sorted(map(str, missing)))
+            return await _respond(send, 400, {"error": f"the model has no output {names}."})
+        chosen = [t for t in outputs if not wanted or t.name in wanted]
+        payload, header_length = v2wire.encode_response(model, info.get("version"), chosen, request)
+        headers = [(b"content-length", str(len(payload)).encode())]
+        if header_length is None:
+            headers.append((b"content-type", b"application/json"))
+        else:
+            headers.append((b"content-type", v2wire.BINARY_CONTENT_TYPE.encode()))
+            headers.append((b"inference-header-content-length", str(header_length).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        return 200
+
+    def _v2_queue(self, group: v2batch.Signature) -> Batcher:
+        """The queue of one model and input signature, made (and started) on first use."""
+        queue = self._v2_queues.get(group)
+        if queue is None:
+            if len(self._v2_queues) >= V2_QUEUES_MAX:
+                raise v2wire.V2Error(
+                    f"more than {V2_QUEUES_MAX} distinct models and input shapes; send inputs "
+                    "of the shapes the model is served with."
+                )
+            settings = self.settings
+            policy = make_policy(
+                settings.policy,
+                max_batch=settings.max_batch_size,
+                max_wait_s=settings.max_wait_s,
+                max_inflight=settings.max_inflight,
+            )
+            queue = Batcher(
+                self.pool,
+                policy,
+                max_batch_size=settings.max_batch_size,
+                max_queue=settings.max_queue,
+                observer=self.metrics,
+                transport=v2batch.transport(group.model),
+            )
+            queue.start()
+            self._v2_queues[group] = queue
+        return queue
+
     async def _await_answer(self, item: Pending, receive: Receive, send: Send) -> int:
+        answer = await self._answer_of(item, receive, send)
+        if isinstance(answer, int):
+            return answer
+        output, model = answer
+        return await _respond(send, 200, {"output": output, "model": model})
+
+    async def _answer_of(
+        self, item: Pending, receive: Receive, send: Send
+    ) -> tuple[Any, Any] | int:
+        """The item's (output, model); or, when it failed, the status already answered
+        (0: the client left first)."""
         # Most answers come within a few batch times, so the disconnect watcher (a task per
         # request, a fifth of the proxy's per-request cost) starts only once an item waits.
         watcher = _LazyWatcher(receive, item)
@@ -219,7 +342,11 @@ class ProxyApp:
             return 0  # the client disconnected; its item was dropped from the queue
         finally:
             watcher.cancel()
-        return await _respond(send, 200, {"output": output, "model": model})
+        return output, model
+
+
+V2_QUEUES_MAX = 64  # distinct model/shape/datatype groups; more are refused, not queued
+_V2_INFER = "/infer"
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -270,6 +397,20 @@ class _LazyWatcher:
 
 
 WATCH_AFTER_S = 0.05
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def _respond_raw(send: Send, status: int, body: bytes) -> int:
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    return status
 
 
 async def _respond(

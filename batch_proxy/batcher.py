@@ -18,7 +18,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ __all__ = [
     "NoUpstreamError",
     "Pending",
     "QueueFullError",
+    "RejectedError",
     "ShuttingDownError",
     "Slot",
     "UpstreamError",
@@ -55,6 +56,14 @@ class BatchError(Exception):
 
 class UpstreamError(BatchError):
     """The upstream could not be reached or answered badly: 502."""
+
+
+class RejectedError(BatchError):
+    """The upstream refused the batch's input (a 4xx): the callers' error, with its status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class NoUpstreamError(UpstreamError):
@@ -90,9 +99,27 @@ class ItemError(BatchError):
 class Slot(Protocol):
     """One reserved in-flight batch on one upstream."""
 
-    async def send(self, payloads: Sequence[bytes]) -> BatchReply: ...
+    async def send(self, payloads: Sequence[bytes]) -> BatchReply:
+        """The batch contract: JSON items to `POST /predict/batch`."""
+        ...
+
+    async def exchange(
+        self, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[bytes, Mapping[str, str]]:
+        """Any other POST to the upstream: the 200 reply's body and headers (else a
+        BatchError)."""
+        ...
 
     def release(self) -> None: ...
+
+
+Transport = Callable[[Slot, "list[Pending]"], Awaitable[BatchReply]]
+"""How a batch goes upstream and comes back as one output per caller."""
+
+
+async def send_items(slot: Slot, batch: list[Pending]) -> BatchReply:
+    """The default transport: each caller's JSON item through the batch contract."""
+    return await slot.send([item.payload for item in batch])
 
 
 class LanePool(Protocol):
@@ -111,7 +138,8 @@ class LanePool(Protocol):
         ...
 
     def on_change(self, callback: Callable[[], None]) -> None:
-        """Call `callback` whenever an upstream's health or concurrency changes."""
+        """Call `callback` whenever an upstream's health or concurrency changes, or a slot
+        that another batcher over the same upstreams held is released."""
 
 
 class BatchObserver(Protocol):
@@ -130,12 +158,15 @@ class _NullObserver:
 
 @dataclass(slots=True)
 class Pending:
-    """A queued item: its raw JSON, the caller's future, and when it must be answered."""
+    """A queued request: what the transport sends (a JSON item's bytes, or a parsed v2
+    request), the caller's future, when it must be answered, and how many of the batch's
+    `max_batch_size` rows it takes."""
 
-    payload: bytes
+    payload: Any
     future: asyncio.Future[tuple[Any, Any]]
     enqueued: float
     deadline: float
+    size: int = 1
 
 
 @dataclass
@@ -145,6 +176,7 @@ class Batcher:
     max_batch_size: int = 32
     max_queue: int = 1024
     observer: BatchObserver = field(default_factory=_NullObserver)
+    transport: Transport = send_items
     # Not the loop's clock: uvloop's loop.time() moves in whole milliseconds.
     clock: Callable[[], float] = time.monotonic
 
@@ -194,14 +226,16 @@ class Batcher:
     def inflight(self) -> int:
         return len(self._inflight)
 
-    def submit(self, payload: bytes, timeout_s: float) -> Pending:
-        """Queue one item; its future resolves to (output, model) or raises BatchError."""
+    def submit(self, payload: Any, timeout_s: float, size: int = 1) -> Pending:
+        """Queue one request of `size` rows; its future resolves to (output, model) or raises
+        BatchError."""
         if self._closing:
             raise ShuttingDownError("the proxy is shutting down.")
         if len(self._queue) >= self.max_queue:
             raise QueueFullError(f"the queue is full ({self.max_queue} items); retry shortly.")
         now = self.clock()
-        item = Pending(payload, asyncio.get_running_loop().create_future(), now, now + timeout_s)
+        future = asyncio.get_running_loop().create_future()
+        item = Pending(payload, future, now, now + timeout_s, size)
         self._queue.append(item)
         self.policy.arrived(now)
         if len(self._queue) >= self._wake_queued:
@@ -254,18 +288,21 @@ class Batcher:
         fill_wait = 0.0 if self._holding_since is None else now - self._holding_since
         self._holding_since = None
         slot = self.pool.reserve(lane)
-        ticket = self.policy.sent(now, lane, len(batch))
-        self.observer.batch_sent(len(batch), [now - item.enqueued for item in batch], fill_wait)
+        rows = sum(item.size for item in batch)
+        ticket = self.policy.sent(now, lane, rows)
+        self.observer.batch_sent(rows, [now - item.enqueued for item in batch], fill_wait)
         task = asyncio.get_running_loop().create_task(self._dispatch(slot, batch, ticket))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         return decision
 
     def _take(self, now: float) -> list[Pending]:
-        """Up to max_batch_size live items; cancelled and expired ones are dropped here."""
+        """Live requests up to max_batch_size rows (at least one request); cancelled and
+        expired ones are dropped here."""
         batch: list[Pending] = []
+        rows = 0
         queue = self._queue
-        while queue and len(batch) < self.max_batch_size:
+        while queue and (not batch or rows + queue[0].size <= self.max_batch_size):
             item = queue.popleft()
             if item.future.done():
                 continue  # the caller went away or timed out
@@ -273,6 +310,7 @@ class Batcher:
                 _settle_error(item, DeadlineError("the request timed out in the queue."))
                 continue
             batch.append(item)
+            rows += item.size
         return batch
 
     async def _dispatch(self, slot: Slot, batch: list[Pending], ticket: object) -> None:
@@ -286,7 +324,7 @@ class Batcher:
         reply: BatchReply | None = None
         failure: BatchError | None = None
         try:
-            reply = await slot.send([item.payload for item in batch])
+            reply = await self.transport(slot, batch)
             if len(reply.outputs) != len(batch):
                 raise UpstreamError(
                     f"the upstream returned {len(reply.outputs)} outputs for {len(batch)} inputs."

@@ -13,14 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 import orjson
 
 from batch_proxy import wire
-from batch_proxy.batcher import UpstreamError
+from batch_proxy.batcher import RejectedError, UpstreamError
 from batch_proxy.policies import Lane
 from batch_proxy.wire import BatchReply
 
@@ -55,6 +55,11 @@ class UpstreamSlot:
     async def send(self, payloads: Sequence[bytes]) -> BatchReply:
         return await self._pool.post_batch(self.upstream, payloads)
 
+    async def exchange(
+        self, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[bytes, Mapping[str, str]]:
+        return await self._pool.post(self.upstream, path, body, headers)
+
     def release(self) -> None:
         if not self._released:
             self._released = True
@@ -75,7 +80,7 @@ class UpstreamPool:
         token: str | None = None,
     ) -> None:
         self.upstreams = [Upstream(url.rstrip("/")) for url in urls]
-        self._headers = {**_JSON, "authorization": f"Bearer {token}"} if token else _JSON
+        self._token = token
         self._by_url = {u.url: u for u in self.upstreams}
         self._configured_concurrency = concurrency
         if concurrency is not None:
@@ -130,17 +135,30 @@ class UpstreamPool:
 
     def release(self, upstream: Upstream) -> None:
         upstream.outstanding -= 1
+        if len(self._listeners) > 1:
+            self._changed()  # a slot freed: another queue (v2 shapes) may be waiting for it
 
     async def post_batch(self, upstream: Upstream, payloads: Sequence[bytes]) -> BatchReply:
-        assert self._session is not None, "UpstreamPool.start() was not awaited"
         body = wire.encode_request(payloads)
-        url = upstream.url + wire.BATCH_PATH
+        data, _ = await self.post(upstream, wire.BATCH_PATH, body, _JSON)
+        return _parse_reply(upstream.url, data)
+
+    async def post(
+        self, upstream: Upstream, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[bytes, Mapping[str, str]]:
+        """POST to one upstream (with the upstream token): a 200's body and headers. A 4xx
+        is the callers' (RejectedError, its status); anything else the upstream's (502)."""
+        assert self._session is not None, "UpstreamPool.start() was not awaited"
+        url = upstream.url + path
+        if self._token is not None:
+            headers = {**headers, "authorization": f"Bearer {self._token}"}
         try:
             async with self._session.post(
-                url, data=body, headers=self._headers, timeout=self._timeout
+                url, data=body, headers=headers, timeout=self._timeout
             ) as response:
                 data = await response.read()
                 status = response.status
+                reply_headers = response.headers
         except aiohttp.ClientConnectionError as exc:
             self._mark(upstream, healthy=False, error=f"cannot connect ({exc})")
             raise UpstreamError(f"cannot reach the upstream {upstream.url}: {exc}.") from exc
@@ -150,9 +168,29 @@ class UpstreamPool:
             ) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"the upstream {upstream.url} failed: {exc}.") from exc
+        if 400 <= status < 500 and path != wire.BATCH_PATH:
+            raise RejectedError(status, _snippet(data))
         if status != wire.OK:
             raise UpstreamError(f"the upstream {upstream.url} answered {status}: {_snippet(data)}.")
-        return _parse_reply(upstream.url, data)
+        return data, reply_headers
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        """A GET asked of the first healthy upstream (model metadata, readiness): its status
+        and body, or a 502 saying why none answered."""
+        assert self._session is not None, "UpstreamPool.start() was not awaited"
+        healthy = [u for u in self.upstreams if u.healthy]
+        if not healthy:
+            return 502, orjson.dumps({"error": self.unavailable()})
+        upstream = healthy[0]
+        headers = {"authorization": f"Bearer {self._token}"} if self._token else None
+        try:
+            async with self._session.get(
+                upstream.url + path, headers=headers, timeout=self._health_timeout
+            ) as response:
+                return response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = f"the upstream {upstream.url} did not answer {path}: {exc}."
+            return 502, orjson.dumps({"error": error})
 
     async def check_all(self) -> None:
         await asyncio.gather(*(self._check(u) for u in self.upstreams))

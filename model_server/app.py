@@ -3,6 +3,7 @@
     POST /predict/batch  {"inputs": [item, ...]} -> the wire reply (batch_proxy/wire.py)
     POST /predict        item -> {"output": ..., "model": {...}}, or 422 {"error": ...}
     GET  /health /ready /model /metrics
+    /v2/...              the Open Inference Protocol, JSON and binary (model_server/v2.py)
     GET  /deployment     the rollout event log (?since=SEQ for the events after one)
     POST /admin/reload   check the followed ref now (Bearer NEXUS_ADMIN_TOKEN; off without one)
 
@@ -31,6 +32,7 @@ from control_plane import NexusError
 from model_server.delivery.rollout import Rollout
 from model_server.service import ModelService, NotReadyError, load_model
 from model_server.settings import ServerSettings
+from model_server.v2 import add_v2_routes
 
 logger = logging.getLogger("nexus.model_server")
 
@@ -63,22 +65,38 @@ def create_app(
 
     app = FastAPI(title="NexusML model server", lifespan=lifespan)
     app.state.nexus = service
-    _prediction_routes(app, service, settings.server_token)
+    guard = token_guard(settings.server_token)
+    _prediction_routes(app, service, guard)
+    add_v2_routes(app, service, guard, json_response)
     _probe_routes(app, service)
     _delivery_routes(app, settings.admin_token)
     _error_handlers(app)
     return app
 
 
-def _prediction_routes(app: FastAPI, service: ModelService, token: str | None) -> None:
+def token_guard(token: str | None) -> Callable[[Request], Response | None]:
+    """The 401 for a caller without the server token (None: let it through)."""
+
+    def guard(request: Request) -> Response | None:
+        if token and not bearer_matches(request, token):
+            refusal = "missing or wrong server token (Bearer): call through the proxy."
+            return json_response({"error": refusal}, 401)
+        return None
+
+    return guard
+
+
+def _prediction_routes(
+    app: FastAPI, service: ModelService, guard: Callable[[Request], Response | None]
+) -> None:
     def route(path: str, handler: Callable[[Any], Awaitable[Response]]) -> None:
         """POST `path`: the body parsed once, expected failures answered, every status counted."""
 
         async def endpoint(request: Request) -> Response:
             try:
-                if token and not bearer_matches(request, token):
-                    refusal = "missing or wrong server token (Bearer): call through the proxy."
-                    response = json_response({"error": refusal}, 401)
+                refused = guard(request)
+                if refused is not None:
+                    response = refused
                 else:
                     response = await handler(_parse(await request.body()))
             except wire.WireError as exc:

@@ -105,9 +105,19 @@ class TensorPredictor(Predictor):
     def forward(self, batch: np.ndarray) -> list[Any]:
         """One forward pass over a stacked batch; one JSON-ready row per input."""
 
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """One forward pass over a batch tensor: the named output arrays (the v2 protocol's
+        path: no rows, no JSON, the arrays as the model made them)."""
+
     def warmup(self) -> None:
         if self.item_shape is not None:
             self.forward(np.zeros((1, *self.item_shape), dtype=self.input_dtype))
+
+    @property
+    def item_dims(self) -> tuple[int, ...] | None:
+        """One item's shape, where the model says (ONNX) or a first Linear layer shows it."""
+        return self.item_shape
 
     def example_item(self) -> Any:
         shape = self.item_shape
@@ -149,10 +159,19 @@ class TorchPredictor(TensorPredictor):
         shape = self._warmup_shape
         return None if shape is None else {"input": np.zeros(shape).tolist()}
 
+    @property
+    def item_dims(self) -> tuple[int, ...] | None:
+        return self._warmup_shape
+
     def forward(self, batch: np.ndarray) -> list[Any]:
         with torch.inference_mode():
             tensor = torch.from_numpy(batch).to(self.device, self._dtype, non_blocking=True)
             return _rows(self._module(tensor))
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            tensor = torch.from_numpy(batch).to(self.device, self._dtype, non_blocking=True)
+            return _named_arrays(self._module(tensor))
 
     def warmup(self) -> None:
         if self._warmup_shape is not None:
@@ -179,6 +198,11 @@ class OnnxPredictor(TensorPredictor):
         self.input_dtype = np.int64 if "int64" in first.type else np.float32
         dims = first.shape[1:]
         self.item_shape = tuple(dims) if all(isinstance(d, int) for d in dims) else None
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        names = [output.name for output in self._session.get_outputs()]
+        results = self._session.run(None, {self._input_name: batch})
+        return dict(zip(names, results, strict=True))
 
     def forward(self, batch: np.ndarray) -> list[Any]:
         results = self._session.run(None, {self._input_name: batch})
@@ -370,6 +394,18 @@ def _rows(output: Any) -> list[Any]:
         keys = list(output)
         columns = [_rows(output[key]) for key in keys]
         return [dict(zip(keys, parts, strict=True)) for parts in zip(*columns, strict=True)]
+    raise TypeError(f"the model returned {type(output).__name__}, not tensors")
+
+
+def _named_arrays(output: Any) -> dict[str, np.ndarray]:
+    """A torch module's output as named arrays: `output`, `output0…` for a tuple, or a
+    dict's own keys."""
+    if isinstance(output, torch.Tensor):
+        return {"output": output.detach().cpu().numpy()}
+    if isinstance(output, tuple | list):
+        return {f"output{i}": _named_arrays(part)["output"] for i, part in enumerate(output)}
+    if isinstance(output, dict):
+        return {str(key): _named_arrays(value)["output"] for key, value in output.items()}
     raise TypeError(f"the model returned {type(output).__name__}, not tensors")
 
 

@@ -14,17 +14,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from batch_proxy import wire
 from control_plane import ModelEntry, NexusError, Registry
 from model_server.delivery.canary import Baseline, BatchFigure, CanaryRules, CanaryWindow, Verdict
 from model_server.inference import (
+    ItemError,
     ItemFailure,
     Predictor,
+    TensorPredictor,
     build_predictor,
     free_device_memory,
     resolve_device,
@@ -37,6 +41,7 @@ logger = logging.getLogger("nexus.model_server")
 
 MAX_CONCURRENT_BATCHES = 1  # one inference thread: batches run one at a time
 LOADING = "the model is still loading"  # /ready's reason until the first version serves
+R = TypeVar("R")
 
 
 class NotReadyError(NexusError):
@@ -195,6 +200,30 @@ class ModelService:
 
     async def predict(self, items: Sequence[Any]) -> BatchResult:
         """One batch through one version; failed items are named, not raised."""
+        outputs, version = await self._on_one_version(
+            len(items), lambda predictor: predictor.predict(items), _failures
+        )
+        errors = {i: o.message for i, o in enumerate(outputs) if isinstance(o, ItemFailure)}
+        return BatchResult(outputs, errors, version.info)
+
+    async def infer(self, batch: np.ndarray) -> tuple[dict[str, np.ndarray], LoadedVersion]:
+        """One batch tensor through one version (the v2 protocol): its named outputs."""
+
+        def run(predictor: Predictor) -> dict[str, np.ndarray]:
+            if not isinstance(predictor, TensorPredictor):
+                raise ItemError(
+                    "the v2 protocol serves TorchScript and ONNX models; this one has a "
+                    "handler: use POST /predict."
+                )
+            return predictor.run(batch)
+
+        return await self._on_one_version(len(batch), run, lambda _: 0)
+
+    async def _on_one_version(
+        self, size: int, work: Callable[[Predictor], R], failures: Callable[[R], int]
+    ) -> tuple[R, LoadedVersion]:
+        """Run `work` on the serving version or, for its share of batches, the canary; record
+        the batch's figures for the canary's verdict."""
         version = self.require_ready()
         trial = self.trial
         to_candidate = (
@@ -206,19 +235,18 @@ class ModelService:
         # No await between choosing and queueing: a version swapped out after this point
         # is freed behind this batch on the same thread.
         job = asyncio.get_running_loop().run_in_executor(
-            self._executor, _timed_predict, version.predictor, items
+            self._executor, _timed, work, version.predictor
         )
         try:
-            outputs, seconds = await job
+            result, seconds = await job
         except Exception:
-            self._record(trial, to_candidate, BatchFigure(len(items), len(items), 0.0))
+            self._record(trial, to_candidate, BatchFigure(size, size, 0.0))
             raise
-        errors = {i: o.message for i, o in enumerate(outputs) if isinstance(o, ItemFailure)}
-        self._record(trial, to_candidate, BatchFigure(len(items), len(errors), seconds))
+        self._record(trial, to_candidate, BatchFigure(size, failures(result), seconds))
         self.metrics.inference_seconds.observe(seconds)
-        self.metrics.batch_size.observe(len(items))
-        self.metrics.items.inc(len(items))
-        return BatchResult(outputs, errors, version.info)
+        self.metrics.batch_size.observe(size)
+        self.metrics.items.inc(size)
+        return result, version
 
     def _record(self, trial: Trial | None, to_candidate: bool, figure: BatchFigure) -> None:
         if not to_candidate:
@@ -241,11 +269,16 @@ class ModelService:
         return MAX_CONCURRENT_BATCHES
 
 
-def _timed_predict(predictor: Predictor, items: Sequence[Any]) -> tuple[list[Any], float]:
-    """The batch and its time in the model, measured on the inference thread (no queueing)."""
+def _timed(work: Callable[[Predictor], R], predictor: Predictor) -> tuple[R, float]:
+    """The batch's result and its time in the model, measured on the inference thread (no
+    queueing)."""
     started = time.perf_counter()
-    outputs = predictor.predict(items)
-    return outputs, time.perf_counter() - started
+    result = work(predictor)
+    return result, time.perf_counter() - started
+
+
+def _failures(outputs: list[Any]) -> int:
+    return sum(isinstance(o, ItemFailure) for o in outputs)
 
 
 def _release(predictor: Predictor) -> None:

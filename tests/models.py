@@ -1,4 +1,5 @@
-"""Tiny real models for tests: a TorchScript MLP and the same net exported to ONNX."""
+"""Tiny real models for tests: a TorchScript MLP and the same net exported to ONNX, and a
+small image CNN (NCHW float32 in, 5 scores out)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,24 @@ class TinyMLP(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class TinyCNN(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 4, kernel_size=3, stride=4)
+        self.head = torch.nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.relu(self.conv(x)).mean(dim=(2, 3))
+        return self.head(pooled)
+
+
+def make_cnn(path: Path) -> torch.jit.ScriptModule:
+    module = torch.jit.script(TinyCNN().eval())
+    module.save(str(path))
+    return module
 
 
 def make_torchscript(path: Path) -> torch.nn.Module:

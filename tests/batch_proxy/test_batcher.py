@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 
@@ -11,8 +11,10 @@ from batch_proxy.batcher import (
     Batcher,
     BatchReply,
     NoUpstreamError,
+    Pending,
     QueueFullError,
     ShuttingDownError,
+    Slot,
     UpstreamError,
 )
 from batch_proxy.policies import AdaptivePolicy, EagerPolicy, Lane
@@ -28,6 +30,13 @@ class FakeSlot:
         if self.pool.fail:
             raise self.pool.fail
         return BatchReply(outputs=[p.decode() for p in payloads], model="m")
+
+    async def exchange(
+        self, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[bytes, Mapping[str, str]]:
+        self.pool.batches.append([path.encode(), body])
+        await asyncio.sleep(self.pool.latency)
+        return body, headers
 
     def release(self) -> None:
         self.pool.busy -= 1
@@ -174,3 +183,25 @@ async def test_the_policy_learns_from_the_real_loop() -> None:
     estimates = policy.estimates(batcher.clock())
     assert estimates["batch_fixed_seconds"] + 4 * estimates["batch_seconds_per_item"] > 0.015
     assert estimates["arrival_rate_per_second"] > 0
+
+
+async def test_requests_of_several_rows_fill_a_batch_by_rows() -> None:
+    """A v2 request counts its rows against max_batch_size; a transport of its own sends."""
+
+    async def rows_transport(slot: Slot, batch: list[Pending]) -> BatchReply:
+        sizes = ",".join(str(item.size) for item in batch).encode()
+        data, _ = await slot.exchange("/rows", sizes, {})
+        return BatchReply(outputs=[data] * len(batch), model="m")
+
+    pool = FakePool(latency=0.02)
+    batcher = Batcher(pool, EagerPolicy(1), max_batch_size=8, transport=rows_transport)
+    batcher.start()
+    try:
+        items = [batcher.submit(f"r{i}", 5.0, size=3) for i in range(5)]
+        answers = await asyncio.gather(*(item.future for item in items))
+    finally:
+        await batcher.stop()
+    sent = [batch[1] for batch in pool.batches]
+    assert all(sum(map(int, rows.split(b","))) <= 8 for rows in sent)  # 3+3, never 3+3+3
+    assert sum(len(rows.split(b",")) for rows in sent) == 5
+    assert all(model == "m" for _, model in answers)
