@@ -1,6 +1,7 @@
 """The proxy's HTTP face: a bare ASGI app (FastAPI would cost ~3x per request here).
 
 POST /predict   one JSON item -> {"output": ..., "model": ...} (with --api-keys: a key, a rate)
+POST /models/{name}/predict   the same for one of several models (batching/routing.py)
 POST /v2/models/{name}/infer   the Open Inference Protocol, JSON or binary tensors, batched
                 along the first dimension (batch_proxy/v2batch.py); GET /v2, /v2/health/*,
                 /v2/models/{name}[/ready] (the last two asked of an upstream)
@@ -23,11 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from batch_proxy import v2batch, v2wire
 from batch_proxy.admission import RELOAD_INTERVAL_S, Admission, presented_key
-from batch_proxy.batcher import Batcher, BatchError, ItemError, Pending
+from batch_proxy.batcher import BatchError, ItemError, Pending
 from batch_proxy.metrics import ProxyMetrics
-from batch_proxy.policies import make_policy
+from batch_proxy.routing import Router, UnknownModel
 from batch_proxy.settings import ProxySettings
-from batch_proxy.upstream import UpstreamPool
 
 logger = logging.getLogger("nexus.proxy")
 
@@ -52,32 +52,17 @@ class ProxyApp:
 
     def __init__(self, settings: ProxySettings) -> None:
         self.settings = settings
-        self.pool = UpstreamPool(
-            settings.upstreams,
-            timeout_s=settings.upstream_timeout_s,
-            health_interval_s=settings.health_interval_s,
-            pool_size=settings.connection_pool_size,
-            concurrency=settings.upstream_concurrency,
-            token=settings.upstream_token,
-        )
-        policy = make_policy(
-            settings.policy,
-            max_batch=settings.max_batch_size,
-            max_wait_s=settings.max_wait_s,
-            max_inflight=settings.max_inflight,
-        )
-        self.batcher = Batcher(
-            self.pool, policy, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue
-        )
+        self.router = Router(settings)
+        self.pool = self.router.pools[self.router.default_model]
+        self.batcher = self.router.default
         self.metrics = ProxyMetrics(
-            queue_depth=lambda: self.batcher.queue_depth,
-            inflight=lambda: self.batcher.inflight,
-            policy=policy,
+            queue_depth=lambda: self.router.queue_depth,
+            inflight=lambda: self.router.inflight,
+            policy=self.router.default_policy,
         )
-        self.batcher.observer = self.metrics
+        self.router.set_observer(self.metrics)
         self.admission = Admission(settings.api_keys) if settings.api_keys else None
         self._reloader: asyncio.Task[None] | None = None
-        self._v2_queues: dict[v2batch.Signature, Batcher] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -86,8 +71,7 @@ class ProxyApp:
             await self._lifespan(receive, send)
 
     async def startup(self) -> None:
-        await self.pool.start()
-        self.batcher.start()
+        await self.router.start()
         if self.admission is not None:
             self._reloader = asyncio.get_running_loop().create_task(self._reload_keys())
 
@@ -100,12 +84,7 @@ class ProxyApp:
     async def shutdown(self) -> None:
         if self._reloader is not None:
             self._reloader.cancel()
-        timeout = self.settings.request_timeout_s
-        await asyncio.gather(
-            self.batcher.stop(drain_timeout_s=timeout),
-            *(queue.stop(drain_timeout_s=timeout) for queue in self._v2_queues.values()),
-        )
-        await self.pool.close()
+        await self.router.stop(drain_timeout_s=self.settings.request_timeout_s)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -124,13 +103,14 @@ class ProxyApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
-        if path == "/predict":
+        model = _model_of(path)
+        if path == "/predict" or model is not None:
             if method != "POST":
-                await _respond(send, 405, {"error": "use POST /predict with a JSON body."})
+                await _respond(send, 405, {"error": f"use POST {path} with a JSON body."})
                 return
             if self.admission is not None and not await self._admit(scope, send):
                 return
-            status = await self._predict(receive, send)
+            status = await self._predict(model, receive, send)
             if status:
                 self.metrics.request_done(status)
         elif path in ("/health", "/ready", "/metrics") and method in ("GET", "HEAD"):
@@ -172,10 +152,14 @@ class ProxyApp:
             await _respond(send, 200, {"status": "ok"})
             return 200
         if path == "/ready":
-            if self.pool.ready:
-                await _respond(send, 200, {"status": "ready"})
+            ready = self.router.ready()
+            if all(ready.values()):
+                await _respond(send, 200, {"status": "ready", "models": ready})
                 return 200
-            await _respond(send, 503, {"error": "no healthy upstream."})
+            down = ", ".join(sorted(m for m, ok in ready.items() if not ok))
+            await _respond(
+                send, 503, {"error": f"no healthy upstream for {down}.", "models": ready}
+            )
             return 503
         body = self.metrics.render()
         await send(
@@ -188,8 +172,13 @@ class ProxyApp:
         await send({"type": "http.response.body", "body": body})
         return 200
 
-    async def _predict(self, receive: Receive, send: Send) -> int:
-        """Answer one item; 0 means the client left before an answer could be sent."""
+    async def _predict(self, model: str | None, receive: Receive, send: Send) -> int:
+        """Answer one item of `model` (None: the default); 0 means the client left before an
+        answer could be sent."""
+        try:
+            queue = self.router.item_queue(model)
+        except UnknownModel as exc:
+            return await _respond(send, 404, {"error": str(exc)})
         try:
             body = await _read_body(receive, self.settings.max_body_bytes)
         except BodyTooLarge:
@@ -204,7 +193,7 @@ class ProxyApp:
                 send, 400, {"error": f"the request body is not valid JSON: {exc}."}
             )
         try:
-            item = self.batcher.submit(body, self.settings.request_timeout_s)
+            item = queue.submit(body, self.settings.request_timeout_s)
         except BatchError as exc:
             return await _respond(send, exc.status, {"error": exc.message}, retry_after=True)
         return await self._await_answer(item, receive, send)
@@ -232,9 +221,15 @@ class ProxyApp:
         elif path == "/v2/health/live":
             await _respond(send, 200, {"live": True})
         elif path == "/v2/health/ready":
-            await _respond(send, 200 if self.pool.ready else 503, {"ready": self.pool.ready})
+            ready = all(self.router.ready().values())
+            await _respond(send, 200 if ready else 503, {"ready": ready})
         elif len(parts) in (4, 5) and parts[2] == "models":
-            status, body = await self.pool.get(path)
+            try:
+                pool = self.router.pool_for(parts[3])
+            except UnknownModel as exc:
+                await _respond(send, 404, {"error": str(exc)})
+                return
+            status, body = await pool.get(path)
             await _respond_raw(send, status, body)
         else:
             await _respond(send, 404, {"error": f"no route {method} {path}."})
@@ -254,9 +249,11 @@ class ProxyApp:
             group, rows = v2batch.signature(model, request)
             if rows > max_rows:
                 raise v2wire.V2Error(f"at most {max_rows} rows a request; this one has {rows}.")
-            queue = self._v2_queue(group)
+            queue = self.router.v2_queue(group)
         except v2wire.V2Error as exc:
             return await _respond(send, 400, {"error": str(exc)})
+        except UnknownModel as exc:
+            return await _respond(send, 404, {"error": str(exc)})
         try:
             item = queue.submit(request, self.settings.request_timeout_s, size=rows)
         except BatchError as exc:
@@ -281,34 +278,6 @@ class ProxyApp:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         return 200
-
-    def _v2_queue(self, group: v2batch.Signature) -> Batcher:
-        """The queue of one model and input signature, made (and started) on first use."""
-        queue = self._v2_queues.get(group)
-        if queue is None:
-            if len(self._v2_queues) >= V2_QUEUES_MAX:
-                raise v2wire.V2Error(
-                    f"more than {V2_QUEUES_MAX} distinct models and input shapes; send inputs "
-                    "of the shapes the model is served with."
-                )
-            settings = self.settings
-            policy = make_policy(
-                settings.policy,
-                max_batch=settings.max_batch_size,
-                max_wait_s=settings.max_wait_s,
-                max_inflight=settings.max_inflight,
-            )
-            queue = Batcher(
-                self.pool,
-                policy,
-                max_batch_size=settings.max_batch_size,
-                max_queue=settings.max_queue,
-                observer=self.metrics,
-                transport=v2batch.transport(group.model),
-            )
-            queue.start()
-            self._v2_queues[group] = queue
-        return queue
 
     async def _await_answer(self, item: Pending, receive: Receive, send: Send) -> int:
         answer = await self._answer_of(item, receive, send)
@@ -345,7 +314,6 @@ class ProxyApp:
         return output, model
 
 
-V2_QUEUES_MAX = 64  # distinct model/shape/datatype groups; more are refused, not queued
 _V2_INFER = "/infer"
 
 
@@ -397,6 +365,15 @@ class _LazyWatcher:
 
 
 WATCH_AFTER_S = 0.05
+
+
+def _model_of(path: str) -> str | None:
+    """`/models/{name}/predict` -> name; any other path -> None."""
+    if path.startswith("/models/") and path.endswith("/predict"):
+        name = path[len("/models/") : -len("/predict")]
+        if name and "/" not in name:
+            return name
+    return None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from batch_proxy.policies import BatchPolicy, Decision, Lane
-from batch_proxy.wire import BatchReply
+from batch_proxy.wire import BATCH_PATH, BatchReply
 
 __all__ = [
     "BatchError",
@@ -99,8 +99,8 @@ class ItemError(BatchError):
 class Slot(Protocol):
     """One reserved in-flight batch on one upstream."""
 
-    async def send(self, payloads: Sequence[bytes]) -> BatchReply:
-        """The batch contract: JSON items to `POST /predict/batch`."""
+    async def send(self, payloads: Sequence[bytes], path: str = BATCH_PATH) -> BatchReply:
+        """The batch contract: JSON items to `POST /predict/batch` (or the model's `path`)."""
         ...
 
     async def exchange(
@@ -117,9 +117,10 @@ Transport = Callable[[Slot, "list[Pending]"], Awaitable[BatchReply]]
 """How a batch goes upstream and comes back as one output per caller."""
 
 
-async def send_items(slot: Slot, batch: list[Pending]) -> BatchReply:
-    """The default transport: each caller's JSON item through the batch contract."""
-    return await slot.send([item.payload for item in batch])
+async def send_items(slot: Slot, batch: list[Pending], path: str = BATCH_PATH) -> BatchReply:
+    """The default transport: each caller's JSON item through the batch contract (at
+    `path` for a model named on a shared upstream)."""
+    return await slot.send([item.payload for item in batch], path)
 
 
 class LanePool(Protocol):

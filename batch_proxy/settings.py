@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,6 +26,17 @@ from pydantic_settings.sources.utils import parse_env_vars
 from batch_proxy.policies import DEFAULT_POLICY, POLICIES, PolicyName
 
 ENV_PREFIX = "NEXUS_PROXY_"
+
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+def split_upstream(entry: str) -> tuple[str | None, str]:
+    """`MODEL=URL` -> (MODEL, URL); a bare `URL` -> (None, URL)."""
+    if "=" in entry.split("://", 1)[0]:
+        model, url = entry.split("=", 1)
+        return model.strip(), url.strip().rstrip("/")
+    return None, entry
 
 
 class SettingsError(ValueError):
@@ -82,9 +94,14 @@ class ProxySettings(BaseSettings):
         """Limits are checked against each other so none silently caps a batch."""
         if not self.upstreams:
             raise ValueError("at least one upstream URL is needed (--upstream).")
-        for url in self.upstreams:
+        for entry in self.upstreams:
+            model, url = split_upstream(entry)
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"upstream '{url}' must be an http:// or https:// URL.")
+            if model is not None and not _MODEL_NAME.match(model):
+                raise ValueError(
+                    f"upstream '{entry}': '{model}' is not a model name (letters, digits, . _ -)."
+                )
         for name in (
             "max_batch_size",
             "max_inflight",
@@ -107,13 +124,23 @@ class ProxySettings(BaseSettings):
         return self
 
     @property
+    def upstream_groups(self) -> dict[str | None, tuple[str, ...]]:
+        """Upstream URLs by the model they serve; None: shared by every model. In the order
+        given (the first named model is the default when no upstream is shared)."""
+        groups: dict[str | None, list[str]] = {}
+        for entry in self.upstreams:
+            model, url = split_upstream(entry)
+            groups.setdefault(model, []).append(url)
+        return {model: tuple(urls) for model, urls in groups.items()}
+
+    @property
     def connection_pool_size(self) -> int:
         """Enough connections for every in-flight batch plus each health check.
 
         Without `max_inflight` the adaptive policy keeps an upstream's concurrency
         plus one batch in flight; 64 covers any upstream that says it runs 63.
         """
-        return len(self.upstreams) * ((self.max_inflight or 64) + 1)
+        return len(self.upstreams) * ((self.max_inflight or 64) + 1)  # per pool: an upper bound
 
     @property
     def max_wait_s(self) -> float:
@@ -170,8 +197,9 @@ def _parser() -> argparse.ArgumentParser:
         "--upstream",
         dest="upstreams",
         action="append",
-        metavar="URL",
-        help="model server base URL; repeat for several (default http://127.0.0.1:8000)",
+        metavar="[MODEL=]URL",
+        help="model server base URL; repeat for several (default http://127.0.0.1:8000); "
+        "MODEL=URL sends only that model's requests there",
     )
     add("--host", help="address to listen on (default 127.0.0.1)")
     add("--port", type=int, help="port to listen on (default 8080)")

@@ -52,8 +52,8 @@ class UpstreamSlot:
         self.upstream = upstream
         self._released = False
 
-    async def send(self, payloads: Sequence[bytes]) -> BatchReply:
-        return await self._pool.post_batch(self.upstream, payloads)
+    async def send(self, payloads: Sequence[bytes], path: str = wire.BATCH_PATH) -> BatchReply:
+        return await self._pool.post_batch(self.upstream, payloads, path)
 
     async def exchange(
         self, path: str, body: bytes, headers: Mapping[str, str]
@@ -138,9 +138,11 @@ class UpstreamPool:
         if len(self._listeners) > 1:
             self._changed()  # a slot freed: another queue (v2 shapes) may be waiting for it
 
-    async def post_batch(self, upstream: Upstream, payloads: Sequence[bytes]) -> BatchReply:
+    async def post_batch(
+        self, upstream: Upstream, payloads: Sequence[bytes], path: str = wire.BATCH_PATH
+    ) -> BatchReply:
         body = wire.encode_request(payloads)
-        data, _ = await self.post(upstream, wire.BATCH_PATH, body, _JSON)
+        data, _ = await self.post(upstream, path, body, _JSON)
         return _parse_reply(upstream.url, data)
 
     async def post(
@@ -168,7 +170,7 @@ class UpstreamPool:
             ) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"the upstream {upstream.url} failed: {exc}.") from exc
-        if 400 <= status < 500 and path != wire.BATCH_PATH:
+        if 400 <= status < 500 and not path.endswith(wire.BATCH_PATH):
             raise RejectedError(status, _snippet(data))
         if status != wire.OK:
             raise UpstreamError(f"the upstream {upstream.url} answered {status}: {_snippet(data)}.")

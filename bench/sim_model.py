@@ -67,6 +67,8 @@ class SimModel:
         path = scope["path"]
         if path == wire.BATCH_PATH:
             status, payload = await self._predict(body)
+        elif path.startswith("/models/") and path.endswith(wire.BATCH_PATH):  # a named model
+            status, payload = await self._predict(body, path.split("/")[2])
         elif path == wire.HEALTH_PATH:
             status, payload = (200, {"status": "ok"}) if self.healthy else (503, {"error": "down"})
         elif path == "/_control":
@@ -91,7 +93,7 @@ class SimModel:
             self.batches.clear()
         return {"mode": self.mode, "latency_ms": self.latency_s * 1000, "healthy": self.healthy}
 
-    async def _predict(self, body: bytes) -> tuple[int, Any]:
+    async def _predict(self, body: bytes, model_name: str | None = None) -> tuple[int, Any]:
         inputs = orjson.loads(body)["inputs"]
         arrived = time.monotonic()
         # The device's own timeline: a batch starts when it has arrived and a slot is free,
@@ -104,6 +106,7 @@ class SimModel:
             {
                 "size": len(inputs),
                 "arrived": arrived,
+                "model": model_name,
                 "inputs": inputs if self.record_inputs else None,
             }
         )

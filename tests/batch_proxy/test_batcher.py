@@ -24,7 +24,7 @@ class FakeSlot:
     def __init__(self, pool: FakePool) -> None:
         self.pool = pool
 
-    async def send(self, payloads: Sequence[bytes]) -> BatchReply:
+    async def send(self, payloads: Sequence[bytes], path: str = "/predict/batch") -> BatchReply:
         self.pool.batches.append(list(payloads))
         await asyncio.sleep(self.pool.latency)
         if self.pool.fail:
@@ -118,7 +118,7 @@ async def test_queue_bound_and_upstream_errors() -> None:
 
 async def test_wrong_reply_length_fails_the_batch() -> None:
     class ShortSlot(FakeSlot):
-        async def send(self, payloads: Sequence[bytes]) -> BatchReply:
+        async def send(self, payloads: Sequence[bytes], path: str = "") -> BatchReply:
             return BatchReply(outputs=[], model=None)
 
     class ShortPool(FakePool):

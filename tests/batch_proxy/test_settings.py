@@ -50,8 +50,23 @@ def test_environment_then_flags() -> None:
         (["--max-wait-ms", "-1"], {}, "must not be negative"),
         (["--request-timeout-s", "0"], {}, "must be positive"),
         (["--upstream", "localhost:8000"], {}, "http:// or https://"),
+        (["--upstream", "a b=http://x"], {}, "'a b' is not a model name"),
+        (["--upstream", "resnet=x:8000"], {}, "http:// or https://"),
     ],
 )
 def test_bad_settings(argv: list[str], env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         settings_from(argv, env)
+
+
+def test_upstreams_per_model_and_shared() -> None:
+    argv = ["--upstream", "http://shared:8000/", "--upstream", "resnet=http://a:8000/"]
+    argv += ["--upstream", "resnet=http://b:8000", "--upstream", "bert=https://c"]
+    groups = settings_from(argv, {}).upstream_groups
+    assert groups == {
+        None: ("http://shared:8000",),
+        "resnet": ("http://a:8000", "http://b:8000"),
+        "bert": ("https://c",),
+    }
+    env = {"NEXUS_PROXY_UPSTREAMS": "bert=http://c, http://d"}
+    assert settings_from([], env).upstream_groups == {"bert": ("http://c",), None: ("http://d",)}

@@ -1,0 +1,157 @@
+"""Which upstreams and which queue a request goes to: one queue per model (and, for the
+v2 protocol, per input signature), each over its model's upstreams.
+
+Upstreams are given per model (`--upstream resnet=http://a:8000`: that model's server, whose
+`/predict/batch` and `/v2/models/resnet/infer` serve it) or shared (`--upstream URL`: any
+model, named in the path: `/models/{name}/predict/batch`). `POST /predict` goes to the
+default queue: the shared upstreams' own model, or the one model when only one is named.
+A batch never mixes models: each queue sends only its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+from batch_proxy import v2batch, wire
+from batch_proxy.batcher import Batcher, BatchObserver, Transport, send_items
+from batch_proxy.policies import BatchPolicy, make_policy
+from batch_proxy.settings import ProxySettings
+from batch_proxy.upstream import UpstreamPool
+from batch_proxy.v2wire import V2Error
+
+QUEUES_MAX = 64  # distinct models and v2 input signatures; more are refused, not queued
+
+
+class UnknownModel(LookupError):
+    """No upstream serves the model named: 404 with this sentence."""
+
+
+class Router:
+    """The pools and queues of one proxy; queues are made on first use, then kept."""
+
+    def __init__(self, settings: ProxySettings, observer: BatchObserver | None = None) -> None:
+        self.settings = settings
+        self.pools: dict[str | None, UpstreamPool] = {
+            model: UpstreamPool(
+                urls,
+                timeout_s=settings.upstream_timeout_s,
+                health_interval_s=settings.health_interval_s,
+                pool_size=settings.connection_pool_size,
+                concurrency=settings.upstream_concurrency,
+                token=settings.upstream_token,
+            )
+            for model, urls in settings.upstream_groups.items()
+        }
+        self.observer = observer
+        self._items: dict[str | None, Batcher] = {}
+        self._v2: dict[v2batch.Signature, Batcher] = {}
+        self._started = False
+        default = None if None in self.pools else next(iter(self.pools))
+        self.default_model = default
+        self.default_policy = self._policy()
+        self.default = self._queue(self.pools[default], send_items, self.default_policy)
+        self._items[default] = self.default
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.gather(*(pool.start() for pool in self.pools.values()))
+        self._started = True
+        for queue in self.queues:
+            queue.start()
+
+    async def stop(self, drain_timeout_s: float) -> None:
+        await asyncio.gather(*(q.stop(drain_timeout_s=drain_timeout_s) for q in self.queues))
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
+
+    @property
+    def queues(self) -> list[Batcher]:
+        return [*self._items.values(), *self._v2.values()]
+
+    def set_observer(self, observer: BatchObserver) -> None:
+        self.observer = observer
+        for queue in self.queues:
+            queue.observer = observer
+
+    # -- where a request goes ----------------------------------------------------
+
+    def item_queue(self, model: str | None) -> Batcher:
+        """The queue of JSON items for `model` (None: the default)."""
+        if model is None or model == self.default_model:
+            return self.default
+        queue = self._items.get(model)
+        if queue is None:
+            pool, path = self._route(model)
+            transport = functools.partial(send_items, path=path)
+            queue = self._items[model] = self._new_queue(pool, transport)
+        return queue
+
+    def v2_queue(self, group: v2batch.Signature) -> Batcher:
+        """The queue of one model's v2 requests of one input signature."""
+        queue = self._v2.get(group)
+        if queue is None:
+            pool, _ = self._route(group.model)
+            queue = self._v2[group] = self._new_queue(pool, v2batch.transport(group.model))
+        return queue
+
+    def pool_for(self, model: str) -> UpstreamPool:
+        return self._route(model)[0]
+
+    def ready(self) -> dict[str, bool]:
+        """Per model (`*` for the shared upstreams): whether any of its upstreams is healthy."""
+        return {model or "*": pool.ready for model, pool in self.pools.items()}
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(q.queue_depth for q in self.queues)
+
+    @property
+    def inflight(self) -> int:
+        return sum(q.inflight for q in self.queues)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _route(self, model: str) -> tuple[UpstreamPool, str]:
+        """The model's pool and the batch path on it."""
+        own = self.pools.get(model)
+        if own is not None:
+            return own, wire.BATCH_PATH
+        shared = self.pools.get(None)
+        if shared is None:
+            served = ", ".join(sorted(m for m in self.pools if m))
+            raise UnknownModel(f"no upstream serves model '{model}' (this proxy serves {served}).")
+        return shared, f"/models/{model}{wire.BATCH_PATH}"
+
+    def _new_queue(self, pool: UpstreamPool, transport: Transport) -> Batcher:
+        if len(self.queues) >= QUEUES_MAX:
+            raise V2Error(
+                f"more than {QUEUES_MAX} distinct models and input shapes; send inputs of "
+                "the shapes the models are served with."
+            )
+        queue = self._queue(pool, transport, self._policy())
+        if self._started:
+            queue.start()
+        return queue
+
+    def _queue(self, pool: UpstreamPool, transport: Transport, policy: BatchPolicy) -> Batcher:
+        settings = self.settings
+        queue = Batcher(
+            pool,
+            policy,
+            max_batch_size=settings.max_batch_size,
+            max_queue=settings.max_queue,
+            transport=transport,
+        )
+        if self.observer is not None:
+            queue.observer = self.observer
+        return queue
+
+    def _policy(self) -> BatchPolicy:
+        settings = self.settings
+        return make_policy(
+            settings.policy,
+            max_batch=settings.max_batch_size,
+            max_wait_s=settings.max_wait_s,
+            max_inflight=settings.max_inflight,
+        )
