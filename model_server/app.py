@@ -2,9 +2,10 @@
 
     POST /predict/batch  {"inputs": [item, ...]} -> the wire reply (batch_proxy/wire.py)
     POST /predict        item -> {"output": ..., "model": {...}}, or 422 {"error": ...}
-    GET  /health /ready /model /metrics
+    POST /models/{name}/predict[/batch]   the same for one of several models (--models)
+    GET  /health /ready /model /models/{name} /metrics
     /v2/...              the Open Inference Protocol, JSON and binary (model_server/v2.py)
-    GET  /deployment     the rollout event log (?since=SEQ for the events after one)
+    GET  /deployment     the rollout event log (?since=SEQ for the events after one; ?model=)
     POST /admin/reload   check the followed ref now (Bearer NEXUS_ADMIN_TOKEN; off without one)
 
 Bodies are parsed with orjson and checked by the wire module's `check_request`,
@@ -13,7 +14,6 @@ the same code the contract documents; see docs/decisions.md for why not pydantic
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import logging
@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from batch_proxy import wire
 from control_plane import NexusError
-from model_server.delivery.rollout import Rollout
+from model_server.hosting import Hosted, Models
 from model_server.service import ModelService, NotReadyError, load_model
 from model_server.settings import ServerSettings
 from model_server.v2 import add_v2_routes
@@ -46,30 +46,24 @@ def json_response(payload: Any, status: int = 200) -> Response:
 def create_app(
     settings: ServerSettings, *, on_fatal: Callable[[NexusError], None] | None = None
 ) -> FastAPI:
-    """The app; `on_fatal` is called if the model cannot be loaded (the CLI stops the server)."""
-    service = ModelService(settings)
+    """The app; `on_fatal` is called if a model cannot be loaded (the CLI stops the server)."""
+    models = Models(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rollout = Rollout(service, settings, on_fatal)
-        app.state.rollout = rollout
-        task = asyncio.get_running_loop().create_task(rollout.run())
+        await models.start(on_fatal)
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await rollout.stop()
-            service.close()
+            await models.stop()
 
     app = FastAPI(title="NexusML model server", lifespan=lifespan)
-    app.state.nexus = service
+    app.state.models = models
     guard = token_guard(settings.server_token)
-    _prediction_routes(app, service, guard)
-    add_v2_routes(app, service, guard, json_response)
-    _probe_routes(app, service)
-    _delivery_routes(app, settings.admin_token)
+    _prediction_routes(app, models, guard)
+    add_v2_routes(app, models, guard, json_response)
+    _probe_routes(app, models)
+    _delivery_routes(app, models, settings.admin_token)
     _error_handlers(app)
     return app
 
@@ -87,18 +81,27 @@ def token_guard(token: str | None) -> Callable[[Request], Response | None]:
 
 
 def _prediction_routes(
-    app: FastAPI, service: ModelService, guard: Callable[[Request], Response | None]
+    app: FastAPI, models: Models, guard: Callable[[Request], Response | None]
 ) -> None:
-    def route(path: str, handler: Callable[[Any], Awaitable[Response]]) -> None:
-        """POST `path`: the body parsed once, expected failures answered, every status counted."""
+    def route(path: str, handler: Callable[[ModelService, Any], Awaitable[Response]]) -> None:
+        """POST `path` (and `/models/{name}` + `path`): the body parsed once, expected failures
+        answered, every status counted."""
 
         async def endpoint(request: Request) -> Response:
+            name = request.path_params.get("name")
+            hosted = models.default if name is None else models.find(name)
+            if hosted is None:
+                served = ", ".join(models.names())
+                return json_response(
+                    {"error": f"no model '{name}' here (it serves {served})."}, 404
+                )
+            service = hosted.service
             try:
                 refused = guard(request)
                 if refused is not None:
                     response = refused
                 else:
-                    response = await handler(_parse(await request.body()))
+                    response = await handler(service, _parse(await request.body()))
             except wire.WireError as exc:
                 response = json_response({"error": exc.message}, exc.status)
             except NotReadyError as exc:
@@ -107,13 +110,14 @@ def _prediction_routes(
             return response
 
         app.add_api_route(path, endpoint, methods=["POST"])
+        app.add_api_route("/models/{name}" + path, endpoint, methods=["POST"])
 
-    async def batch(body: Any) -> Response:
+    async def batch(service: ModelService, body: Any) -> Response:
         service.require_ready()
         items = wire.check_request(body, service.settings.max_batch)
         return json_response((await service.predict(items)).body())
 
-    async def one(body: Any) -> Response:
+    async def one(service: ModelService, body: Any) -> Response:
         result = await service.predict([body])
         if 0 in result.errors:
             return json_response({"error": result.errors[0], "model": result.model}, 422)
@@ -123,34 +127,60 @@ def _prediction_routes(
     route("/predict", one)
 
 
-def _probe_routes(app: FastAPI, service: ModelService) -> None:
+def _probe_routes(app: FastAPI, models: Models) -> None:
     @app.get(wire.HEALTH_PATH)
     async def health() -> Response:
         response = json_response({"status": "ok"})
-        response.headers[wire.CONCURRENCY_HEADER] = str(service.max_concurrent_batches)
+        concurrency = models.default.service.max_concurrent_batches
+        response.headers[wire.CONCURRENCY_HEADER] = str(concurrency)
         return response
 
     @app.get("/ready")
     async def ready() -> Response:
-        version = service.require_ready()
-        return json_response({"status": "ready", "model": version.info})
+        if not models.several:
+            version = models.default.service.require_ready()
+            return json_response({"status": "ready", "model": version.info})
+        states = {
+            h.name or "": h.service.serving.info if h.service.serving else h.service.not_ready
+            for h in models.hosted
+        }
+        waiting = [h for h in models.hosted if h.service.serving is None]
+        if waiting:
+            why = "; ".join(f"{h.name}: {h.service.not_ready}" for h in waiting)
+            return json_response({"error": f"not ready: {why}", "models": states}, 503)
+        return json_response({"status": "ready", "models": states})
 
     @app.get("/model")
-    async def model(request: Request) -> Response:
-        rollout: dict[str, Any] = request.app.state.rollout.status()
-        if service.serving is None:
-            return json_response({"error": service.not_ready, "rollout": rollout}, 503)
-        return json_response({**service.describe(), "rollout": rollout})
+    async def model() -> Response:
+        return _describe(models.default)
+
+    @app.get("/models/{name}")
+    async def named_model(name: str) -> Response:
+        hosted = models.find(name)
+        if hosted is None:
+            return json_response({"error": f"no model '{name}' here."}, 404)
+        return _describe(hosted)
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(models.render_metrics(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _delivery_routes(app: FastAPI, admin_token: str | None) -> None:
+def _describe(hosted: Hosted) -> Response:
+    service = hosted.service
+    rollout: dict[str, Any] = hosted.rollout.status() if hosted.rollout else {}
+    if service.serving is None:
+        return json_response({"error": service.not_ready, "rollout": rollout}, 503)
+    return json_response({**service.describe(), "rollout": rollout})
+
+
+def _delivery_routes(app: FastAPI, models: Models, admin_token: str | None) -> None:
     @app.get("/deployment")
-    async def deployment(request: Request, since: int = 0) -> Response:
-        rollout: Rollout = request.app.state.rollout
+    async def deployment(since: int = 0, model: str | None = None) -> Response:
+        hosted = models.default if model is None else models.find(model)
+        if hosted is None or hosted.rollout is None:
+            return json_response({"error": f"no model '{model}' here."}, 404)
+        rollout = hosted.rollout
         return json_response({**rollout.status(), "events": rollout.events.since(since)})
 
     if not admin_token:
@@ -160,8 +190,8 @@ def _delivery_routes(app: FastAPI, admin_token: str | None) -> None:
     async def reload(request: Request) -> Response:
         if not bearer_matches(request, admin_token):
             return json_response({"error": "missing or wrong admin token (Bearer)."}, 401)
-        rollout: Rollout = request.app.state.rollout
-        return json_response(await rollout.reload())
+        answers = [await h.rollout.reload() for h in models.hosted if h.rollout is not None]
+        return json_response(answers[0] if not models.several else {"models": answers})
 
 
 def bearer_matches(request: Request, token: str) -> bool:

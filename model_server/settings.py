@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from control_plane.registry.resolve import is_moving_ref
@@ -31,6 +31,12 @@ class ServerSettings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="port to listen on")
     model_name: str | None = Field(
         default=None, description="model to serve (needed when the metadata holds several)"
+    )
+    models: str | None = Field(
+        default=None,
+        description="several models, each NAME or NAME:REF, comma-separated (e.g. "
+        "resnet:production,bert:latest); the first is the default of /predict. Overrides "
+        "--model-name and --model-ref",
     )
     model_ref: str = Field(
         default="latest",
@@ -92,6 +98,30 @@ class ServerSettings(BaseSettings):
         default=256, ge=1, description="largest batch accepted by /predict/batch"
     )
     log_level: str = Field(default="info", description="uvicorn log level")
+
+    @property
+    def model_specs(self) -> list[tuple[str | None, str]]:
+        """(model name, ref) of each model served, the default first."""
+        if not self.models:
+            return [(self.model_name, self.model_ref)]
+        specs: list[tuple[str | None, str]] = []
+        for part in self.models.split(","):
+            name, _, ref = part.strip().partition(":")
+            if not name.strip():
+                raise ValueError(f"'{self.models}': each model is NAME or NAME:REF.")
+            if any(name.strip() == seen for seen, _ in specs):
+                raise ValueError(f"'{self.models}': {name.strip()} is named twice.")
+            specs.append((name.strip(), ref.strip() or "latest"))
+        return specs
+
+    @model_validator(mode="after")
+    def _models_parse(self) -> ServerSettings:
+        self.model_specs  # noqa: B018  # a bad --models fails at start, with its reason
+        return self
+
+    def for_model(self, name: str | None, ref: str) -> ServerSettings:
+        """These settings for one of the models served."""
+        return self.model_copy(update={"model_name": name, "model_ref": ref, "models": None})
 
     @property
     def follows(self) -> bool:

@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from batch_proxy import v2wire
+from model_server.hosting import Models
 from model_server.inference import ItemError, TensorPredictor
 from model_server.service import ModelService, NotReadyError
 
@@ -50,20 +51,19 @@ _FROM_NUMPY = {
 
 def add_v2_routes(
     app: FastAPI,
-    service: ModelService,
+    models: Models,
     guard: Callable[[Request], Response | None],
     respond: Callable[..., Response],
 ) -> None:
     """Mount the protocol's routes; `guard(request)` answers a refused caller (the server
     token), `respond(payload, status)` writes JSON."""
 
-    def served(name: str) -> TensorPredictor | Response:
-        version = service.require_ready()
-        if name != version.entry.model_name:
-            return respond(
-                {"error": f"no model '{name}' here; it serves '{version.entry.model_name}'."}, 404
-            )
-        predictor = version.predictor
+    def served(name: str) -> tuple[ModelService, TensorPredictor] | Response:
+        hosted = models.find(name)
+        if hosted is None:
+            return respond({"error": f"no model '{name}' here."}, 404)
+        service = hosted.service
+        predictor = service.require_ready().predictor
         if not isinstance(predictor, TensorPredictor):
             return respond(
                 {
@@ -72,7 +72,7 @@ def add_v2_routes(
                 },
                 400,
             )
-        return predictor
+        return service, predictor
 
     @app.get("/v2")
     async def server_metadata() -> Response:
@@ -86,7 +86,7 @@ def add_v2_routes(
 
     @app.get("/v2/health/ready")
     async def ready() -> Response:
-        ok = service.serving is not None
+        ok = all(h.service.serving is not None for h in models.hosted)
         return respond({"ready": ok}, 200 if ok else 503)
 
     @app.get("/v2/models/{name}")
@@ -94,7 +94,8 @@ def add_v2_routes(
         found = served(name)
         if isinstance(found, Response):
             return found
-        dims = list(found.item_dims) if found.item_dims is not None else []
+        service, predictor = found
+        dims = list(predictor.item_dims) if predictor.item_dims is not None else []
         entry = service.require_ready().entry
         return respond(
             {
@@ -104,7 +105,7 @@ def add_v2_routes(
                 "inputs": [
                     {
                         "name": INPUT_NAME,
-                        "datatype": _FROM_NUMPY[np.dtype(found.input_dtype)],
+                        "datatype": _FROM_NUMPY[np.dtype(predictor.input_dtype)],
                         "shape": [-1, *dims],
                     }
                 ],
@@ -128,11 +129,12 @@ def add_v2_routes(
         found = served(name)
         if isinstance(found, Response):
             return found
+        service, predictor = found
         try:
             parsed = v2wire.parse_request(
                 await request.body(), request.headers.get(v2wire.HEADER_LENGTH), orjson.loads
             )
-            batch = _input_array(parsed, found)
+            batch = _input_array(parsed, predictor)
             outputs, version = await service.infer(batch)
         except v2wire.V2Error as exc:
             return respond({"error": str(exc)}, exc.status)

@@ -1,0 +1,110 @@
+"""The models one server serves: each its own service (loader, inference thread, metrics)
+and its own rollout, the first the default of `/predict`.
+
+One model is the usual case (`--model-name`/`--model-ref`); `--models resnet:production,
+bert:latest` serves several, loaded in parallel at start. A model is found by its name;
+a server of one unnamed model (the metadata's only one) answers to the name it serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from control_plane import NexusError
+from model_server.delivery.rollout import Rollout
+from model_server.service import ModelService
+from model_server.settings import ServerSettings
+
+
+@dataclass
+class Hosted:
+    """One model: its service and, while the server runs, its rollout."""
+
+    name: str | None
+    service: ModelService
+    rollout: Rollout | None = None
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def serves(self) -> str | None:
+        """The model's name: configured, or the one its serving version belongs to."""
+        if self.name is not None:
+            return self.name
+        serving = self.service.serving
+        return serving.entry.model_name if serving is not None else None
+
+
+class Models:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.hosted = [
+            Hosted(name, ModelService(settings.for_model(name, ref)))
+            for name, ref in settings.model_specs
+        ]
+        self.default = self.hosted[0]
+        self.several = len(self.hosted) > 1
+
+    def find(self, name: str) -> Hosted | None:
+        return next((h for h in self.hosted if h.serves == name), None)
+
+    def names(self) -> list[str]:
+        return [h.serves or "(loading)" for h in self.hosted]
+
+    async def start(self, on_fatal: Callable[[NexusError], None] | None) -> None:
+        """A rollout per model, all started at once: models load in parallel."""
+        loop = asyncio.get_running_loop()
+        for hosted in self.hosted:
+            hosted.rollout = Rollout(hosted.service, hosted.service.settings, on_fatal)
+            hosted._task = loop.create_task(hosted.rollout.run())
+
+    async def stop(self) -> None:
+        for hosted in self.hosted:
+            if hosted._task is not None:
+                hosted._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await hosted._task
+            if hosted.rollout is not None:
+                await hosted.rollout.stop()
+            hosted.service.close()
+
+    def render_metrics(self) -> bytes:
+        """Prometheus text: one model's metrics as they are; several, labelled `model`."""
+        if not self.several:
+            return self.default.service.metrics.render()
+        registry = CollectorRegistry()
+        registry.register(
+            _Labelled([(h.name or "", h.service.metrics.registry) for h in self.hosted])
+        )
+        return generate_latest(registry)
+
+
+class _Labelled(Collector):
+    """The same families from several registries, merged, each sample labelled `model`."""
+
+    def __init__(self, sources: list[tuple[str, CollectorRegistry]]) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for model, registry in self._sources:
+            for family in registry.collect():
+                target = merged.get(family.name)
+                if target is None:
+                    target = merged[family.name] = Metric(
+                        family.name, family.documentation, family.type, family.unit
+                    )
+                for sample in family.samples:
+                    target.add_sample(
+                        sample.name,
+                        {**sample.labels, "model": model},
+                        sample.value,
+                        sample.timestamp,
+                        sample.exemplar,
+                    )
+        yield from merged.values()
