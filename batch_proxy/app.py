@@ -110,7 +110,7 @@ class ProxyApp:
                 return
             if self.admission is not None and not await self._admit(scope, send):
                 return
-            status = await self._predict(model, receive, send)
+            status = await self._predict(model, scope, receive, send)
             if status:
                 self.metrics.request_done(status)
         elif path in ("/health", "/ready", "/metrics") and method in ("GET", "HEAD"):
@@ -172,13 +172,16 @@ class ProxyApp:
         await send({"type": "http.response.body", "body": body})
         return 200
 
-    async def _predict(self, model: str | None, receive: Receive, send: Send) -> int:
+    async def _predict(self, model: str | None, scope: Scope, receive: Receive, send: Send) -> int:
         """Answer one item of `model` (None: the default); 0 means the client left before an
         answer could be sent."""
         try:
             queue = self.router.item_queue(model)
+            priority = self._priority(_header(scope, b"x-priority"))
         except UnknownModel as exc:
             return await _respond(send, 404, {"error": str(exc)})
+        except ValueError as exc:
+            return await _respond(send, 400, {"error": str(exc)})
         try:
             body = await _read_body(receive, self.settings.max_body_bytes)
         except BodyTooLarge:
@@ -193,7 +196,8 @@ class ProxyApp:
                 send, 400, {"error": f"the request body is not valid JSON: {exc}."}
             )
         try:
-            item = queue.submit(body, self.settings.request_timeout_s)
+            timeout = self.settings.timeout_s(priority)
+            item = queue.submit(body, timeout, priority=priority)
         except BatchError as exc:
             return await _respond(send, exc.status, {"error": exc.message}, retry_after=True)
         return await self._await_answer(item, receive, send)
@@ -234,6 +238,21 @@ class ProxyApp:
         else:
             await _respond(send, 404, {"error": f"no route {method} {path}."})
 
+    def _priority(self, asked: object) -> int:
+        """The level of a request's priority (1 = highest; none asked: the lowest)."""
+        levels = self.settings.priority_levels
+        if asked is None or asked == 0:  # 0: the v2 protocol's "default priority"
+            return levels
+        try:
+            level = int(str(asked))
+        except ValueError:
+            level = 0
+        if not 1 <= level <= levels:
+            raise v2wire.V2Error(
+                f"priority must be a whole number from 1 to {levels}, not {asked!r}."
+            )
+        return level
+
     async def _v2_infer(self, model: str, scope: Scope, receive: Receive, send: Send) -> int:
         try:
             body = await _read_body(receive, self.settings.max_body_bytes)
@@ -250,12 +269,15 @@ class ProxyApp:
             if rows > max_rows:
                 raise v2wire.V2Error(f"at most {max_rows} rows a request; this one has {rows}.")
             queue = self.router.v2_queue(group)
+            asked = request.parameters.get("priority") or _header(scope, b"x-priority")
+            priority = self._priority(asked)
         except v2wire.V2Error as exc:
             return await _respond(send, 400, {"error": str(exc)})
         except UnknownModel as exc:
             return await _respond(send, 404, {"error": str(exc)})
         try:
-            item = queue.submit(request, self.settings.request_timeout_s, size=rows)
+            timeout = self.settings.timeout_s(priority)
+            item = queue.submit(request, timeout, size=rows, priority=priority)
         except BatchError as exc:
             return await _respond(send, exc.status, {"error": exc.message}, retry_after=True)
         answer = await self._answer_of(item, receive, send)
@@ -294,11 +316,11 @@ class ProxyApp:
         # Most answers come within a few batch times, so the disconnect watcher (a task per
         # request, a fifth of the proxy's per-request cost) starts only once an item waits.
         watcher = _LazyWatcher(receive, item)
+        timeout = item.deadline - item.enqueued  # the request's own (its priority's)
         try:
-            async with asyncio.timeout(self.settings.request_timeout_s):
+            async with asyncio.timeout(timeout):
                 output, model = await item.future
         except TimeoutError:
-            timeout = self.settings.request_timeout_s
             return await _respond(send, 504, {"error": f"no answer within {timeout:g} s."})
         except ItemError as exc:
             return await _respond(send, exc.status, {"error": exc.message, "model": exc.model})
@@ -393,11 +415,11 @@ async def _respond_raw(send: Send, status: int, body: bytes) -> int:
 async def _respond(
     send: Send, status: int, payload: dict[str, Any], *, retry_after: bool | float = False
 ) -> int:
-    """`retry_after`: True for a 503 (one second), or the seconds a 429 should wait
-    (rounded up to whole seconds, as the header takes)."""
+    """`retry_after`: True for a 503 or a full queue's 429 (one second), or the seconds a
+    rate-limited 429 should wait (rounded up to whole seconds, as the header takes)."""
     body = orjson.dumps(payload)
     headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    if retry_after is True and status == 503:
+    if retry_after is True and status in (429, 503):
         headers.append((b"retry-after", b"1"))
     elif retry_after is not True and retry_after:
         headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))

@@ -14,7 +14,6 @@ HTTP.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -22,6 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from batch_proxy.backlog import Backlog
 from batch_proxy.policies import BatchPolicy, Decision, Lane
 from batch_proxy.wire import BATCH_PATH, BatchReply
 
@@ -71,9 +71,9 @@ class NoUpstreamError(UpstreamError):
 
 
 class QueueFullError(BatchError):
-    """The queue holds `max_queue` items: 503 with Retry-After."""
+    """The request's priority level holds all it may: 429 with Retry-After, at once."""
 
-    status = 503
+    status = 429
 
 
 class ShuttingDownError(BatchError):
@@ -176,13 +176,15 @@ class Batcher:
     policy: BatchPolicy
     max_batch_size: int = 32
     max_queue: int = 1024
+    # requests each priority level may hold, level 1 (the highest) first; default: one level
+    queue_limits: Sequence[int] | None = None
     observer: BatchObserver = field(default_factory=_NullObserver)
     transport: Transport = send_items
     # Not the loop's clock: uvloop's loop.time() moves in whole milliseconds.
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
-        self._queue: collections.deque[Pending] = collections.deque()
+        self._queue: Backlog[Pending] = Backlog(self.queue_limits or (self.max_queue,))
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -211,8 +213,8 @@ class Batcher:
             await asyncio.wait(self._inflight, timeout=max(0.0, deadline - time.monotonic()))
         for task in self._inflight:
             task.cancel()
-        while self._queue:
-            _settle_error(self._queue.popleft(), ShuttingDownError("the proxy is shutting down."))
+        for item in self._queue.drain():
+            _settle_error(item, ShuttingDownError("the proxy is shutting down."))
 
     def _loop_alive(self) -> bool:
         return self._loop_task is not None and not self._loop_task.done()
@@ -227,17 +229,25 @@ class Batcher:
     def inflight(self) -> int:
         return len(self._inflight)
 
-    def submit(self, payload: Any, timeout_s: float, size: int = 1) -> Pending:
-        """Queue one request of `size` rows; its future resolves to (output, model) or raises
-        BatchError."""
+    @property
+    def levels(self) -> int:
+        return self._queue.levels
+
+    def submit(
+        self, payload: Any, timeout_s: float, size: int = 1, priority: int | None = None
+    ) -> Pending:
+        """Queue one request of `size` rows at `priority` (1 = highest; None: the lowest);
+        its future resolves to (output, model) or raises BatchError."""
         if self._closing:
             raise ShuttingDownError("the proxy is shutting down.")
-        if len(self._queue) >= self.max_queue:
-            raise QueueFullError(f"the queue is full ({self.max_queue} items); retry shortly.")
+        level = self._queue.levels if priority is None else priority
         now = self.clock()
         future = asyncio.get_running_loop().create_future()
         item = Pending(payload, future, now, now + timeout_s, size)
-        self._queue.append(item)
+        if not self._queue.push(item, level):
+            limit = self._queue.limits[level - 1]
+            where = f"priority {level}'s queue" if self._queue.levels > 1 else "the queue"
+            raise QueueFullError(f"{where} is full ({limit} requests); retry shortly.")
         self.policy.arrived(now)
         if len(self._queue) >= self._wake_queued:
             self._wake.set()
@@ -272,11 +282,11 @@ class Batcher:
         lanes = self.pool.lanes()
         if not lanes:
             error = NoUpstreamError(self.pool.unavailable())
-            while self._queue:
-                _settle_error(self._queue.popleft(), error)
+            for item in self._queue.drain():
+                _settle_error(item, error)
             return Decision()
         decision = self.policy.decide(
-            now, len(self._queue), self._queue[0].enqueued, lanes, flush=self._closing
+            now, len(self._queue), self._queue.oldest(), lanes, flush=self._closing
         )
         if decision.holding and self._holding_since is None:
             self._holding_since = now
@@ -298,21 +308,18 @@ class Batcher:
         return decision
 
     def _take(self, now: float) -> list[Pending]:
-        """Live requests up to max_batch_size rows (at least one request); cancelled and
+        """Live requests up to max_batch_size rows, highest priority first; cancelled and
         expired ones are dropped here."""
-        batch: list[Pending] = []
-        rows = 0
-        queue = self._queue
-        while queue and (not batch or rows + queue[0].size <= self.max_batch_size):
-            item = queue.popleft()
+
+        def live(item: Pending) -> bool:
             if item.future.done():
-                continue  # the caller went away or timed out
+                return False  # the caller went away or timed out
             if item.deadline <= now:
                 _settle_error(item, DeadlineError("the request timed out in the queue."))
-                continue
-            batch.append(item)
-            rows += item.size
-        return batch
+                return False
+            return True
+
+        return self._queue.take(self.max_batch_size, live)
 
     async def _dispatch(self, slot: Slot, batch: list[Pending], ticket: object) -> None:
         """One upstream call; every future in the batch is settled, whatever happens.

@@ -141,6 +141,7 @@ class Router:
             policy,
             max_batch_size=settings.max_batch_size,
             max_queue=settings.max_queue,
+            queue_limits=settings.queue_limits,
             transport=transport,
         )
         if self.observer is not None:

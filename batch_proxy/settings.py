@@ -51,6 +51,13 @@ def _urls(value: Any) -> Any:
     return value
 
 
+def _numbers(value: Any) -> Any:
+    """`1024, 256` (a variable or flag) -> a tuple, one value per priority level."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
 class ProxySettings(BaseSettings):
     """Every field is a flag (`--max-batch-size`) and a variable (`NEXUS_PROXY_MAX_BATCH_SIZE`).
 
@@ -77,6 +84,9 @@ class ProxySettings(BaseSettings):
     log_level: str = "info"
     api_keys: Path | None = None
     upstream_token: str | None = None
+    priority_levels: int = 2
+    priority_max_queue: Annotated[tuple[int, ...], NoDecode, BeforeValidator(_numbers)] = ()
+    priority_timeout_s: Annotated[tuple[float, ...], NoDecode, BeforeValidator(_numbers)] = ()
 
     @classmethod
     def settings_customise_sources(
@@ -116,6 +126,17 @@ class ProxySettings(BaseSettings):
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}.")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must not be negative, not {self.max_wait_ms}.")
+        if self.priority_levels < 1:
+            raise ValueError(f"priority_levels must be at least 1, not {self.priority_levels}.")
+        for name in ("priority_max_queue", "priority_timeout_s"):
+            given = getattr(self, name)
+            if given and len(given) != self.priority_levels:
+                raise ValueError(
+                    f"{name} has {len(given)} values; give one per priority level "
+                    f"({self.priority_levels}), highest first."
+                )
+            if any(v <= 0 for v in given):
+                raise ValueError(f"{name} values must be positive, not {list(given)}.")
         if self.max_queue < self.max_batch_size:
             raise ValueError(
                 f"max_queue ({self.max_queue}) must hold at least one full batch "
@@ -141,6 +162,17 @@ class ProxySettings(BaseSettings):
         plus one batch in flight; 64 covers any upstream that says it runs 63.
         """
         return len(self.upstreams) * ((self.max_inflight or 64) + 1)  # per pool: an upper bound
+
+    @property
+    def queue_limits(self) -> tuple[int, ...]:
+        """Requests each priority level may hold, level 1 (the highest) first."""
+        return self.priority_max_queue or (self.max_queue,) * self.priority_levels
+
+    def timeout_s(self, priority: int) -> float:
+        """How long a request of `priority` may wait for its answer."""
+        if self.priority_timeout_s:
+            return self.priority_timeout_s[priority - 1]
+        return self.request_timeout_s
 
     @property
     def max_wait_s(self) -> float:
@@ -225,7 +257,17 @@ def _parser() -> argparse.ArgumentParser:
         help="batches each upstream runs at once, for an upstream that does not say so "
         "(default: its /health header, else 1)",
     )
-    add("--max-queue", type=int, help="queued items before 503 (default 1024)")
+    add(
+        "--max-queue", type=int, help="queued requests per priority level before 429 (default 1024)"
+    )
+    add(
+        "--priority-levels",
+        type=int,
+        help="priority levels (default 2): X-Priority or v2 parameters.priority 1 is the "
+        "highest; a request without one gets the lowest",
+    )
+    add("--priority-max-queue", metavar="N,N", help="queued requests per level, highest first")
+    add("--priority-timeout-s", metavar="S,S", help="request timeout per level, highest first")
     add("--request-timeout-s", type=float, help="per request, answered 504 (default 30)")
     add("--upstream-timeout-s", type=float, help="per batch call (default 30)")
     add("--health-interval-s", type=float, help="upstream health checks (default 1)")

@@ -7,7 +7,6 @@ and no sleeping: the tests of a policy are exact, repeatable and fast.
 
 from __future__ import annotations
 
-import collections
 import functools
 import heapq
 import itertools
@@ -17,6 +16,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from batch_proxy.backlog import Backlog
 from batch_proxy.policies import BatchPolicy, Lane
 
 
@@ -53,6 +53,8 @@ class Sent:
 class _Item:
     enqueued: float
     caller: int
+    priority: int = 1
+    size: int = 1
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Simulation:
         upstreams: int = 1,
         max_batch: int = 32,
         return_lag: Callable[[int], float] | None = None,
+        queue_limits: tuple[int, ...] = (1 << 30,),
     ) -> None:
         """`return_lag(i)`: how long after its answer the i-th caller of a batch is back
         (closed-loop callers); default: 0.2 ms plus 0.05 ms per caller answered before it."""
@@ -80,10 +83,12 @@ class Simulation:
         self.now = 0.0
         self.sent: list[Sent] = []
         self.answered: list[tuple[float, float]] = []  # (arrival, latency)
+        self._priorities: list[int] = []  # of each answered item
         self._lanes = [
             _Lane(f"u{i}", model, free_at=[0.0] * model.concurrency) for i in range(upstreams)
         ]
-        self._queue: collections.deque[_Item] = collections.deque()
+        self._queue: Backlog[_Item] = Backlog(queue_limits)
+        self.rejected: list[tuple[float, int]] = []  # (when, priority): refused, queue full
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._timer = 0
@@ -100,12 +105,14 @@ class Simulation:
         for caller in range(clients):
             self._at(start + caller * 1e-6, functools.partial(self._arrive, caller))
 
-    def poisson(self, rate: float, until: float, seed: int = 1) -> None:
-        """Independent arrivals at `rate` per second until `until`."""
+    def poisson(
+        self, rate: float, until: float, seed: int = 1, priority: int = 1, start: float = 0.0
+    ) -> None:
+        """Independent arrivals at `rate` per second from `start` until `until`."""
         rng = random.Random(seed)
-        t = rng.expovariate(rate)
+        t = start + rng.expovariate(rate)
         while t < until:
-            self._at(t, lambda: self._arrive(-1))
+            self._at(t, functools.partial(self._arrive, -1, priority))
             t += rng.expovariate(rate)
 
     def run(self, until: float) -> Simulation:
@@ -124,8 +131,14 @@ class Simulation:
         done = [a + lat for a, lat in self.answered if a + lat >= after]
         return len(done) / (self.now - after)
 
-    def latency(self, quantile: float, after: float = 0.0) -> float:
-        values = sorted(lat for a, lat in self.answered if a >= after)
+    def latency(
+        self, quantile: float, after: float = 0.0, before: float = math.inf, priority: int = 0
+    ) -> float:
+        values = sorted(
+            lat
+            for (a, lat), p in zip(self.answered, self._priorities, strict=True)
+            if after <= a < before and priority in (0, p)
+        )
         return values[min(len(values) - 1, int(quantile * len(values)))]
 
     def median_wait(self, after: float = 0.0) -> float:
@@ -136,8 +149,10 @@ class Simulation:
     def _at(self, when: float, event: Callable[[], None]) -> None:
         heapq.heappush(self._events, (when, next(self._seq), event))
 
-    def _arrive(self, caller: int) -> None:
-        self._queue.append(_Item(self.now, caller))
+    def _arrive(self, caller: int, priority: int = 1) -> None:
+        if not self._queue.push(_Item(self.now, caller, priority), priority):
+            self.rejected.append((self.now, priority))
+            return
         self.policy.arrived(self.now)
         if len(self._queue) >= self._wake_queued:
             self._step()
@@ -150,7 +165,7 @@ class Simulation:
                 for ln in self._lanes
             ]
             decision = self.policy.decide(
-                self.now, len(self._queue), self._queue[0].enqueued, lanes, flush=False
+                self.now, len(self._queue), self._queue.oldest(), lanes, flush=False
             )
             self._holding = self._holding or decision.holding
             if decision.lane is None:
@@ -159,7 +174,7 @@ class Simulation:
                     timer = self._timer
                     self._at(max(self.now, decision.wake_at), functools.partial(self._wake, timer))
                 return
-            batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+            batch = self._queue.take(self.max_batch, lambda item: True)
             waits = [self.now - i.enqueued for i in batch]
             self.sent.append(Sent(self.now, len(batch), waits, self._holding))
             self._holding = False
@@ -187,6 +202,7 @@ class Simulation:
         self.policy.answered(self.now, ticket, True)
         for index, item in enumerate(batch):
             self.answered.append((item.enqueued, self.now - item.enqueued))
+            self._priorities.append(item.priority)
             if self._closed_loop:
                 caller = item.caller
                 self._at(

@@ -191,3 +191,23 @@ def test_arrival_rate_and_returns() -> None:
             returns.arrived(start + 0.0002 * (i + 1))
     assert returns.fraction > 0.9
     assert returns.lag_s == pytest.approx(0.0008, rel=0.2)
+
+
+def test_high_priority_keeps_its_latency_under_twice_the_capacity_of_low_priority() -> None:
+    """Priority 1 alone for 4 s, then the same with priority 2 at 2x the capacity on top:
+    the high-priority p99 stays within 1.2x, none is refused, and the low-priority excess
+    is refused at arrival (its level's queue is full), never queued behind."""
+    model = FIXED_20MS
+    capacity = model.capacity()
+    sim = Simulation(policy(), model, queue_limits=(1024, 256))
+    sim.poisson(0.1 * capacity, until=8.0, seed=3, priority=1)
+    sim.poisson(2.0 * capacity, until=8.0, seed=4, priority=2, start=4.0)
+    sim.run(9.0)
+    alone = sim.latency(0.99, after=1.0, before=4.0, priority=1)
+    loaded = sim.latency(0.99, after=5.0, before=8.0, priority=1)
+    assert loaded <= 1.2 * alone, (alone, loaded)
+    assert all(priority == 2 for _, priority in sim.rejected)
+    refused = len(sim.rejected) / 4.0
+    assert refused >= 0.9 * capacity  # about the half it cannot serve
+    served = sum(1 for arrived, latency in sim.answered if 5.0 <= arrived + latency < 8.0)
+    assert served / 3.0 >= 0.9 * capacity  # and the rest keeps the upstream full

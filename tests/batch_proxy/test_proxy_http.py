@@ -73,16 +73,16 @@ async def test_items_accumulate_while_upstream_is_busy(sim, proxy, client) -> No
     assert [b["size"] for b in model.batches] == [1, 10]
 
 
-async def test_overload_gets_503_then_recovers(sim, proxy, client) -> None:
+async def test_overload_gets_429_then_recovers(sim, proxy, client) -> None:
     _model, sim_url = sim
     await control(client, sim_url, latency_ms=300)
     async with proxy(upstreams=(sim_url,), max_inflight=1, max_queue=40) as (_, url):
         results = await asyncio.gather(*(post(client, url, i) for i in range(150)))
         statuses = [s for s, _, _ in results]
-        assert statuses.count(503) > 0
+        assert statuses.count(429) > 0
         assert statuses.count(200) >= 40
-        assert set(statuses) == {200, 503}
-        rejected = next(r for r in results if r[0] == 503)
+        assert set(statuses) == {200, 429}
+        rejected = next(r for r in results if r[0] == 429)
         assert rejected[2]["Retry-After"] == "1"
         assert "queue is full" in rejected[1]["error"]
         status, body, _ = await post(client, url, "after")
@@ -258,3 +258,36 @@ async def test_an_output_with_an_error_key_is_answered_200(sim, proxy, client) -
         status, body, _ = await post(client, url, {"as_output": {"error": "not a failure"}})
     assert status == 200
     assert body["output"] == {"error": "not a failure"}
+
+
+async def test_a_low_priority_flood_is_refused_at_once_and_high_priority_goes_first(
+    sim, proxy, client
+) -> None:
+    model, sim_url = sim
+    await control(client, sim_url, latency_ms=200)
+    settings = {"upstreams": (sim_url,), "max_batch_size": 4, "max_queue": 8}
+    async with proxy(**settings, priority_max_queue=(8, 4)) as (_, url):
+        low_tasks = []
+        for wave in (range(4), range(4, 30)):  # one batch in flight, then a flood behind it
+            low_tasks += [
+                asyncio.ensure_future(post(client, url, {"low": i}, headers={"X-Priority": "2"}))
+                for i in wave
+            ]
+            await asyncio.sleep(0.05)
+        high = await asyncio.gather(
+            *(post(client, url, {"high": i}, headers={"X-Priority": "1"}) for i in range(4))
+        )
+        lows = await asyncio.gather(*low_tasks)
+        refused = [r for r in lows if r[0] == 429]
+        assert all(status == 200 for status, _, _ in high)
+        assert refused  # the low level held 4 (plus what was in flight): the rest refused
+        assert all("priority 2's queue is full" in r[1]["error"] for r in refused)
+        assert all(r[2]["Retry-After"] == "1" for r in refused)
+        # the high requests jumped the low ones queued before them: a batch of highs left
+        # while low requests were still waiting, and they were answered after it
+        kinds = [{next(iter(item)) for item in b["inputs"]} for b in model.batches]
+        first_high = next(i for i, k in enumerate(kinds) if "high" in k)
+        assert any("low" in k for k in kinds[first_high + 1 :]), kinds
+        bad = await post(client, url, {"x": 1}, headers={"X-Priority": "7"})
+        assert bad[0] == 400
+        assert "priority must be a whole number from 1 to 2" in bad[1]["error"]

@@ -99,6 +99,11 @@ def test_v2_metadata_readiness_and_bad_requests(stack: tuple[str, torch.jit.Scri
     assert client.is_server_ready()
     assert client.is_model_ready("vision")
     assert client.get_model_metadata("vision")["inputs"][0]["name"] == "input"
+    image = triton.InferInput("input", [1, 3, 8, 8], "FP32")
+    image.set_data_from_numpy(images(1, seed=5, side=8), binary_data=True)
+    assert client.infer("vision", [image], priority=1).as_numpy("output").shape == (1, 5)
+    with pytest.raises(triton.InferenceServerException, match="priority must be"):
+        client.infer("vision", [image], priority=9)
     base = f"http://{address}"
     ragged = {
         "inputs": [{"name": "input", "shape": [1, 3, 2, 2], "datatype": "FP32", "data": [0.0] * 5}]
