@@ -13,6 +13,9 @@ import collections
 from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, Protocol, TypeVar
 
+# How long after requests of two levels the batches stay patient (see `Backlog.patient`).
+PATIENCE_S = 5.0
+
 
 class Queued(Protocol):
     @property
@@ -31,6 +34,7 @@ class Backlog(Generic[T]):
         self.limits = tuple(limits)
         self._levels: list[collections.deque[T]] = [collections.deque() for _ in limits]
         self._count = 0
+        self._seen = [-float("inf")] * len(self.limits)  # last arrival at each level
 
     @property
     def levels(self) -> int:
@@ -43,6 +47,7 @@ class Backlog(Generic[T]):
             return False
         queue.append(item)
         self._count += 1
+        self._seen[level - 1] = item.enqueued
         return True
 
     def __len__(self) -> int:
@@ -54,6 +59,14 @@ class Backlog(Generic[T]):
     def oldest(self) -> float:
         """When the longest-waiting request was queued (any level)."""
         return min(q[0].enqueued for q in self._levels if q)
+
+    def patient(self, now: float) -> bool:
+        """Whether batches should wait for the upstream to be about to free, even full: while
+        requests of more than one level arrive, a batch sent early would sit at the upstream
+        in front of the next higher-priority one. With one level in use, never (a full batch
+        goes at once: nothing can overtake it, and an early send hides the round trip)."""
+        recent = sum(1 for seen in self._seen if now - seen < PATIENCE_S)
+        return recent > 1
 
     def take(self, max_rows: int, live: Callable[[T], bool]) -> list[T]:
         """Up to `max_rows` rows (at least one request), highest level first, in arrival

@@ -286,7 +286,12 @@ class Batcher:
                 _settle_error(item, error)
             return Decision()
         decision = self.policy.decide(
-            now, len(self._queue), self._queue.oldest(), lanes, flush=self._closing
+            now,
+            len(self._queue),
+            self._queue.oldest(),
+            lanes,
+            flush=self._closing,
+            patient=self._queue.patient(now),
         )
         if decision.holding and self._holding_since is None:
             self._holding_since = now

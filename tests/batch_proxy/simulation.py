@@ -165,7 +165,12 @@ class Simulation:
                 for ln in self._lanes
             ]
             decision = self.policy.decide(
-                self.now, len(self._queue), self._queue.oldest(), lanes, flush=False
+                self.now,
+                len(self._queue),
+                self._queue.oldest(),
+                lanes,
+                flush=False,
+                patient=self._queue.patient(self.now),
             )
             self._holding = self._holding or decision.holding
             if decision.lane is None:
