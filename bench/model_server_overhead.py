@@ -1,4 +1,5 @@
-"""Model server overhead: items/s through POST /predict/batch vs the model called in-process.
+"""Model server overhead: items/s through POST /predict/batch and the v2 binary protocol vs
+the model called in-process.
 
     python bench/model_server_overhead.py [--seconds 5] [--device cuda]
 
@@ -6,7 +7,8 @@ A TorchScript MLP (64 -> 256 -> 256 -> 10) is stored in a temporary Git repo
 and served by a real model server process on the CPU (or `--device`). One keep-alive
 httpx client sends batches back to back. Columns: the raw forward pass on a
 ready tensor (the ideal), the server's predictor in-process (JSON items ->
-tensor -> forward -> lists; no HTTP), and the full HTTP round trip.
+tensor -> forward -> lists; no HTTP), the full HTTP round trip with JSON items, and
+the same batch as one binary tensor through `POST /v2/models/mlp/infer` (binary output).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from batch_proxy import v2wire
 from bench._common import git_repo, save, table
 from control_plane import Registry
 from model_server.inference import build_predictor
@@ -101,12 +104,31 @@ def main() -> None:
                     def http(body: dict[str, list[dict[str, list[float]]]] = body) -> None:
                         client.post("/predict/batch", json=body).raise_for_status()
 
+                    tensor_in = v2wire.Tensor("input", list(batch.shape), "FP32", batch.tobytes())
+                    v2_body, v2_length = v2wire.encode_request(
+                        [tensor_in], {"binary_data_output": True}
+                    )
+                    v2_headers = {
+                        v2wire.HEADER_LENGTH: str(v2_length),
+                        "content-type": v2wire.BINARY_CONTENT_TYPE,
+                    }
+
+                    def binary(data: bytes = v2_body, headers: dict[str, str] = v2_headers) -> None:
+                        reply = client.post("/v2/models/mlp/infer", content=data, headers=headers)
+                        reply.raise_for_status()
+
                     raw_rate = rate(raw, size, args.seconds)
                     pred_rate = rate(
                         lambda items=items: predictor.predict(items), size, args.seconds
                     )
                     http_rate = rate(http, size, args.seconds)
-                    results[size] = {"raw": raw_rate, "predictor": pred_rate, "http": http_rate}
+                    binary_rate = rate(binary, size, args.seconds)
+                    results[size] = {
+                        "raw": raw_rate,
+                        "predictor": pred_rate,
+                        "http": http_rate,
+                        "v2_binary": binary_rate,
+                    }
                     rows.append(
                         [
                             size,
@@ -114,6 +136,8 @@ def main() -> None:
                             f"{pred_rate:,.0f}",
                             f"{http_rate:,.0f}",
                             f"{http_rate / raw_rate:.2f}",
+                            f"{binary_rate:,.0f}",
+                            f"{binary_rate / raw_rate:.2f}",
                             f"{1000 * size / http_rate:.2f}",
                         ]
                     )
@@ -131,9 +155,11 @@ def main() -> None:
                 "batch",
                 "raw forward items/s",
                 "predictor items/s",
-                "HTTP items/s",
-                "HTTP / raw",
-                "HTTP ms per batch",
+                "HTTP JSON items/s",
+                "JSON / raw",
+                "v2 binary items/s",
+                "binary / raw",
+                "JSON ms per batch",
             ],
             rows,
         )

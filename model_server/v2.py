@@ -178,7 +178,8 @@ def _input_array(request: v2wire.InferRequest, predictor: TensorPredictor) -> np
             ) from None
     if not array.shape or array.shape[0] == 0:
         raise v2wire.V2Error(f"input '{tensor.name}' needs a batch dimension of at least 1.")
-    return np.ascontiguousarray(array, dtype=predictor.input_dtype)
+    # torch wants a writable array; a tensor of bytes from the body is read-only (copied here)
+    return np.require(array, dtype=predictor.input_dtype, requirements=["C", "W"])
 
 
 def _tensor(name: str, array: np.ndarray) -> v2wire.Tensor:
