@@ -182,13 +182,9 @@ class ProxyApp:
             return await _respond(send, 404, {"error": str(exc)})
         except ValueError as exc:
             return await _respond(send, 400, {"error": str(exc)})
-        try:
-            body = await _read_body(receive, self.settings.max_body_bytes)
-        except BodyTooLarge:
-            limit = self.settings.max_body_bytes
-            return await _respond(send, 413, {"error": f"the body is over {limit} bytes."})
-        except ClientGone:
-            return 0
+        body = await self._body(receive, send)
+        if isinstance(body, int):
+            return body
         try:
             orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -253,14 +249,20 @@ class ProxyApp:
             )
         return level
 
-    async def _v2_infer(self, model: str, scope: Scope, receive: Receive, send: Send) -> int:
+    async def _body(self, receive: Receive, send: Send) -> bytes | int:
+        """The request body; or the status already answered (413, or 0: the client left)."""
         try:
-            body = await _read_body(receive, self.settings.max_body_bytes)
+            return await _read_body(receive, self.settings.max_body_bytes)
         except BodyTooLarge:
             limit = self.settings.max_body_bytes
             return await _respond(send, 413, {"error": f"the body is over {limit} bytes."})
         except ClientGone:
             return 0
+
+    async def _v2_infer(self, model: str, scope: Scope, receive: Receive, send: Send) -> int:
+        body = await self._body(receive, send)
+        if isinstance(body, int):
+            return body
         length = _header(scope, b"inference-header-content-length")
         max_rows = self.settings.max_batch_size
         try:

@@ -214,11 +214,6 @@ def values(tensor: Tensor) -> list[Any]:
     return list(struct.unpack(f"<{len(tensor.raw) // tensor.item_size}{code}", tensor.raw))
 
 
-def error_body(message: str) -> bytes:
-    """The protocol's error object (`{"error": ...}`, as every nexus error)."""
-    return json.dumps({"error": message}).encode()
-
-
 def _split(body: bytes, header_length: str | None, loads: Loads) -> tuple[dict[str, Any], bytes]:
     if header_length is None:
         json_part, rest = body, b""

@@ -87,7 +87,7 @@ def sign_approval(key: SigningKey, subject: str, digest: str, predicate: dict[st
     return _sign(key, payload)
 
 
-def key_hint(data: bytes) -> str | None:
+def signer_hint(data: bytes) -> str | None:
     """The public key hint a bundle names (None for certificate bundles or old ones)."""
     hint = _parse(data).bundle.verification_material.public_key
     return (hint.hint or None) if hint is not None else None
@@ -104,6 +104,8 @@ def verify(data: bytes, key: PublicKey) -> Signed:
         raise BundleError(f"the bundle carries {payload_type}, not an in-toto statement")
     try:
         body = json.loads(raw)
+        if body["_type"] != signing._IN_TOTO_STATEMENT_TYPE:
+            raise BundleError(f"the bundle carries {body['_type']}, not an in-toto statement")
         subject = body["subject"][0]
         if body["predicateType"] == APPROVAL_TYPE:
             return Signed(subject["name"], None, (), subject["digest"]["sha256"], body["predicate"])

@@ -232,7 +232,7 @@ def _recorded_key(entry: ModelEntry, data: bytes, record: dict[str, Any], what: 
 
 def _hint(entry: ModelEntry, data: bytes, what: str) -> str | None:
     try:
-        return bundles.key_hint(data)
+        return bundles.signer_hint(data)
     except BundleError as exc:
         raise SignatureInvalidError(f"{entry.label}: the {what} cannot be read: {exc}.") from None
 
