@@ -99,8 +99,9 @@ class Router:
         return self._route(model)[0]
 
     def ready(self) -> dict[str, bool]:
-        """Per model (`*` for the shared upstreams): whether any of its upstreams is healthy."""
-        return {model or "*": pool.ready for model, pool in self.pools.items()}
+        """Per model (`shared` for the shared upstreams): whether any of its upstreams is
+        healthy."""
+        return {model or "shared": pool.ready for model, pool in self.pools.items()}
 
     @property
     def queue_depth(self) -> int:

@@ -85,3 +85,12 @@ async def test_a_model_nobody_serves_is_a_404(
             )
         # the only named model is the default
         assert (await ask(client, f"{url}/predict", {"x": 1}))["output"] == {"echo": {"x": 1}}
+
+
+async def test_ready_names_the_shared_upstreams(
+    proxy: ProxyFactory, client: aiohttp.ClientSession
+) -> None:
+    async with sims(1) as [(_, sim_url)], proxy(upstreams=(sim_url,)) as (_, url):
+        reply = await client.get(url + "/ready")
+        assert reply.status == 200
+        assert (await reply.json())["models"] == {"shared": True}
