@@ -51,6 +51,11 @@ class Models:
         self.several = len(self.hosted) > 1
 
     def find(self, name: str) -> Hosted | None:
+        """The model called `name`; a lone unnamed model still loading is taken to be it
+        (its routes answer 503 "still loading", not 404)."""
+        lone = self.default
+        if not self.several and lone.name is None and lone.service.serving is None:
+            return lone
         return next((h for h in self.hosted if h.serves == name), None)
 
     def names(self) -> list[str]:

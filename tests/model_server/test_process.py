@@ -58,5 +58,8 @@ def test_a_server_whose_ref_resolves_to_nothing_starts_and_waits(repo, tmp_path)
         ready = httpx.get(base + "/ready", timeout=10)
         assert ready.status_code == 503
         assert ready.json() == {"error": "no version of ghost is in production yet"}
+        v2_ready = httpx.get(base + "/v2/models/ghost/ready", timeout=10)
+        assert v2_ready.status_code == 503  # waiting, not an unknown model
+        assert v2_ready.json()["error"] == "no version of ghost is in production yet"
         batch = httpx.post(base + "/predict/batch", json={"inputs": [1]}, timeout=10)
         assert batch.status_code == 503
