@@ -228,11 +228,12 @@ class Registry:
         for entry, error in self.objects.verify(entries):
             report: TrustReport | None = None
             failure: NexusError | None = error
-            if error is None:
+            if error is None and self._trust_applies(entry):
+                report = self.trust.report(entry)  # once: the verdicts and the refusal
                 try:
-                    report = self.check_trust(entry)
+                    self.trust.enforce(entry, report)
                 except TrustError as exc:
-                    failure, report = exc, self.trust_report(entry)
+                    failure = exc
             results.append(VerifyResult(entry, failure, report))
         return results
 
@@ -261,12 +262,17 @@ class Registry:
     def check_trust(self, entry: ModelEntry) -> TrustReport | None:
         """Raise the TrustError that keeps `entry` from loading; None when the version has
         nothing signed and nothing is required (no bundle is read, model-signing not loaded)."""
+        return self.trust.enforce(entry) if self._trust_applies(entry) else None
+
+    def _trust_applies(self, entry: ModelEntry) -> bool:
+        """The version has something signed, or the policy requires it to."""
         config = self.config
-        if entry.signature or entry.approval or config.require_signature:
-            return self.trust.enforce(entry)
-        if config.require_signed_approval:
-            return self.trust.enforce(entry)
-        return None
+        return bool(
+            entry.signature
+            or entry.approval
+            or config.require_signature
+            or config.require_signed_approval
+        )
 
     def trust_report(self, entry: ModelEntry) -> TrustReport | None:
         """The verdicts on what the version has signed (None: nothing), without the policy."""

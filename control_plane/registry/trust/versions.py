@@ -84,9 +84,10 @@ class VersionTrust:
             return check.judge(entry, Content({}), self.policy, self._read)
         return check.judge(entry, self.content(entry), self.policy, self._read)
 
-    def enforce(self, entry: ModelEntry) -> TrustReport:
-        """The report, or the TrustError that keeps this version from loading."""
-        report = self.report(entry)
+    def enforce(self, entry: ModelEntry, report: TrustReport | None = None) -> TrustReport:
+        """The report (made here unless given), or the TrustError that keeps this version
+        from loading."""
+        report = report or self.report(entry)
         check.enforce(entry, report, self.policy)
         return report
 
