@@ -4,7 +4,7 @@
 
 Part 1: a model server (following `production`, canary 10% / 200 items / 10 s,
 the defaults) and the proxy run as real processes on a TorchScript MLP. Clients
-send --rate requests/s open-loop (httpx) through the proxy; after a third of
+send --rate requests/s open-loop (bench/open_loop.py) through the proxy; after a third of
 the run, v2 is promoted to production in the metadata. Printed: p50/p99
 before the change and during the rollout, the time from the metadata change
 to all traffic on v2 (the `promoted` event), and requests lost (non-200).
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -32,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import git_repo, save, table
+from bench.open_loop import schedule, send
 from control_plane import ModelEntry, Registry
 
 BIN = Path(sys.executable).parent
@@ -85,25 +87,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, -(-int(q * 100) * len(ordered) // 10000) - 1)] if ordered else 0.0
 
 
-async def open_loop(url: str, rate: float, seconds: float) -> list[tuple[float, float, int]]:
-    answers: list[tuple[float, float, int]] = []
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    body = {"input": [0.1] * 64}
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-
-        async def one() -> None:
-            sent = time.time()
-            status = (await client.post(url, json=body)).status_code
-            answers.append((sent, time.time() - sent, status))
-
-        tasks, begin = [], time.monotonic()
-        for i in range(int(rate * seconds)):
-            await asyncio.sleep(max(0.0, begin + i / rate - time.monotonic()))
-            tasks.append(asyncio.get_running_loop().create_task(one()))
-        await asyncio.gather(*tasks)
-    return answers
-
-
 async def rollout_under_load(work: Path, rate: float, seconds: float) -> dict[str, Any]:
     repo = git_repo(work / "repo")
     v1, v2 = make_version(repo, 1, 256), make_version(repo, 2, 256)
@@ -121,11 +104,11 @@ async def rollout_under_load(work: Path, rate: float, seconds: float) -> dict[st
         proxy_url + "/ready",
     )
     try:
-        load = asyncio.get_running_loop().create_task(
-            open_loop(proxy_url + "/predict", rate, seconds)
-        )
+        body = json.dumps({"input": [0.1] * 64}).encode()
+        due = schedule(rate, seconds, "uniform")
+        load = asyncio.get_running_loop().create_task(send(proxy_url + "/predict", body, due))
         await asyncio.sleep(seconds / 3)
-        changed = time.time()
+        changed = time.monotonic()
         await asyncio.to_thread(Registry(repo).promote, v2.short_hash, "bench", "production")
         answers = await load
         done = [e for e in events(model_url) if e["event"] in ("promoted", "rolled_back")]
@@ -135,9 +118,9 @@ async def rollout_under_load(work: Path, rate: float, seconds: float) -> dict[st
             proc.wait(30)
     if not done or done[-1]["event"] != "promoted":
         raise SystemExit(f"the rollout did not complete within the run: {done}")
-    finished = float(done[-1]["unix"])
-    steady = [lat for sent, lat, _ in answers if sent < changed]
-    during = [lat for sent, lat, _ in answers if changed <= sent <= finished]
+    finished = time.monotonic() - (time.time() - float(done[-1]["unix"]))
+    steady = [a.latency for a in answers if a.due < changed]
+    during = [a.latency for a in answers if changed <= a.due <= finished]
     return {
         "rate": rate,
         "seconds": seconds,
@@ -147,7 +130,7 @@ async def rollout_under_load(work: Path, rate: float, seconds: float) -> dict[st
         "rollout_p50_ms": round(percentile(during, 50) * 1000, 2),
         "rollout_p99_ms": round(percentile(during, 99) * 1000, 2),
         "change_to_all_on_v2_s": round(finished - changed, 2),
-        "lost": sum(1 for *_, status in answers if status != 200),
+        "lost": sum(1 for a in answers if a.status != 200),
     }
 
 

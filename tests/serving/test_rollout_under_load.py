@@ -1,20 +1,23 @@
 """A rollout under steady load through the proxy, and the compose flow, as real processes.
 
-The model server and the proxy run as their console scripts; the test is both the
-clients and the team (it stores versions with the real registry while load runs).
+The model server and the proxy run as their console scripts, the load comes from
+bench/open_loop.py in a process of its own, and the test is the team (it promotes
+with the real registry while the load runs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
+import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from bench.open_loop import Answer, read_answers
 from control_plane import Registry
 from tests.conftest import commit_all
 from tests.model_server.faults import HANDLER, store_version
@@ -26,37 +29,27 @@ SECONDS = 15.0
 STEADY_S = 5.0
 
 
-@dataclass(frozen=True)
-class Answer:
-    sent: float
-    latency: float
-    status: int
-    version: str | None
-
-
 def p99(latencies: list[float]) -> float:
     ordered = sorted(latencies)
     return ordered[max(0, -(-99 * len(ordered) // 100) - 1)]
 
 
-async def open_loop(url: str, seconds: float) -> list[Answer]:
-    """Requests sent at RATE per second whatever the answers do, each one timed."""
-    answers: list[Answer] = []
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+def version(answer: Answer) -> str | None:
+    return str(json.loads(answer.body)["output"]["version"]) if answer.status == 200 else None
 
-        async def one(i: int) -> None:
-            sent = time.monotonic()
-            reply = await client.post(url, json={"i": i})
-            version = reply.json()["output"]["version"] if reply.status_code == 200 else None
-            answers.append(Answer(sent, time.monotonic() - sent, reply.status_code, version))
 
-        start, tasks = time.monotonic(), []
-        for i in range(int(RATE * seconds)):
-            await asyncio.sleep(max(0.0, start + i / RATE - time.monotonic()))
-            tasks.append(asyncio.get_running_loop().create_task(one(i)))
-        await asyncio.gather(*tasks)
-    return answers
+async def open_loop(url: str, answers: Path) -> None:
+    """RATE evenly spaced requests a second for SECONDS, from a process of their own.
+
+    The generator runs outside this process so that neither coverage's tracing nor
+    the promotion done here can delay an arrival: every latency is the servers'.
+    """
+    generator = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.open_loop", "--url", url, "--rate", str(RATE),
+        "--duration", str(SECONDS), "--arrivals", "uniform", "--answers", str(answers),
+        cwd=Path(__file__).parents[2], stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert await asyncio.wait_for(generator.wait(), SECONDS + 30) == 0
 
 
 def commands(repo: Path) -> tuple[list[str], list[str], str, str]:
@@ -83,7 +76,8 @@ async def test_promoting_a_version_under_load_loses_nothing(repo: Path, tmp_path
         run_process(model, model_url + "/ready", env=env),
         run_process(proxy, proxy_url + "/ready"),
     ):
-        load = asyncio.get_running_loop().create_task(open_loop(proxy_url + "/predict", SECONDS))
+        record = tmp_path / "answers.jsonl"
+        load = asyncio.get_running_loop().create_task(open_loop(proxy_url + "/predict", record))
         await asyncio.sleep(STEADY_S)
         changed_at = time.monotonic()
         # Promoted in this process (a CLI process would add its start-up to the 2 busy cores).
@@ -96,15 +90,16 @@ async def test_promoting_a_version_under_load_loses_nothing(repo: Path, tmp_path
                 assert time.monotonic() - changed_at < SECONDS - STEADY_S, log
                 await asyncio.sleep(0.05)
         done_at = time.monotonic()
-        answers = await load
+        await load
+    answers = read_answers(record)
     assert log[-1]["event"] == "promoted", log
     assert [a.status for a in answers if a.status != 200] == []
-    assert {a.version for a in answers} == {"v1", "v2"}
-    steady = [a.latency for a in answers if a.sent < changed_at]
-    rollout = [a.latency for a in answers if changed_at <= a.sent <= done_at]
-    after = [a for a in answers if a.sent > done_at + 0.1]
+    assert {version(a) for a in answers} == {"v1", "v2"}
+    steady = [a.latency for a in answers if a.due < changed_at]
+    rollout = [a.latency for a in answers if changed_at <= a.due <= done_at]
+    after = [a for a in answers if a.due > done_at + 0.1]
     assert len(after) > RATE  # a second and more of traffic after the rollout
-    assert {a.version for a in after} == {"v2"}
+    assert {version(a) for a in after} == {"v2"}
     assert p99(rollout) <= 1.5 * p99(steady), (p99(steady), p99(rollout))
 
 
