@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import uvicorn
 
 from batch_proxy.app import ProxyApp
-from batch_proxy.runner import run_until_signalled
+from batch_proxy.runner import raise_open_files_limit, run_until_signalled
 from batch_proxy.settings import ProxySettings, SettingsError, settings_from
 
 
@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    raise_open_files_limit()
     run_until_signalled(build_server(settings))
 
 

@@ -22,9 +22,10 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from batch_proxy import v2batch, v2wire
+from batch_proxy import v2batch, v2wire, wire
 from batch_proxy.admission import RELOAD_INTERVAL_S, Admission, presented_key
 from batch_proxy.batcher import BatchError, ItemError, Pending
+from batch_proxy.discovery import Resolver, system_resolver
 from batch_proxy.metrics import ProxyMetrics
 from batch_proxy.routing import Router, UnknownModel
 from batch_proxy.settings import ProxySettings
@@ -50,14 +51,15 @@ class ClientGone(Exception):
 class ProxyApp:
     """ASGI application; the batcher and upstream pool live in its lifespan."""
 
-    def __init__(self, settings: ProxySettings) -> None:
+    def __init__(self, settings: ProxySettings, resolver: Resolver = system_resolver) -> None:
         self.settings = settings
-        self.router = Router(settings)
+        self.router = Router(settings, resolver=resolver)
         self.pool = self.router.pools[self.router.default_model]
         self.batcher = self.router.default
         self.metrics = ProxyMetrics(
             queue_depth=lambda: self.router.queue_depth,
             inflight=lambda: self.router.inflight,
+            ready_upstreams=lambda: self.router.ready_upstreams,
             policy=self.router.default_policy,
         )
         self.router.set_observer(self.metrics)
@@ -151,7 +153,7 @@ class ProxyApp:
         if path == "/health":
             await _respond(send, 200, {"status": "ok"})
             return 200
-        if path == "/ready":
+        if path == wire.READY_PATH:
             ready = self.router.ready()
             if all(ready.values()):
                 await _respond(send, 200, {"status": "ready", "models": ready})

@@ -25,7 +25,11 @@ class ProxyMetrics:
     """Counters and histograms; also the batcher's observer."""
 
     def __init__(
-        self, queue_depth: Callable[[], int], inflight: Callable[[], int], policy: BatchPolicy
+        self,
+        queue_depth: Callable[[], int],
+        inflight: Callable[[], int],
+        ready_upstreams: Callable[[], int],
+        policy: BatchPolicy,
     ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -66,6 +70,19 @@ class ProxyMetrics:
             registry=self.registry,
         )
         batches.set_function(lambda: float(inflight()))
+        ready = Gauge(
+            "nexus_proxy_ready_upstreams",
+            "Upstreams taking batches now (healthy, not draining).",
+            registry=self.registry,
+        )
+        ready.set_function(lambda: float(ready_upstreams()))
+        per_upstream = Gauge(
+            "nexus_proxy_queue_depth_per_upstream",
+            "Items waiting per ready upstream: the model servers' autoscaling signal. 0 when "
+            "idle, never absent; with no ready upstream, the items waiting.",
+            registry=self.registry,
+        )
+        per_upstream.set_function(lambda: queue_depth() / max(1, ready_upstreams()))
         self.registry.register(_PolicyEstimates(policy))
         self._by_status: dict[int, Counter] = {}
         self.admissions = Counter(

@@ -5,7 +5,8 @@ Upstreams are given per model (`--upstream resnet=http://a:8000`: that model's s
 `/predict/batch` and `/v2/models/resnet/infer` serve it) or shared (`--upstream URL`: any
 model, named in the path: `/models/{name}/predict/batch`). `POST /predict` goes to the
 default queue: the shared upstreams' own model, or the one model when only one is named.
-A batch never mixes models: each queue sends only its own.
+A batch never mixes models: each queue sends only its own. A pool's upstreams may also
+come from DNS (`--upstream-dns [MODEL=]HOST:PORT`, discovery.py), alone or beside URLs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import functools
 
 from batch_proxy import v2batch, wire
 from batch_proxy.batcher import Batcher, BatchObserver, Transport, send_items
+from batch_proxy.discovery import DnsDiscovery, Resolver, system_resolver
 from batch_proxy.policies import BatchPolicy, make_policy
 from batch_proxy.settings import ProxySettings
 from batch_proxy.upstream import UpstreamPool
@@ -30,7 +32,12 @@ class UnknownModel(LookupError):
 class Router:
     """The pools and queues of one proxy; queues are made on first use, then kept."""
 
-    def __init__(self, settings: ProxySettings, observer: BatchObserver | None = None) -> None:
+    def __init__(
+        self,
+        settings: ProxySettings,
+        observer: BatchObserver | None = None,
+        resolver: Resolver = system_resolver,
+    ) -> None:
         self.settings = settings
         self.pools: dict[str | None, UpstreamPool] = {
             model: UpstreamPool(
@@ -43,6 +50,16 @@ class Router:
             )
             for model, urls in settings.upstream_groups.items()
         }
+        self.discoveries = [
+            DnsDiscovery(
+                self.pools[model],
+                host,
+                port,
+                interval_s=settings.dns_interval_s,
+                resolver=resolver,
+            )
+            for model, (host, port) in settings.dns_names.items()
+        ]
         self.observer = observer
         self._items: dict[str | None, Batcher] = {}
         self._v2: dict[v2batch.Signature, Batcher] = {}
@@ -57,11 +74,13 @@ class Router:
 
     async def start(self) -> None:
         await asyncio.gather(*(pool.start() for pool in self.pools.values()))
+        await asyncio.gather(*(discovery.start() for discovery in self.discoveries))
         self._started = True
         for queue in self.queues:
             queue.start()
 
     async def stop(self, drain_timeout_s: float) -> None:
+        await asyncio.gather(*(discovery.stop() for discovery in self.discoveries))
         await asyncio.gather(*(q.stop(drain_timeout_s=drain_timeout_s) for q in self.queues))
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
 
@@ -106,6 +125,11 @@ class Router:
     @property
     def queue_depth(self) -> int:
         return sum(q.queue_depth for q in self.queues)
+
+    @property
+    def ready_upstreams(self) -> int:
+        """Upstreams taking batches now, over every pool."""
+        return sum(pool.ready_count for pool in self.pools.values())
 
     @property
     def inflight(self) -> int:

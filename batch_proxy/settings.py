@@ -29,6 +29,8 @@ ENV_PREFIX = "NEXUS_PROXY_"
 
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+DEFAULT_UPSTREAM = ("http://127.0.0.1:8000",)
+DNS_UPSTREAMS = 16  # connections are budgeted for this many replicas behind one DNS name
 
 
 def split_upstream(entry: str) -> tuple[str | None, str]:
@@ -37,6 +39,21 @@ def split_upstream(entry: str) -> tuple[str | None, str]:
         model, url = entry.split("=", 1)
         return model.strip(), url.strip().rstrip("/")
     return None, entry
+
+
+def split_host_port(entry: str) -> tuple[str, int]:
+    """`name:8000` -> ('name', 8000); ValueError with a sentence otherwise."""
+    host, _, port = entry.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"'{entry}' is not HOST:PORT (e.g. model-server-headless:8000).")
+    return host, int(port)
+
+
+def _check_model_name(entry: str, model: str | None) -> None:
+    if model is not None and not _MODEL_NAME.match(model):
+        raise ValueError(
+            f"upstream '{entry}': '{model}' is not a model name (letters, digits, . _ -)."
+        )
 
 
 class SettingsError(ValueError):
@@ -66,9 +83,9 @@ class ProxySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
-    upstreams: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_urls)] = (
-        "http://127.0.0.1:8000",
-    )
+    upstreams: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_urls)] = ()
+    upstream_dns: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_urls)] = ()
+    dns_interval_s: float = 5.0
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_batch_size: int = 32
@@ -99,19 +116,33 @@ class ProxySettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_upstream(cls, values: Any) -> Any:
+        """The model server on this host, unless upstreams are named or found in DNS."""
+        if (
+            isinstance(values, dict)
+            and not values.get("upstreams")
+            and not values.get("upstream_dns")
+        ):
+            return {**values, "upstreams": DEFAULT_UPSTREAM}
+        return values
+
     @model_validator(mode="after")
     def _limits_agree(self) -> ProxySettings:
         """Limits are checked against each other so none silently caps a batch."""
-        if not self.upstreams:
-            raise ValueError("at least one upstream URL is needed (--upstream).")
+        for entry in self.upstream_dns:
+            model, name = split_upstream(entry)
+            try:
+                split_host_port(name)
+            except ValueError as exc:
+                raise ValueError(f"--upstream-dns {exc}") from None
+            _check_model_name(entry, model)
         for entry in self.upstreams:
             model, url = split_upstream(entry)
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"upstream '{url}' must be an http:// or https:// URL.")
-            if model is not None and not _MODEL_NAME.match(model):
-                raise ValueError(
-                    f"upstream '{entry}': '{model}' is not a model name (letters, digits, . _ -)."
-                )
+            _check_model_name(entry, model)
         for name in (
             "max_batch_size",
             "max_inflight",
@@ -121,7 +152,12 @@ class ProxySettings(BaseSettings):
         ):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}.")
-        for name in ("request_timeout_s", "upstream_timeout_s", "health_interval_s"):
+        for name in (
+            "request_timeout_s",
+            "upstream_timeout_s",
+            "health_interval_s",
+            "dns_interval_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}.")
         if self.max_wait_ms < 0:
@@ -152,7 +188,15 @@ class ProxySettings(BaseSettings):
         for entry in self.upstreams:
             model, url = split_upstream(entry)
             groups.setdefault(model, []).append(url)
+        for model in self.dns_names:
+            groups.setdefault(model, [])
         return {model: tuple(urls) for model, urls in groups.items()}
+
+    @property
+    def dns_names(self) -> dict[str | None, tuple[str, int]]:
+        """The DNS name (host, port) whose addresses serve each model (None: shared)."""
+        names = (split_upstream(entry) for entry in self.upstream_dns)
+        return {model: split_host_port(name) for model, name in names}
 
     @property
     def connection_pool_size(self) -> int:
@@ -161,7 +205,8 @@ class ProxySettings(BaseSettings):
         Without `max_inflight` the adaptive policy keeps an upstream's concurrency
         plus one batch in flight; 64 covers any upstream that says it runs 63.
         """
-        return len(self.upstreams) * ((self.max_inflight or 64) + 1)  # per pool: an upper bound
+        upstreams = max(1, len(self.upstreams)) + DNS_UPSTREAMS * len(self.upstream_dns)
+        return upstreams * ((self.max_inflight or 64) + 1)  # per pool: an upper bound
 
     @property
     def queue_limits(self) -> tuple[int, ...]:
@@ -233,6 +278,16 @@ def _parser() -> argparse.ArgumentParser:
         help="model server base URL; repeat for several (default http://127.0.0.1:8000); "
         "MODEL=URL sends only that model's requests there",
     )
+    add(
+        "--upstream-dns",
+        dest="upstream_dns",
+        action="append",
+        metavar="[MODEL=]HOST:PORT",
+        help="model servers found in DNS: every address of HOST (a headless Service), looked "
+        "up again every --dns-interval-s; a new one joins once its /ready answers, a gone "
+        "one is drained",
+    )
+    add("--dns-interval-s", type=float, help="DNS look-ups for --upstream-dns (default 5)")
     add("--host", help="address to listen on (default 127.0.0.1)")
     add("--port", type=int, help="port to listen on (default 8080)")
     add("--max-batch-size", type=int, help="most items in one batch (default 32)")

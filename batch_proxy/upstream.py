@@ -1,7 +1,10 @@
 """Upstream model servers: lanes for the batching policy, health checks and one HTTP client.
 
 Upstreams are checked with `GET /health` in the background; a connection
-failure takes one out at once, and a passing check brings it back. Each check
+failure takes one out at once, and a passing check brings it back. Upstreams
+may join and leave while the proxy runs (found in DNS: `discovery.py`); one
+that leaves is drained: no new batch, and it is forgotten once its last
+in-flight batch has answered. Each check
 also reads how many batches the upstream runs at once (the wire's concurrency
 header, unless configured) and times the round trip, which the adaptive
 policy uses to send the next batch just ahead of the running one's end.
@@ -37,6 +40,7 @@ class Upstream:
     last_error: str = ""
     concurrency: int = 1
     rtt_s: float = 0.0
+    draining: bool = False
 
     def lane(self) -> Lane:
         return Lane(self.url, self.concurrency, self.outstanding, self.rtt_s)
@@ -79,13 +83,12 @@ class UpstreamPool:
         concurrency: int | None = None,
         token: str | None = None,
     ) -> None:
-        self.upstreams = [Upstream(url.rstrip("/")) for url in urls]
+        self.upstreams: list[Upstream] = []
+        self._by_url: dict[str, Upstream] = {}
         self._token = token
-        self._by_url = {u.url: u for u in self.upstreams}
         self._configured_concurrency = concurrency
-        if concurrency is not None:
-            for upstream in self.upstreams:
-                upstream.concurrency = concurrency
+        for url in urls:
+            self._join(url)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._health_timeout = aiohttp.ClientTimeout(total=min(2.0, health_interval_s * 2))
         self._health_interval_s = health_interval_s
@@ -93,6 +96,7 @@ class UpstreamPool:
         self._listeners: list[Callable[[], None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self.empty_reason = "no upstream is configured"
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0)
@@ -110,7 +114,71 @@ class UpstreamPool:
 
     @property
     def ready(self) -> bool:
-        return any(u.healthy for u in self.upstreams)
+        return any(u.healthy and not u.draining for u in self.upstreams)
+
+    @property
+    def ready_count(self) -> int:
+        return sum(1 for u in self.upstreams if u.healthy and not u.draining)
+
+    @property
+    def urls(self) -> set[str]:
+        """The upstreams taking new batches or waiting to (healthy or not), draining ones not."""
+        return {u.url for u in self.upstreams if not u.draining}
+
+    # -- joining and leaving -----------------------------------------------------
+
+    async def add(self, url: str) -> bool:
+        """Join `url` once its `/ready` answers 200 (a replica still loading gets no batch);
+        one being drained is simply taken back. True if it is in the pool now."""
+        known = self._by_url.get(url)
+        if known is not None:
+            if known.draining:
+                known.draining = False
+                logger.warning("upstream %s is back: no longer draining", url)
+                self._changed()
+            return True
+        if not await self._answers_ready(url):
+            return False
+        upstream = self._join(url)
+        await self._check(upstream)
+        logger.warning("upstream %s joined (%d now)", url, len(self.urls))
+        self._changed()
+        return True
+
+    def drain(self, url: str) -> None:
+        """No new batch for `url`; it leaves when its in-flight batches have answered."""
+        upstream = self._by_url.get(url)
+        if upstream is None or upstream.draining:
+            return
+        upstream.draining = True
+        logger.warning("upstream %s is draining (%d batches in flight)", url, upstream.outstanding)
+        self._leave_if_drained(upstream)
+        self._changed()
+
+    def _join(self, url: str) -> Upstream:
+        upstream = Upstream(url.rstrip("/"))
+        if self._configured_concurrency is not None:
+            upstream.concurrency = self._configured_concurrency
+        self.upstreams.append(upstream)
+        self._by_url[upstream.url] = upstream
+        return upstream
+
+    def _leave_if_drained(self, upstream: Upstream) -> None:
+        if upstream.draining and upstream.outstanding == 0:
+            self.upstreams.remove(upstream)
+            del self._by_url[upstream.url]
+            logger.warning("upstream %s drained and removed", upstream.url)
+
+    async def _answers_ready(self, url: str) -> bool:
+        assert self._session is not None, "UpstreamPool.start() was not awaited"
+        try:
+            async with self._session.get(
+                url + wire.READY_PATH, timeout=self._health_timeout
+            ) as response:
+                await response.read()
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
 
     @property
     def outstanding(self) -> int:
@@ -119,7 +187,7 @@ class UpstreamPool:
     # -- the batcher's LanePool ------------------------------------------------
 
     def lanes(self) -> list[Lane]:
-        return [u.lane() for u in self.upstreams if u.healthy]
+        return [u.lane() for u in self.upstreams if u.healthy and not u.draining]
 
     def reserve(self, lane: Lane) -> UpstreamSlot:
         upstream = self._by_url[lane.key]
@@ -127,7 +195,10 @@ class UpstreamPool:
         return UpstreamSlot(self, upstream)
 
     def unavailable(self) -> str:
-        reasons = "; ".join(f"{u.url}: {u.last_error}" for u in self.upstreams)
+        serving = [u for u in self.upstreams if not u.draining]
+        if not serving:
+            return f"no healthy upstream ({self.empty_reason})."
+        reasons = "; ".join(f"{u.url}: {u.last_error}" for u in serving)
         return f"no healthy upstream ({reasons})."
 
     def on_change(self, callback: Callable[[], None]) -> None:
@@ -135,6 +206,8 @@ class UpstreamPool:
 
     def release(self, upstream: Upstream) -> None:
         upstream.outstanding -= 1
+        if upstream.draining:
+            self._leave_if_drained(upstream)
         if len(self._listeners) > 1:
             self._changed()  # a slot freed: another queue (v2 shapes) may be waiting for it
 
@@ -180,7 +253,7 @@ class UpstreamPool:
         """A GET asked of the first healthy upstream (model metadata, readiness): its status
         and body, or a 502 saying why none answered."""
         assert self._session is not None, "UpstreamPool.start() was not awaited"
-        healthy = [u for u in self.upstreams if u.healthy]
+        healthy = [u for u in self.upstreams if u.healthy and not u.draining]
         if not healthy:
             return 502, orjson.dumps({"error": self.unavailable()})
         upstream = healthy[0]
@@ -195,7 +268,7 @@ class UpstreamPool:
             return 502, orjson.dumps({"error": error})
 
     async def check_all(self) -> None:
-        await asyncio.gather(*(self._check(u) for u in self.upstreams))
+        await asyncio.gather(*(self._check(u) for u in self.upstreams if not u.draining))
 
     async def _health_loop(self) -> None:
         while True:

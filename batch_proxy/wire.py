@@ -28,6 +28,7 @@ from typing import Any
 
 BATCH_PATH = "/predict/batch"
 HEALTH_PATH = "/health"
+READY_PATH = "/ready"  # 200 once a version is loaded and answering
 CONTENT_TYPE = "application/json"
 CONCURRENCY_HEADER = "x-nexus-max-concurrent-batches"
 

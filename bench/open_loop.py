@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-__all__ = ["Answer", "OpenLoopResult", "open_loop", "schedule", "send"]
+__all__ = ["Answer", "Connection", "OpenLoopResult", "open_loop", "schedule", "send"]
 
 Arrivals = Literal["poisson", "uniform"]
 
@@ -56,14 +56,17 @@ class OpenLoopResult:
         return {k: float(v) for k, v in self.__dict__.items()}
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection; one request at a time; reads Content-Length bodies."""
+class Connection(asyncio.Protocol):
+    """One keep-alive connection; one request at a time; reads Content-Length bodies.
+
+    `headers` are the last answer's, names in lower case."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self.closed = False
+        self.headers: dict[bytes, bytes] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
@@ -79,16 +82,17 @@ class _Connection(asyncio.Protocol):
         if end < 0:
             return
         lines = bytes(self._buffer[:end]).split(b"\r\n")
-        length = 0
+        headers = {}
         for line in lines[1:]:
             name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get(b"content-length", 0))
         if len(self._buffer) < end + 4 + length:
             return
         status = int(lines[0].split()[1])
         body = bytes(self._buffer[end + 4 : end + 4 + length])
         del self._buffer[: end + 4 + length]
+        self.headers = headers
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result((status, body))
 
@@ -133,13 +137,13 @@ async def send(
     ).encode() + body
     loop = asyncio.get_running_loop()
 
-    async def connect() -> _Connection:
-        _, protocol = await loop.create_connection(_Connection, host, port)
+    async def connect() -> Connection:
+        _, protocol = await loop.create_connection(Connection, host, port)
         return protocol
 
     idle = [await connect() for _ in range(warm_connections)]
 
-    async def reusable_or_new() -> _Connection:
+    async def reusable_or_new() -> Connection:
         while idle:  # the most recently used first: the server closes long-idle ones
             reusable = idle.pop()
             if not reusable.closed:

@@ -11,7 +11,7 @@ benchmark and, with its control endpoint, by the proxy's tests.
 Each output echoes its input: {"echo": item}. An input {"bad": ...} fails (the
 wire's `errors`); an input {"as_output": X} is answered with X itself, so a
 test can send a real output that looks like an error object.
-POST /_control {"mode": ..., "latency_ms": ..., "healthy": ...} changes behaviour
+POST /_control {"mode": ..., "latency_ms": ..., "healthy": ..., "ready": ...} changes behaviour
 (mode: ok | http500 | malformed | short);
 GET /_batches lists the batches seen (size, time, inputs).
 """
@@ -40,6 +40,7 @@ class SimModel:
         self.concurrency = concurrency
         self.mode = "ok"
         self.healthy = True
+        self.ready = True  # GET /ready: 200 when healthy and ready (a model loaded)
         self.batches: list[dict[str, Any]] = []
         self.record_inputs = True
         self._free_at = [0.0] * concurrency  # when each simulated device slot is next free
@@ -71,6 +72,9 @@ class SimModel:
             status, payload = await self._predict(body, path.split("/")[2])
         elif path == wire.HEALTH_PATH:
             status, payload = (200, {"status": "ok"}) if self.healthy else (503, {"error": "down"})
+        elif path == wire.READY_PATH:
+            up = self.healthy and self.ready
+            status, payload = (200, {"status": "ready"}) if up else (503, {"error": "loading"})
         elif path == "/_control":
             status, payload = 200, self._control(orjson.loads(body))
         elif path == "/_batches":
@@ -89,6 +93,7 @@ class SimModel:
             self.latency_s = change["latency_ms"] / 1000
         self.mode = change.get("mode", self.mode)
         self.healthy = change.get("healthy", self.healthy)
+        self.ready = change.get("ready", self.ready)
         if change.get("reset"):
             self.batches.clear()
         return {"mode": self.mode, "latency_ms": self.latency_s * 1000, "healthy": self.healthy}

@@ -135,7 +135,7 @@ def _probe_routes(app: FastAPI, models: Models) -> None:
         response.headers[wire.CONCURRENCY_HEADER] = str(concurrency)
         return response
 
-    @app.get("/ready")
+    @app.get(wire.READY_PATH)
     async def ready() -> Response:
         if not models.several:
             version = models.default.service.require_ready()

@@ -26,10 +26,13 @@ class _QuietServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve_in_process(app: Any, **options: Any) -> AsyncIterator[str]:
-    """Serve `app` on 127.0.0.1 and a free port in this event loop; yield its base URL."""
+async def serve_in_process(
+    app: Any, host: str = "127.0.0.1", port: int = 0, **options: Any
+) -> AsyncIterator[str]:
+    """Serve `app` on `host` (a loopback address) and `port` (0: a free one) in this event
+    loop; yield its base URL."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", access_log=False, **options
+        app, host=host, port=port, log_level="warning", access_log=False, **options
     )
     server = _QuietServer(config)
     task = asyncio.get_running_loop().create_task(server.serve())
@@ -42,7 +45,7 @@ async def serve_in_process(app: Any, **options: Any) -> AsyncIterator[str]:
         raise RuntimeError("the test server did not start")
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)

@@ -1,0 +1,216 @@
+"""Ten thousand client connections held by one proxy, then a request on every one at once.
+
+    python bench/many_connections.py [--connections 10000]
+
+The proxy runs as its console script with its open-files soft limit lowered to
+1,024 (as many systems start a process), so it must raise the limit itself; its
+upstream is the simulated model (20 ms a batch of 32). Printed: the connections
+held, the proxy's resident memory before and with them (and so per idle
+connection), then how the requests sent on all of them at once were answered:
+200, or refused at once beyond the queue bound (429 with Retry-After), nothing
+else; and that /health still answers afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import save, table
+from bench.open_loop import Connection
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+LOW_SOFT_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class Held:
+    connections: int
+    rss_before_mb: float
+    rss_held_mb: float
+    kib_per_connection: float
+    statuses: dict[int, int]
+    refused_without_retry_after: int
+    failed_connections: int
+    seconds_to_answer_all: float
+    soft_limit: int
+    health_after: int
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def soft_open_files(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    return 0
+
+
+def _low_soft_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_SOFT_LIMIT, hard))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} did not start: its process exited {proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+@contextlib.contextmanager
+def proxy_and_model(log: Path) -> Iterator[tuple[str, int]]:
+    """The simulated model and the proxy in front of it: (proxy URL, proxy pid)."""
+    model_port, proxy_port = _free_port(), _free_port()
+    model = subprocess.Popen(
+        [sys.executable, "-m", "bench.sim_model", "--port", str(model_port), "--latency-ms", "20"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    upstream = f"http://127.0.0.1:{model_port}"
+    with log.open("wb") as out:
+        proxy = subprocess.Popen(
+            [str(BIN / "nexus-proxy"), "--port", str(proxy_port), "--upstream", upstream],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_low_soft_limit,
+        )
+    try:
+        _wait_ready(f"http://127.0.0.1:{model_port}/health", model)
+        _wait_ready(f"http://127.0.0.1:{proxy_port}/ready", proxy)
+        yield f"http://127.0.0.1:{proxy_port}", proxy.pid
+    finally:
+        for proc in (proxy, model):
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def raise_own_limit(connections: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < connections + 256 <= hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def hold(url: str, pid: int, connections: int) -> Held:
+    """Open `connections` to the proxy, then POST /predict on each of them at once."""
+    raise_own_limit(connections)
+    host, port = url.removeprefix("http://").split(":")
+    loop = asyncio.get_running_loop()
+    before = rss_mb(pid)
+    held: list[Connection] = []
+    for start in range(0, connections, 500):  # in steps: the listen backlog is bounded too
+        opened = await asyncio.gather(
+            *(
+                loop.create_connection(Connection, host, int(port))
+                for _ in range(min(500, connections - start))
+            )
+        )
+        held += [protocol for _, protocol in opened]
+    await asyncio.sleep(0.5)
+    with_them = rss_mb(pid)
+    body = b'{"input": [0.1, 0.2, 0.3, 0.4]}'
+    request = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    began = time.monotonic()
+    replies = await asyncio.gather(
+        *(asyncio.wait_for(c.request(request), 60) for c in held), return_exceptions=True
+    )
+    took = time.monotonic() - began
+    statuses: Counter[int] = Counter()
+    failed = without_retry_after = 0
+    for connection, reply in zip(held, replies, strict=True):
+        if isinstance(reply, BaseException):
+            failed += 1
+            continue
+        statuses[reply[0]] += 1
+        if reply[0] in (429, 503) and b"retry-after" not in connection.headers:
+            without_retry_after += 1
+    for connection in held:
+        if connection.transport is not None:
+            connection.transport.close()
+    health = httpx.get(url + "/health", timeout=10).status_code
+    return Held(
+        connections=len(held),
+        rss_before_mb=round(before, 1),
+        rss_held_mb=round(with_them, 1),
+        kib_per_connection=round((with_them - before) * 1024 / max(1, len(held)), 2),
+        statuses=dict(sorted(statuses.items())),
+        refused_without_retry_after=without_retry_after,
+        failed_connections=failed,
+        seconds_to_answer_all=round(took, 2),
+        soft_limit=soft_open_files(pid),
+        health_after=health,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--connections", type=int, default=10_000)
+    args = parser.parse_args()
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / "nexus-many-connections.log"
+    with proxy_and_model(log) as (url, pid):
+        result = asyncio.run(hold(url, pid, args.connections))
+    print(
+        table(
+            ["connections", "RSS before MB", "RSS held MB", "KiB/conn", "answers", "failed"],
+            [
+                [
+                    result.connections,
+                    result.rss_before_mb,
+                    result.rss_held_mb,
+                    result.kib_per_connection,
+                    json.dumps(result.statuses),
+                    result.failed_connections,
+                ]
+            ],
+        )
+    )
+    print(
+        f"\nall answered in {result.seconds_to_answer_all} s; proxy open-files soft limit "
+        f"{result.soft_limit} (started at {LOW_SOFT_LIMIT}); /health after: {result.health_after}"
+    )
+    save("many_connections", asdict(result))
+
+
+if __name__ == "__main__":
+    main()
