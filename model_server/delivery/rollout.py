@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from control_plane import ModelEntry, NexusError, NotFoundError, Registry, TrustError
@@ -62,7 +64,7 @@ class Rollout:
             self._follower = GitFollower(root, settings.git_remote, settings.git_branch)
             self._watcher = FileWatcher(root / METADATA_FILENAME)
         else:
-            self._watcher = FileWatcher(Workspace(settings.repo).metadata_path)
+            self._watcher = FileWatcher(_followed_metadata(settings.repo))
         self._failed: dict[str, str] = {}  # version key -> why; cleared when the ref moves
         self._target: ModelEntry | None = None
         self._job: asyncio.Task[None] | None = None
@@ -321,3 +323,13 @@ def _refusal(entry: ModelEntry, require_approval: bool) -> str | None:
             "so only approved versions are served"
         )
     return None
+
+
+def _followed_metadata(repo: Path) -> Path:
+    """The metadata file as reached through `repo`'s links, not resolved once: the git-sync
+    sidecar moves its `current` link to each new checkout and deletes the old one."""
+    root = Workspace(repo).root
+    through_links = Path(os.path.abspath(repo))
+    if root == through_links.resolve():
+        return through_links / METADATA_FILENAME
+    return root / METADATA_FILENAME

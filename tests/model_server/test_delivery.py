@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -300,6 +301,50 @@ async def test_a_server_follows_a_git_remote(empty_repo: Path, tmp_path: Path) -
         promoted = await wait_for_event(client, "promoted")
         assert promoted["version"]["commit_hash"] == v2.commit_hash
         assert await serving_name(client) == "v2"
+
+
+def git_sync(source: Path, root: Path, n: int) -> None:
+    """What the git-sync sidecar does on a new commit: check it out in a new folder, swap
+    the `current` link to it at once, then delete the old folder."""
+    subprocess.run(["git", "clone", "-q", str(source), str(root / f"wt-{n}")], check=True)
+    (root / "current.new").symlink_to(f"wt-{n}")
+    (root / "current.new").replace(root / "current")
+    if n > 1:
+        shutil.rmtree(root / f"wt-{n - 1}")
+
+
+async def test_a_server_follows_a_git_sync_checkout(empty_repo: Path, tmp_path: Path) -> None:
+    """The Kubernetes layout: the server's workspace is git-sync's `current` link, which moves
+    to a new checkout on each commit while the old one is deleted."""
+    (empty_repo / ".nexusrc").write_text(f"provider: local\npath: {tmp_path / 'store'}\n")
+    git(empty_repo, "add", ".nexusrc")
+    git(empty_repo, "commit", "-q", "-m", "config")
+    v1 = store_version(empty_repo, name="v1")
+    git(empty_repo, "add", "-A")
+    git(empty_repo, "commit", "-q", "-m", "store v1")
+    root = tmp_path / "git"
+    root.mkdir()
+    git_sync(empty_repo, root, 1)
+    async with running(root / "current", tmp_path, canary_percent=0) as client:
+        first = await wait_for_event(client, "serving")
+        assert first["version"]["commit_hash"] == v1.commit_hash
+        v2 = store_version(empty_repo, name="v2")
+        git(empty_repo, "add", "-A")
+        git(empty_repo, "commit", "-q", "-m", "store v2")
+        git_sync(empty_repo, root, 2)
+        promoted = await wait_for_event(client, "promoted")
+        assert promoted["version"]["commit_hash"] == v2.commit_hash
+        assert await serving_name(client) == "v2"
+        v3 = store_version(empty_repo, name="v3")  # and the next commit too
+        git(empty_repo, "add", "-A")
+        git(empty_repo, "commit", "-q", "-m", "store v3")
+        git_sync(empty_repo, root, 3)
+        for _ in range(200):
+            if await serving_name(client) == "v3":
+                break
+            await asyncio.sleep(0.05)
+        promoted = await wait_for_event(client, "promoted")
+        assert promoted["version"]["commit_hash"] == v3.commit_hash
 
 
 async def test_nexus_deployment_watch_streams_new_events(repo: Path, tmp_path: Path) -> None:
