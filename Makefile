@@ -51,6 +51,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/proxy_admission.py  # needs wrk too
 	$(BIN)/python bench/trust_overhead.py
 	$(BIN)/python bench/v2_protocol.py
+	$(BIN)/python bench/scale_out.py  # needs wrk too
+	$(BIN)/python bench/many_connections.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage

@@ -17,9 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import resource
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -33,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import save, table
 from bench.open_loop import Connection
+from tests.servers import free_port, run_process
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,55 +71,19 @@ def _low_soft_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_SOFT_LIMIT, hard))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url} did not start: its process exited {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
-
-
 @contextlib.contextmanager
-def proxy_and_model(log: Path) -> Iterator[tuple[str, int]]:
+def proxy_and_model() -> Iterator[tuple[str, int]]:
     """The simulated model and the proxy in front of it: (proxy URL, proxy pid)."""
-    model_port, proxy_port = _free_port(), _free_port()
-    model = subprocess.Popen(
-        [sys.executable, "-m", "bench.sim_model", "--port", str(model_port), "--latency-ms", "20"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    upstream = f"http://127.0.0.1:{model_port}"
-    with log.open("wb") as out:
-        proxy = subprocess.Popen(
-            [str(BIN / "nexus-proxy"), "--port", str(proxy_port), "--upstream", upstream],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_low_soft_limit,
-        )
-    try:
-        _wait_ready(f"http://127.0.0.1:{model_port}/health", model)
-        _wait_ready(f"http://127.0.0.1:{proxy_port}/ready", proxy)
-        yield f"http://127.0.0.1:{proxy_port}", proxy.pid
-    finally:
-        for proc in (proxy, model):
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    model_port, proxy_port = free_port(), free_port()
+    model = [sys.executable, "-m", "bench.sim_model", "--port", str(model_port)]
+    proxy = [str(BIN / "nexus-proxy"), "--port", str(proxy_port)]
+    proxy += ["--upstream", f"http://127.0.0.1:{model_port}", "--log-level", "warning"]
+    model_url, proxy_url = f"http://127.0.0.1:{model_port}", f"http://127.0.0.1:{proxy_port}"
+    with (
+        run_process([*model, "--latency-ms", "20"], model_url + "/health", cwd=ROOT),
+        run_process(proxy, proxy_url + "/ready", preexec_fn=_low_soft_limit) as process,
+    ):
+        yield proxy_url, process.pid
 
 
 def raise_own_limit(connections: int) -> None:
@@ -187,8 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--connections", type=int, default=10_000)
     args = parser.parse_args()
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / "nexus-many-connections.log"
-    with proxy_and_model(log) as (url, pid):
+    with proxy_and_model() as (url, pid):
         result = asyncio.run(hold(url, pid, args.connections))
     print(
         table(

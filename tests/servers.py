@@ -65,6 +65,7 @@ def run_process(
     cwd: Path | None = None,
     timeout_s: float = 60.0,
     env: dict[str, str] | None = None,
+    **popen: Any,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start a server process, wait until `ready_url` answers 200, stop it afterwards."""
     proc = subprocess.Popen(
@@ -73,6 +74,7 @@ def run_process(
         env=env or dict(os.environ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        **popen,
     )
     try:
         deadline = time.monotonic() + timeout_s

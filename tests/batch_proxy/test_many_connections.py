@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import resource
-from pathlib import Path
 
 import pytest
 
@@ -14,13 +13,11 @@ from bench.many_connections import LOW_SOFT_LIMIT, hold, proxy_and_model
 CONNECTIONS = 10_000
 
 
-async def test_ten_thousand_connections_are_held_and_every_request_answered(
-    tmp_path: Path,
-) -> None:
+async def test_ten_thousand_connections_are_held_and_every_request_answered() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < CONNECTIONS + 1024:
         pytest.skip(f"this machine's open-files hard limit ({hard}) is below the test's need")
-    with proxy_and_model(tmp_path / "proxy.log") as (url, pid):
+    with proxy_and_model() as (url, pid):
         held = await hold(url, pid, CONNECTIONS)
     assert held.soft_limit > LOW_SOFT_LIMIT  # the proxy raised its own limit
     assert held.connections == CONNECTIONS
