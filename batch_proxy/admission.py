@@ -155,11 +155,16 @@ def revoke_key(path: Path, name: str) -> None:
 
 
 def write_records(path: Path, records: list[KeyRecord]) -> None:
-    """Atomically, readable by its owner only; a running proxy picks it up within a second."""
+    """A running proxy picks the new file up within a second."""
+    write_private_json(path, {"keys": [r.to_json() for r in records]})
+
+
+def write_private_json(path: Path, body: Any) -> None:
+    """Atomically, readable by its owner only (key and token files: digests, but still)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({"keys": [r.to_json() for r in records]}, fh, indent=2)
+        json.dump(body, fh, indent=2)
         fh.write("\n")
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)

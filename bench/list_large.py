@@ -24,34 +24,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import best_of, git_repo, save, table
 
 
-def make_metadata(entries: int) -> bytes:
+def make_metadata(entries: int, models: int = 50, history: bool = False) -> bytes:
+    """`entries` versions spread over `models` models (with a `stored` event each, and the
+    stage events of the last ones, when `history`)."""
     start = datetime(2024, 1, 1, tzinfo=UTC)
-    models = []
+    rows = []
     for i in range(entries):
         commit = hashlib.sha1(str(i).encode()).hexdigest()
-        name = f"model_{i % 50}"
-        models.append(
-            {
-                "commit_hash": commit,
-                "model_name": name,
-                "storage_uri": f"{name}/{commit}.pt",
-                "file_size": 1000 + i,
-                "timestamp": (start + timedelta(minutes=i)).isoformat(timespec="seconds"),
-                "is_latest": i >= entries - 50,
-                "version": 1 + i // 50,
-                "sha256": hashlib.sha256(str(i).encode()).hexdigest(),
-                "format": "torchscript",
-                "metrics": {"accuracy": (i % 1000) / 1000},
-                "tags": {"team": "vision" if i % 3 else "nlp"},
-                # the last two versions of each model hold production and staging
-                "stage": "production"
-                if entries - 100 <= i < entries - 50
-                else ("staging" if i >= entries - 50 else ("archived", None)[i % 2]),
-                "status": ("approved", "pending_review")[i % 2],
-            }
+        name = f"model_{i % models}"
+        when = (start + timedelta(minutes=i)).isoformat(timespec="seconds")
+        # the last two versions of each model hold production and staging
+        stage = (
+            "production"
+            if entries - 2 * models <= i < entries - models
+            else ("staging" if i >= entries - models else ("archived", None)[i % 2])
         )
+        row = {
+            "commit_hash": commit,
+            "model_name": name,
+            "storage_uri": f"{name}/{commit}.pt",
+            "file_size": 1000 + i,
+            "timestamp": when,
+            "is_latest": i >= entries - models,
+            "version": 1 + i // models,
+            "sha256": hashlib.sha256(str(i).encode()).hexdigest(),
+            "format": "torchscript",
+            "metrics": {"accuracy": (i % 1000) / 1000},
+            "tags": {"team": "vision" if i % 3 else "nlp"},
+            "stage": stage,
+            "status": ("approved", "pending_review")[i % 2],
+        }
+        if history:
+            events = [{"what": "stored", "from": None, "to": 1 + i // models, "who": "bench",
+                       "when": when, "seq": 2 * i + 1}]  # fmt: skip
+            if stage in ("production", "staging"):
+                events.append({"what": "stage", "from": None, "to": stage, "who": "bench",
+                               "when": when, "seq": 2 * i + 2})  # fmt: skip
+            row["history"] = events
+        rows.append(row)
     return orjson.dumps(
-        {"schema_version": 1, "models": models},
+        {"schema_version": 1, "models": rows},
         option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY,
     )
 

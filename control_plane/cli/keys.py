@@ -11,9 +11,18 @@ from batch_proxy.admission import KeyFileError, add_key, read_records, revoke_ke
 from control_plane.cli import render as ui
 from control_plane.cli.app import JsonOption, NexusCommand, NexusGroup, app, handle_errors
 from control_plane.core.errors import UsageError
+from control_plane.web.roles import Role
+from control_plane.web.tokens import (
+    TokenFileError,
+    add_token,
+    is_token_file,
+    read_tokens,
+    revoke_token,
+)
 
 keys_app = typer.Typer(
-    help="API keys for the proxy: each a name, a rate and a burst; the file keeps digests only.",
+    help="API keys for the proxy (a name, a rate, a burst) and, with --role, tokens for the "
+    "registry's web server; the files keep digests only.",
     no_args_is_help=True,
     cls=NexusGroup,
 )
@@ -32,23 +41,35 @@ def create(
         float | None, typer.Option(help="Requests at once (default: one second's worth).")
     ] = None,
     model: Annotated[list[str] | None, typer.Option(help="Allowed model; repeatable.")] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(help="A registry token instead: reader, maintainer, approver or admin."),
+    ] = None,
+    email: Annotated[
+        str | None, typer.Option(help="With --role: the email its commits are authored with.")
+    ] = None,
 ) -> None:
-    """Make a key, add its record to FILE and print the key once, on its own line."""
+    """Make a key (or, with --role, a registry token), add its record to FILE and print it
+    once, on its own line."""
     try:
-        key = add_key(file, name, rate, burst, tuple(model or ()))
-    except KeyFileError as exc:
+        if role is not None:
+            key = add_token(file, name, Role.named(role), email or f"{name}@users.noreply")
+        else:
+            key = add_key(file, name, rate, burst, tuple(model or ()))
+    except (KeyFileError, TokenFileError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    ui.warning(f"the key for '{name}' is printed once; it is not stored anywhere in clear.")
+    what = "token" if role is not None else "key"
+    ui.warning(f"the {what} for '{name}' is printed once; it is not stored anywhere in clear.")
     print(key)  # stdout, alone: `KEY=$(nexus keys create …)`
 
 
 @keys_app.command("revoke", cls=NexusCommand)
 @handle_errors
 def revoke(name: Annotated[str, typer.Argument(help="The key's name.")], file: FileOption) -> None:
-    """Remove a key; a running proxy refuses it within a second."""
+    """Remove a key or token; a running proxy or registry refuses it within a second."""
     try:
-        revoke_key(file, name)
-    except KeyFileError as exc:
+        (revoke_token if is_token_file(file) else revoke_key)(file, name)
+    except (KeyFileError, TokenFileError) as exc:
         raise UsageError(str(exc)) from None
     ui.info(f"Revoked '{name}' in {file}.")
 
@@ -56,7 +77,17 @@ def revoke(name: Annotated[str, typer.Argument(help="The key's name.")], file: F
 @keys_app.command("list", cls=NexusCommand)
 @handle_errors
 def list_keys(file: FileOption, as_json: JsonOption = False) -> None:
-    """The keys' names, rates and models (never the keys)."""
+    """The keys' names, rates and models, or the tokens' names and roles (never the keys)."""
+    if is_token_file(file):
+        try:
+            tokens = read_tokens(file)
+        except TokenFileError as exc:
+            raise UsageError(str(exc)) from None
+        if as_json:
+            ui.print_json([{k: v for k, v in t.to_json().items() if k != "sha256"} for t in tokens])
+        for token in [] if as_json else tokens:
+            ui.info(f"{token.name}  {token.role.label}  {token.email}")
+        return
     try:
         records = read_records(file)
     except KeyFileError as exc:

@@ -79,8 +79,12 @@ class Registry:
         config: NexusConfig | None = None,
         backend: StorageBackend | None = None,
         environ: dict[str, str] | None = None,
+        who: str | None = None,
     ) -> None:
+        """`who`: the person history events name (default: Git's user in the workspace); a
+        server acting for its users names each one."""
         self.workspace = Workspace(start)
+        self._who = who
         self.root = self.workspace.root
         self._config = config
         self._environ = environ
@@ -116,6 +120,9 @@ class Registry:
     @property
     def objects(self) -> Objects:
         return Objects(self.backend, self.workspace)
+
+    def who(self) -> str | None:
+        return self._who if self._who is not None else self.workspace.who()
 
     # -- queries ---------------------------------------------------------------
 
@@ -370,7 +377,7 @@ class Registry:
             signing_key = self.signing_key(key)
             entry = self.resolve(ref, model_name)
             when = lifecycle.event_time()
-            who = self.workspace.who()
+            who = self.who()
             record = self.trust.approve(entry, signing_key, status, who, when, reason)
             ref = entry.commit_hash
 
@@ -452,7 +459,7 @@ class Registry:
     def _change(self, ref: str, model_name: str, change: Change) -> tuple[ModelEntry, Any]:
         """Resolve `ref` of `model_name` under the lock, apply `change`, write atomically."""
         validate_model_name(model_name)
-        who = self.workspace.who()
+        who = self.who()
         self.workspace.prepare()
         with self.metadata.update() as document:
             entry = resolve_ref(document, ref, model_name)

@@ -51,9 +51,11 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     "<": operator.lt,
 }
-_METRIC = re.compile(
+METRIC_NAME_PATTERN = r"^[A-Za-z0-9_.\-/]+$"
+METRIC_PATTERN = (
     r"^\s*([A-Za-z0-9_.\-/]+)\s*(>=|<=|==|!=|>|<)\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$"
 )
+_METRIC = re.compile(METRIC_PATTERN)
 
 
 def model(name: str) -> Filter:

@@ -8,10 +8,12 @@ from control_plane.core.errors import AmbiguousRefError, NotFoundError, UsageErr
 from control_plane.metadata import MetadataDocument, ModelEntry
 from control_plane.registry import lifecycle
 
-_MODEL_NAME = re.compile(r"^(?!\.)[A-Za-z0-9._-]{1,128}$")
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"  # 1-128, not starting with '.'
+ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9._-]{0,63}$"
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 _COMMIT_REF = re.compile(r"^[0-9a-f]{4,40}$")
 _VERSION_REF = re.compile(r"^v([1-9][0-9]{0,8})$")
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
+_ALIAS = re.compile(ALIAS_PATTERN)
 RESERVED_REFS = ("latest", *lifecycle.STAGE_VALUES)
 
 

@@ -1,0 +1,304 @@
+"""`/api/v1`: the registry as JSON, with its OpenAPI document at `/api/v1/openapi.json`.
+
+Reads need a token once the server has a token file (none without one); changes need
+the role `roles.py` names. Errors are `{"error": "<one sentence>"}` with 401, 403, 404,
+409 (the change conflicts with the registry's state) or 422 (bad input).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Path, Query
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from control_plane.core.errors import ConflictError, UsageError
+from control_plane.registry import query
+from control_plane.registry.resolve import (
+    ALIAS_PATTERN,
+    MODEL_NAME_PATTERN,
+    resolve_ref,
+    validate_alias,
+)
+from control_plane.web import views
+from control_plane.web.changes import Action, Actor, Outcome
+from control_plane.web.state import RegistryState, reader_of
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="one sentence: what was wrong")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "the body is not JSON"),
+        (401, "no valid token"),
+        (403, "the token's role does not allow it"),
+        (404, "no such model or version"),
+        (409, "the change conflicts with the registry's state"),
+        (422, "bad input"),
+    )
+}
+
+
+class Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ModelSummary(BaseModel):
+    name: str
+    versions: int
+    latest: str | None
+    staging: str | None
+    production: str | None
+    last_change: str | None
+
+
+class VersionRow(BaseModel):
+    model: str
+    version: int | None
+    commit_hash: str
+    short_hash: str
+    label: str
+    timestamp: str | None
+    stage: str | None
+    status: str | None
+    is_latest: bool
+    aliases: list[str]
+    metrics: dict[str, Any]
+    tags: dict[str, Any]
+    owner: str | None
+    file_size: int | None
+    signed: bool
+    signed_approval: bool
+
+
+class VersionDetail(VersionRow):
+    entry: dict[str, Any]
+    lineage: dict[str, Any]
+    history: list[dict[str, Any]]
+    signature: dict[str, Any] | None
+    approval: dict[str, Any] | None
+    load_command: str
+
+
+class AuditEvent(Loose):
+    model: str
+    commit_hash: str
+    what: str | None = None
+    who: str | None = None
+    when: str | None = None
+
+
+class Span(BaseModel):
+    commit_hash: str
+    label: str
+    from_: str | None = Field(alias="from")
+    until: str | None
+    by: str | None
+
+
+class ActionResult(BaseModel):
+    version: VersionRow
+    message: str
+    commit: str | None = Field(description="the commit made; null when nothing changed")
+    pushed: bool
+
+
+class PromoteBody(BaseModel):
+    stage: Literal["staging", "production"]
+
+
+class RejectBody(BaseModel):
+    reason: str = Field(min_length=1, max_length=2000, pattern=r"\S")
+
+
+REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_ISO = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+)
+
+
+def _iso_only(value: Any) -> Any:
+    """A date or an ISO 8601 moment, not a number of seconds (pydantic takes both)."""
+    if isinstance(value, str) and not _ISO.match(value):
+        raise ValueError("expected a date or an ISO 8601 date and time, e.g. 2026-01-31T12:00Z")
+    return value
+
+
+Moment = Annotated[datetime, BeforeValidator(_iso_only)]
+
+Model = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="the model's name")]
+Ref = Annotated[
+    str, Path(pattern=REF_PATTERN, description="v3, latest, a stage, an alias, a commit prefix")
+]
+Alias = Annotated[str, Path(pattern=ALIAS_PATTERN)]
+Stage = Literal["staging", "production", "archived"]  # lifecycle.STAGE_VALUES
+Status = Literal["pending_review", "approved", "rejected"]  # lifecycle.STATUSES
+
+
+class AliasBody(BaseModel):
+    ref: str = Field(pattern=REF_PATTERN, description="the version: v3, a hash, a stage")
+
+
+def router(state: RegistryState) -> APIRouter:
+    api = APIRouter(responses=ERRORS)
+    reader = Depends(reader_of(state))
+
+    def result(outcome: Outcome) -> ActionResult:
+        row = VersionRow(**views.version_row(outcome.entry))
+        return ActionResult(
+            version=row, message=outcome.message, commit=outcome.commit, pushed=outcome.pushed
+        )
+
+    @api.get("/models", response_model=list[ModelSummary], summary="Every model")
+    def list_models(_: Actor | None = reader) -> list[dict[str, Any]]:
+        return views.models(state.document())
+
+    @api.get("/versions", response_model=list[VersionRow], summary="Versions, filtered")
+    def list_versions(
+        _: Actor | None = reader,
+        model: Annotated[str | None, Query(pattern=MODEL_NAME_PATTERN)] = None,
+        stage: Stage | None = None,
+        status: Status | None = None,
+        metric: Annotated[
+            list[Annotated[str, Field(pattern=query.METRIC_PATTERN)]] | None,
+            Query(description="NAME OP NUMBER, e.g. accuracy>=0.9; repeatable"),
+        ] = None,
+        tag: Annotated[
+            list[Annotated[str, Field(pattern=r"^[^=]+=.*$")]] | None,
+            Query(description="KEY=VALUE; repeatable"),
+        ] = None,
+        owner: Annotated[str | None, Query(max_length=256)] = None,
+        base_model: Annotated[str | None, Query(max_length=256)] = None,
+        since: Annotated[Moment | None, Query(description="stored at or after")] = None,
+        sort: Annotated[
+            str | None, Query(pattern=query.METRIC_NAME_PATTERN, description="a metric")
+        ] = None,
+        limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+    ) -> list[dict[str, Any]]:
+        """The filters of `nexus list`: newest first, or by a metric, highest first."""
+        filters = [
+            *([query.stage(stage)] if stage else []),
+            *([query.status(status)] if status else []),
+            *([query.owner(owner)] if owner else []),
+            *([query.base_model(base_model)] if base_model else []),
+            *([query.since(since.isoformat())] if since else []),
+            *(query.tag(t) for t in tag or []),
+            *(query.metric(m) for m in metric or []),
+        ]
+        document = state.document()
+        if model is not None:
+            views.find_model(document, model)
+        entries = query.select(document.entries, model, filters, sort_metric=sort, limit=limit)
+        return [views.version_row(e) for e in entries]
+
+    @api.get(
+        "/models/{model}/versions/{ref}",
+        response_model=VersionDetail,
+        summary="One version in full",
+    )
+    def show_version(model: Model, ref: Ref, _: Actor | None = reader) -> dict[str, Any]:
+        """Metadata, lineage, history, signature and approval, and the `nexus load` command."""
+        document = state.document()
+        return views.version_detail(document, resolve_ref(document, ref, model))
+
+    @api.get("/models/{model}/timeline", response_model=list[Span], summary="Production over time")
+    def timeline(model: Model, _: Actor | None = reader) -> list[dict[str, Any]]:
+        """Which version held production when, oldest first (`until` null: it still does)."""
+        document = state.document()
+        views.find_model(document, model)
+        return views.production_timeline(document, model)
+
+    @api.get("/audit", response_model=list[AuditEvent], summary="The audit log")
+    def audit(
+        _: Actor | None = reader,
+        model: Annotated[str | None, Query(pattern=MODEL_NAME_PATTERN)] = None,
+        kind: Annotated[
+            Literal[
+                "stored", "stage", "status", "latest", "alias", "deleted", "signature", "approval"
+            ]
+            | None,
+            Query(description="the event's `what`"),
+        ] = None,
+        who: Annotated[str | None, Query(max_length=256, description="part of the name")] = None,
+        since: Moment | None = None,
+        until: Moment | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every recorded change of every model, oldest first."""
+        asked = views.AuditQuery(model, kind, who, _aware(since), _aware(until))
+        return views.audit(state.document(), asked)
+
+    def change(action: Action, actor: Actor | None) -> ActionResult:
+        return result(state.apply(action, actor))
+
+    @api.post("/models/{model}/versions/{ref}/promote", response_model=ActionResult)
+    def promote(
+        model: Model, ref: Ref, body: PromoteBody, actor: Actor | None = reader
+    ) -> ActionResult:
+        """Give the version a stage (staging: maintainer; production: approver)."""
+        return change(Action("promote", model, ref, stage=body.stage), actor)
+
+    @api.post("/models/{model}/versions/{ref}/archive", response_model=ActionResult)
+    def archive(model: Model, ref: Ref, actor: Actor | None = reader) -> ActionResult:
+        """Retire the version (maintainer)."""
+        return change(Action("archive", model, ref), actor)
+
+    @api.post("/models/{model}/versions/{ref}/approve", response_model=ActionResult)
+    def approve(model: Model, ref: Ref, actor: Actor | None = reader) -> ActionResult:
+        """Approve the version (approver)."""
+        return change(Action("approve", model, ref), actor)
+
+    @api.post("/models/{model}/versions/{ref}/reject", response_model=ActionResult)
+    def reject(
+        model: Model, ref: Ref, body: RejectBody, actor: Actor | None = reader
+    ) -> ActionResult:
+        """Reject the version, with a reason (approver)."""
+        return change(Action("reject", model, ref, reason=body.reason), actor)
+
+    @api.post("/models/{model}/versions/{ref}/rollback", response_model=ActionResult)
+    def rollback(model: Model, ref: Ref, actor: Actor | None = reader) -> ActionResult:
+        """Make the version the latest again (maintainer)."""
+        return change(Action("rollback", model, ref), actor)
+
+    @api.delete("/models/{model}/versions/{ref}", response_model=ActionResult)
+    def delete(
+        model: Model, ref: Ref, force: bool = False, actor: Actor | None = reader
+    ) -> ActionResult:
+        """Delete the version from the metadata (admin); `force` for one holding a stage."""
+        return change(Action("delete", model, ref, force=force), actor)
+
+    @api.put("/models/{model}/aliases/{alias}", response_model=ActionResult)
+    def set_alias(
+        model: Model, alias: Alias, body: Annotated[AliasBody, Body()], actor: Actor | None = reader
+    ) -> ActionResult:
+        """Point the alias at a version (maintainer). A name that reads as another ref
+        (latest, a stage, v3, a commit prefix) is a conflict (409)."""
+        _free_alias(alias)
+        return change(Action("alias", model, body.ref, alias=alias), actor)
+
+    @api.delete("/models/{model}/aliases/{alias}", response_model=ActionResult)
+    def remove_alias(model: Model, alias: Alias, actor: Actor | None = reader) -> ActionResult:
+        """Remove the alias (maintainer)."""
+        _free_alias(alias)
+        return change(Action("unalias", model, alias, alias=alias), actor)
+
+    return api
+
+
+def _free_alias(alias: str) -> None:
+    try:
+        validate_alias(alias)
+    except UsageError as exc:
+        raise ConflictError(
+            f"'{alias}' reads as another kind of ref, so it cannot be an alias."
+        ) from exc
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.astimezone()
