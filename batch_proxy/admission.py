@@ -122,13 +122,17 @@ def parse_records(text: str, source: str) -> list[KeyRecord]:
 
 
 def read_records(path: Path) -> list[KeyRecord]:
+    return parse_records(read_private_json(path, KeyFileError), str(path))
+
+
+def read_private_json(path: Path, error: type[ValueError]) -> str:
+    """A key or token file's text ('' when there is none yet); `error` when unreadable."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return []
+        return ""
     except OSError as exc:
-        raise KeyFileError(f"cannot read {path}: {exc.strerror}.") from exc
-    return parse_records(text, str(path))
+        raise error(f"cannot read {path}: {exc.strerror}.") from exc
 
 
 def add_key(

@@ -100,7 +100,9 @@ def screenshots(out: Path, work: Path) -> None:
         browser.get(url + "/login?next=/models/resnet")
         browser.find_element(By.NAME, "token").send_keys(token)
         browser.find_element(By.CSS_SELECTOR, "form.login button").click()
-        WebDriverWait(browser, 10).until(expected_conditions.url_contains("/models/resnet"))
+        WebDriverWait(browser, 10).until(
+            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, "table.versions"))
+        )
         browser.save_screenshot(str(out / "registry-model-page.png"))
         browser.get(url + "/audit?model=resnet")
         browser.save_screenshot(str(out / "registry-audit-timeline.png"))

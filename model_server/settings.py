@@ -55,6 +55,14 @@ class ServerSettings(BaseSettings):
         default=None, description="Git remote to fetch into the workspace on every check"
     )
     git_branch: str = Field(default="main", description="branch of --git-remote to follow")
+    registry_url: str | None = Field(
+        default=None,
+        description="device mode: follow the ref through this nexus-registry's update stream "
+        "(no Git clone here); the workspace (--repo) keeps only what it streams",
+    )
+    registry_token: str | None = Field(
+        default=None, description="the registry token for --registry-url (a reader's is enough)"
+    )
     admin_token: str | None = Field(
         default=None, description="bearer token for POST /admin/reload (unset: admin routes off)"
     )
@@ -117,6 +125,10 @@ class ServerSettings(BaseSettings):
     @model_validator(mode="after")
     def _models_parse(self) -> ServerSettings:
         self.model_specs  # noqa: B018  # a bad --models fails at start, with its reason
+        if self.registry_url and not (self.model_name or self.models):
+            raise ValueError("--registry-url follows one model's ref: name it (--model-name).")
+        if self.registry_url and self.git_remote:
+            raise ValueError("follow either --registry-url or --git-remote, not both.")
         return self
 
     def for_model(self, name: str | None, ref: str) -> ServerSettings:

@@ -1,6 +1,7 @@
 """The `nexus` command line: thin commands over `control_plane.Registry`."""
 
 from control_plane.cli import deployment as _deployment  # noqa: F401  # `nexus deployment`
+from control_plane.cli import events as _events  # noqa: F401  # `nexus events`
 from control_plane.cli import keys as _keys  # noqa: F401  # `nexus keys`
 from control_plane.cli import lifecycle as _lifecycle  # noqa: F401  # registers its commands
 from control_plane.cli import serve as _serve  # noqa: F401  # registers `nexus serve`

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from control_plane.metadata import MetadataDocument, MetadataFile, ModelEntry, l
 from control_plane.registry import gc, lifecycle, query
 from control_plane.registry.backends import open_backend
 from control_plane.registry.conflicts import ConflictInputs, find_conflict
+from control_plane.registry.events import EventOutlet, cloud_event, version_event
 from control_plane.registry.history import model_history
 from control_plane.registry.lineage import lineage_tree, split_model_ref
 from control_plane.registry.merge import MergeResult, merge
@@ -188,7 +190,9 @@ class Registry:
         pipeline = StorePipeline(
             self.workspace, self.metadata, self.objects, self.config, self._signer(request)
         )
-        return pipeline.run(request, progress)
+        result = pipeline.run(request, progress)
+        self._emit("stored", result.entry, result.recorded)  # none when already stored
+        return result
 
     def _signer(self, request: StoreRequest) -> Signer | None:
         """What signs a new version: with `--sign`, `--key` or `signing_key` set; the key is
@@ -315,7 +319,7 @@ class Registry:
         def change(document: MetadataDocument, found: ModelEntry, rec: lifecycle.Recorder) -> Any:
             lifecycle.set_signature(found, record, rec)
 
-        return self._change(entry.commit_hash, model, change)[0], data
+        return self._change(entry.commit_hash, model, change, "signed")[0], data
 
     def check_signature_file(self, model_ref: str, data: bytes) -> tuple[ModelEntry, Verdict]:
         """Check a bundle made elsewhere (say `model_signing sign`) against MODEL@REF."""
@@ -333,7 +337,7 @@ class Registry:
             lifecycle.set_latest(document, entry, rec)
             return previous
 
-        entry, previous = self._change(ref, model_name, change)
+        entry, previous = self._change(ref, model_name, change, "rolled_back")
         return RollbackResult(entry=entry, previous=previous)
 
     def promote(
@@ -351,11 +355,15 @@ class Registry:
                 require_approval=self.config.require_approval,
                 recorder=rec,
             ),
+            "promoted",
         )
 
     def archive(self, ref: str, model_name: str) -> ModelEntry:
         return self._change(
-            ref, model_name, lambda d, e, rec: lifecycle.set_stage(e, lifecycle.ARCHIVED, rec)
+            ref,
+            model_name,
+            lambda d, e, rec: lifecycle.set_stage(e, lifecycle.ARCHIVED, rec),
+            "archived",
         )[0]
 
     def approve(self, ref: str, model_name: str, *, key: Path | None = None) -> ModelEntry:
@@ -386,7 +394,8 @@ class Registry:
             if record is not None:
                 lifecycle.set_approval(entry, record, rec)
 
-        return self._change(ref, model_name, change)[0]
+        kind = "approved" if status == lifecycle.APPROVED else "rejected"
+        return self._change(ref, model_name, change, kind)[0]
 
     def set_alias(self, model_ref: str, alias: str) -> tuple[ModelEntry, ModelEntry | None]:
         """Give `alias` to MODEL@REF; return the version and the one that had the alias."""
@@ -396,6 +405,7 @@ class Registry:
             ref,
             model,
             lambda document, entry, rec: lifecycle.set_alias(document, entry, alias, rec),
+            "alias_set",
         )
 
     def remove_alias(self, model_name: str, alias: str) -> ModelEntry:
@@ -405,6 +415,7 @@ class Registry:
             alias,
             model_name,
             lambda document, entry, rec: lifecycle.remove_alias(entry, alias, rec),
+            "alias_removed",
         )[0]
 
     def delete(
@@ -419,6 +430,7 @@ class Registry:
             ref,
             model,
             lambda document, entry, rec: lifecycle.delete(document, entry, rec, force=force),
+            "deleted",
         )
 
     # -- team use: merges, garbage collection ------------------------------------
@@ -454,14 +466,57 @@ class Registry:
         )
 
     def gc_collect(self, plan: gc.GcPlan) -> gc.GcOutcome:
-        return gc.collect(self.objects, plan)
+        outcome = gc.collect(self.objects, plan)
+        if outcome.deleted and self.events.active:
+            keys = sorted(info.key for info in outcome.deleted)
+            data = {"who": self.who(), "deleted": keys, "bytes": outcome.deleted_bytes}
+            identity = hashlib.sha256("\n".join(keys).encode()).hexdigest()
+            when = lifecycle.event_time()
+            self.events.publish(
+                [cloud_event("store.collected", self.event_source, "store", when, data, identity)]
+            )
+        return outcome
 
-    def _change(self, ref: str, model_name: str, change: Change) -> tuple[ModelEntry, Any]:
-        """Resolve `ref` of `model_name` under the lock, apply `change`, write atomically."""
+    def _change(
+        self, ref: str, model_name: str, change: Change, kind: str
+    ) -> tuple[ModelEntry, Any]:
+        """Resolve `ref` of `model_name` under the lock, apply `change`, write atomically,
+        then emit the change's event (`kind`: promoted, approved, ...; none if nothing
+        changed)."""
         validate_model_name(model_name)
         who = self.who()
         self.workspace.prepare()
         with self.metadata.update() as document:
             entry = resolve_ref(document, ref, model_name)
-            outcome = change(document, entry, lifecycle.Recorder(document, who))
+            recorder = lifecycle.Recorder(document, who)
+            outcome = change(document, entry, recorder)
+        self._emit(kind, entry, recorder.recorded)
         return entry, outcome
+
+    # -- events ------------------------------------------------------------------
+
+    @functools.cached_property
+    def events(self) -> EventOutlet:
+        """Where this workspace's events go (`events_file`, `webhook_url`, the outbox)."""
+        config = self.config
+        return EventOutlet(
+            events_file=config.repo_path(config.events_file, self.root)
+            if config.events_file
+            else None,
+            webhook_url=config.webhook_url,
+            outbox=self.workspace.workdir / "outbox.jsonl",
+            environ=self._environ,
+        )
+
+    @property
+    def event_source(self) -> str:
+        return f"/nexusml/{self.root.name}"
+
+    def _emit(
+        self, kind: str, entry: ModelEntry, recorded: Sequence[tuple[ModelEntry, dict[str, Any]]]
+    ) -> None:
+        if not self.events.active:
+            return
+        event = version_event(kind, entry, recorded, self.event_source)
+        if event is not None:
+            self.events.publish([event])

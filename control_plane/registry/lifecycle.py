@@ -51,6 +51,7 @@ class Recorder:
 
     def __init__(self, document: MetadataDocument, who: str | None) -> None:
         self.who = who
+        self.recorded: list[tuple[ModelEntry, dict[str, Any]]] = []  # this write's events
         self._next = 1 + max(
             (
                 event["seq"]
@@ -77,6 +78,7 @@ class Recorder:
             event["reason"] = reason
         self._next += 1
         entry.history = [*(entry.history or []), event]
+        self.recorded.append((entry, event))
 
 
 def event_order(event: dict[str, Any], position: int) -> tuple[Any, ...]:

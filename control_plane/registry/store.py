@@ -73,6 +73,7 @@ class StoreResult:
     uploaded: bool
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    recorded: tuple[tuple[ModelEntry, dict[str, Any]], ...] = ()  # the history it wrote
 
 
 @dataclass
@@ -197,6 +198,7 @@ class StorePipeline:
             uploaded=uploaded,
             warnings=tuple(warnings),
             notes=tuple(notes),
+            recorded=tuple(recorder.recorded),
         )
 
     def _config_twin(

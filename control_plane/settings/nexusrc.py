@@ -66,6 +66,9 @@ class NexusConfig(BaseSettings):
     trusted_keys: Path | None = None
     require_signature: bool = False
     require_signed_approval: bool = False
+    # integrations: an event per change (the webhook's secret only from NEXUS_WEBHOOK_SECRET)
+    events_file: Path | None = None
+    webhook_url: Text | None = None
 
     @classmethod
     def settings_customise_sources(

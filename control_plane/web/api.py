@@ -7,14 +7,19 @@ the role `roles.py` names. Errors are `{"error": "<one sentence>"}` with 401, 40
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Path, Query
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from control_plane.core.errors import ConflictError, UsageError
+from control_plane.core.errors import ConflictError, NexusError, UsageError
 from control_plane.registry import query
 from control_plane.registry.resolve import (
     ALIAS_PATTERN,
@@ -232,6 +237,30 @@ def router(state: RegistryState) -> APIRouter:
         asked = views.AuditQuery(model, kind, who, _aware(since), _aware(until))
         return views.audit(state.document(), asked)
 
+    @api.get(
+        "/models/{model}/refs/{ref}/watch",
+        response_class=StreamingResponse,
+        summary="A ref's changes, as Server-Sent Events",
+        responses={200: {"content": {"text/event-stream": {}}, "description": "the stream"}},
+    )
+    async def watch(
+        model: Model,
+        ref: Ref,
+        request: Request,
+        last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+        _: Actor | None = reader,
+    ) -> StreamingResponse:
+        """`event: version`, `data: {"ref", "entry"}` (the version the ref names, in full, or
+        null) at once and whenever it changes; `id` is the metadata's newest history seq, so
+        a client that reconnects with `Last-Event-ID` gets the state if it moved meanwhile.
+        A comment line every 15 s keeps idle connections open."""
+        views.find_model(await asyncio.to_thread(state.document), model)
+        return StreamingResponse(
+            watch_ref(state, model, ref, last_event_id, request.is_disconnected),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
     def change(action: Action, actor: Actor | None) -> ActionResult:
         return result(state.apply(action, actor))
 
@@ -287,6 +316,44 @@ def router(state: RegistryState) -> APIRouter:
         return change(Action("unalias", model, alias, alias=alias), actor)
 
     return api
+
+
+WATCH_POLL_S = 0.2
+KEEPALIVE_S = 15.0
+
+
+async def watch_ref(
+    state: RegistryState,
+    model: str,
+    ref: str,
+    last_event_id: str | None,
+    disconnected: Callable[[], Awaitable[bool]],
+) -> AsyncIterator[str]:
+    """The SSE stream of one ref: the state now (unless the client saw this generation),
+    then each change of what the ref names."""
+    seen: tuple[int, str] | None = None
+    generation = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    document, quiet_since = None, time.monotonic()
+    while not await disconnected():
+        current = await asyncio.to_thread(state.document)
+        if current is not document:
+            document = current
+            seq = views.generation(document)
+            try:
+                entry: dict[str, Any] | None = resolve_ref(document, ref, model).to_dict()
+            except NexusError:
+                entry = None  # not (or no longer) stored: the device keeps what it has
+            payload = json.dumps({"model": model, "ref": ref, "entry": entry}, sort_keys=True)
+            if seen is None and generation == seq:
+                seen = (seq, payload)  # the client already has this generation
+            if seen is None or seen[1] != payload:
+                seen = (seq, payload)
+                quiet_since = time.monotonic()
+                yield f"id: {seq}\nevent: version\ndata: {payload}\n\n"
+        if time.monotonic() - quiet_since > KEEPALIVE_S:
+            quiet_since = time.monotonic()
+            yield ": keep-alive\n\n"
+        await asyncio.sleep(WATCH_POLL_S)
 
 
 def _free_alias(alias: str) -> None:

@@ -10,9 +10,8 @@ nothing; one whose commit fails is undone in the working tree.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from control_plane.core.errors import GitError, NexusError
 from control_plane.metadata import ModelEntry
@@ -62,7 +61,6 @@ class Outcome:
     message: str
     commit: str | None  # None: nothing changed
     pushed: bool = False
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 class ChangeDesk:
@@ -107,7 +105,13 @@ class ChangeDesk:
                 raise
             pushed = False
             if self.push and commit is not None:
-                self.committer.push()
+                try:
+                    self.committer.push()
+                except GitError as exc:
+                    raise GitError(
+                        f"the change is committed here ({commit[:7]}) but not shared: "
+                        f"{exc.message} The next change pushes it again."
+                    ) from exc
                 pushed = True
             return Outcome(entry, message, commit, pushed)
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from markupsafe import escape
 
+from control_plane.web.views import parse_time
+
 MAX_POINTS = 400  # a metric over 10,000 versions is drawn from an even sample of them
 
 
@@ -117,16 +119,19 @@ def lineage_graph(tree: dict[str, Any], labels: dict[tuple[str, str], str]) -> s
 
 def timeline(spans: Sequence[dict[str, Any]], now: datetime) -> str:
     """One bar per span of production, on one time axis from the first to now."""
-    dated = [(s, _when(s["from"]), _when(s["until"]) or now) for s in spans if _when(s["from"])]
+    dated: list[tuple[dict[str, Any], datetime, datetime]] = []
+    for span in spans:
+        begin = parse_time(span["from"])
+        if begin is not None:
+            dated.append((span, begin, parse_time(span["until"]) or now))
     if not dated:
         return '<p class="muted">No version has been in production.</p>'
-    start = min(begin for _, begin, _ in dated if begin)
+    start = min(begin for _, begin, _ in dated)
     total = max((now - start).total_seconds(), 1.0)
     width, bar, pad = 640, 22, 4
     height = len(dated) * (bar + pad) + 20
     rows = []
     for i, (span, begin, end) in enumerate(dated):
-        assert begin is not None
         x = 130 + (begin - start).total_seconds() / total * (width - 140)
         w = max(2.0, (end - begin).total_seconds() / total * (width - 140))
         y = i * (bar + pad)
@@ -142,13 +147,3 @@ def timeline(spans: Sequence[dict[str, Any]], now: datetime) -> str:
         f'<text x="130" y="{height - 4}">{start:%Y-%m-%d %H:%M}</text>'
         f'<text x="{width}" y="{height - 4}" text-anchor="end">now</text></svg>'
     )
-
-
-def _when(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.astimezone()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batch_proxy.admission import digest, write_private_json
+from batch_proxy.admission import digest, read_private_json, write_private_json
 from control_plane.web.roles import Role
 
 logger = logging.getLogger("nexus.registry")
@@ -80,13 +80,7 @@ def parse_tokens(text: str, source: str) -> list[TokenRecord]:
 
 
 def read_tokens(path: Path) -> list[TokenRecord]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise TokenFileError(f"cannot read {path}: {exc.strerror}.") from exc
-    return parse_tokens(text, str(path))
+    return parse_tokens(read_private_json(path, TokenFileError), str(path))
 
 
 def add_token(path: Path, name: str, role: Role, email: str) -> str:

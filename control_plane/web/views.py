@@ -127,7 +127,7 @@ def audit(document: MetadataDocument, query: AuditQuery) -> list[dict[str, Any]]
                 continue
             if query.who and query.who.lower() not in str(event.get("who") or "").lower():
                 continue
-            when = _parse(event.get("when"))
+            when = parse_time(event.get("when"))
             if query.since and (when is None or when < query.since):
                 continue
             if query.until and (when is None or when > query.until):
@@ -163,6 +163,19 @@ def production_timeline(document: MetadataDocument, name: str) -> list[dict[str,
     return spans
 
 
+def generation(document: MetadataDocument) -> int:
+    """The newest history seq: it grows with every change the registry records."""
+    return max(
+        (
+            event["seq"]
+            for entry in (*document.entries, *document.deleted)
+            for event in entry.history or ()
+            if isinstance(event, dict) and type(event.get("seq")) is int
+        ),
+        default=0,
+    )
+
+
 def find_model(document: MetadataDocument, name: str) -> None:
     """NotFoundError (404) unless the model has versions or deleted ones."""
     if not document.versions(name) and not _deleted(document, name):
@@ -174,7 +187,8 @@ def _deleted(document: MetadataDocument, name: str) -> bool:
     return any(e.model_name == name for e in document.deleted)
 
 
-def _parse(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
+    """An event's ISO time, aware (local when naive); None when it is not one."""
     if not isinstance(value, str):
         return None
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,12 +26,26 @@ SUPERSEDED = "superseded"  # the ref moved on while this candidate was on trial
 FOLLOW_FAILED = "follow_failed"  # the Git remote could not be fetched
 
 
-class EventLog:
-    """Numbered events, the last `KEEP_EVENTS` of them; each is also a log line."""
+# The rollout decisions that are also registry-wide events (CloudEvents, to the events file
+# and webhook the workspace or NEXUS_EVENTS_FILE / NEXUS_WEBHOOK_URL name).
+PUBLISHED = {
+    SERVING: "rollout.loaded",
+    CANARY: "rollout.canary_started",
+    PROMOTED: "rollout.promoted",
+    ROLLED_BACK: "rollout.rolled_back",
+    LOAD_FAILED: "rollout.load_failed",
+}
 
-    def __init__(self) -> None:
+
+class EventLog:
+    """Numbered events, the last `KEEP_EVENTS` of them; each is also a log line, and the
+    decisions in `PUBLISHED` go to `sink` too (which must not block: it is called on the
+    event loop)."""
+
+    def __init__(self, sink: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self._events: deque[dict[str, Any]] = deque(maxlen=KEEP_EVENTS)
         self._seq = 0
+        self.sink = sink
 
     def add(
         self,
@@ -54,6 +69,8 @@ class EventLog:
         self._events.append(record)
         label = _label(version)
         logger.info("%s %s%s", event, label, f": {reason}" if reason else "")
+        if self.sink is not None and event in PUBLISHED:
+            self.sink(PUBLISHED[event], record)
         return record
 
     def since(self, seq: int = 0) -> list[dict[str, Any]]:

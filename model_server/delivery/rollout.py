@@ -29,6 +29,8 @@ from control_plane.registry.workspace import Workspace
 from model_server.delivery import events as ev
 from model_server.delivery.canary import Verdict
 from model_server.delivery.events import EventLog
+from model_server.delivery.publish import RolloutPublisher
+from model_server.delivery.stream import StreamFollower
 from model_server.delivery.watch import FileWatcher, FollowError, GitFollower
 from model_server.service import (
     LoadedVersion,
@@ -56,10 +58,25 @@ class Rollout:
     ) -> None:
         self.service = service
         self.settings = settings
-        self.events = EventLog()
+        self._publisher = RolloutPublisher(settings)
+        self.events = EventLog(sink=self._publisher)
         self._on_fatal = on_fatal
         self._follower: GitFollower | None = None
-        if settings.git_remote:  # the workspace is the server's own clone, maybe not made yet
+        self._stream: StreamFollower | None = None
+        self._stream_task: asyncio.Task[None] | None = None
+        if settings.registry_url:  # device mode: the workspace holds what the stream sends
+            root = settings.repo.resolve()
+            root.mkdir(parents=True, exist_ok=True)
+            self._stream = StreamFollower(
+                settings.registry_url,
+                settings.model_name or "",
+                settings.model_ref,
+                root,
+                self._kick_soon,
+                settings.registry_token,
+            )
+            self._watcher = FileWatcher(root / METADATA_FILENAME)
+        elif settings.git_remote:  # the workspace is the server's own clone, maybe not made yet
             root = settings.repo.resolve()
             self._follower = GitFollower(root, settings.git_remote, settings.git_branch)
             self._watcher = FileWatcher(root / METADATA_FILENAME)
@@ -79,6 +96,8 @@ class Rollout:
 
     async def run(self) -> None:
         """Check at start, then every poll interval (or when kicked) while following."""
+        if self._stream is not None:
+            self._stream_task = asyncio.get_running_loop().create_task(self._stream.run())
         await self.check()
         while self.settings.follows:
             with contextlib.suppress(TimeoutError):
@@ -87,8 +106,16 @@ class Rollout:
             self._kick.clear()
             await self.check()
 
+    def _kick_soon(self) -> None:
+        self._kick.set()
+
     async def stop(self) -> None:
+        if self._stream_task is not None:
+            self._stream_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stream_task
         await self._cancel_job()
+        await asyncio.to_thread(self._publisher.close)
 
     async def reload(self) -> dict[str, Any]:
         """Check now (a CI job that just pushed); the state after the check."""

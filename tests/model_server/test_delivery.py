@@ -104,7 +104,11 @@ async def serving_name(client: httpx.AsyncClient) -> str:
     return str(reply.json()["output"]["version"])
 
 
-async def test_a_healthy_candidate_is_canaried_then_promoted(repo: Path, tmp_path: Path) -> None:
+async def test_a_healthy_candidate_is_canaried_then_promoted(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events_file = tmp_path / "events.jsonl"
+    monkeypatch.setenv("NEXUS_EVENTS_FILE", str(events_file))  # the server's sink
     store_version(repo, name="v1")
     async with running(repo, tmp_path) as client:
         await wait_for_event(client, "serving")
@@ -137,6 +141,15 @@ async def test_a_healthy_candidate_is_canaried_then_promoted(repo: Path, tmp_pat
         for kind in ("serving", "loading", "canary", "promoted"):
             assert kind in lines
         assert lines.index("canary") < lines.index("promoted")
+    published = [json.loads(line) for line in events_file.read_text().splitlines()]
+    rollout = [e for e in published if e["type"].startswith("dev.nexusml.rollout.")]
+    assert [e["type"].rsplit(".", 1)[1] for e in rollout] == [
+        "loaded", "canary_started", "promoted"
+    ]  # fmt: skip
+    assert rollout[-1]["data"]["commit"] == v2.commit_hash
+    assert rollout[-1]["data"]["figures"]["candidate"]["items"] >= 40
+    stored = [e for e in published if e["type"] == "dev.nexusml.version.stored"]
+    assert len(stored) == 2  # the test's own stores, through the same sink
 
 
 async def test_a_candidate_failing_a_fifth_of_items_is_rolled_back(

@@ -25,7 +25,7 @@ from tests.models import make_torchscript
 from tests.servers import console_script, free_port, run_process
 
 RATE = 200  # requests/s, open loop
-SECONDS = 15.0
+SECONDS = 16.0
 STEADY_S = 5.0
 
 
@@ -70,7 +70,7 @@ async def test_promoting_a_version_under_load_loses_nothing(repo: Path, tmp_path
     handler = {"NEXUS_HANDLER": HANDLER, "PYTHONPATH": str(Path(__file__).parents[2])}
     env = dict(os.environ, **handler, NEXUS_MODEL_NAME="svc", NEXUS_MODEL_REF="production")
     env.update(NEXUS_POLL_INTERVAL_S="0.2", NEXUS_CACHE_DIR=str(tmp_path / "cache"))
-    env.update(NEXUS_CANARY_PERCENT="50", NEXUS_CANARY_MIN_ITEMS="100", NEXUS_CANARY_MIN_S="2")
+    env.update(NEXUS_CANARY_PERCENT="50", NEXUS_CANARY_MIN_ITEMS="100", NEXUS_CANARY_MIN_S="4")
     model, proxy, model_url, proxy_url = commands(repo)
     with (
         run_process(model, model_url + "/ready", env=env),

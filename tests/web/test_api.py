@@ -198,5 +198,15 @@ async def test_the_openapi_document_names_every_operation(client: httpx.AsyncCli
     operations = {(m.upper(), p) for p, item in document["paths"].items() for m in item}
     assert ("POST", "/api/v1/models/{model}/versions/{ref}/promote") in operations
     assert ("GET", "/api/v1/audit") in operations
-    assert len(operations) == 13
+    assert len(operations) == 14
     assert json.dumps(document)  # serialisable as served
+
+
+async def test_the_update_stream_refuses_an_unknown_model_at_once(
+    client: httpx.AsyncClient, team: Team
+) -> None:
+    reply = await client.get(
+        "/api/v1/models/nobody/refs/production/watch", headers=team.headers("reader")
+    )
+    assert reply.status_code == 404
+    assert (await client.get("/api/v1/models/resnet/refs/latest/watch")).status_code == 401

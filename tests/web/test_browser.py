@@ -35,12 +35,16 @@ def test_an_approver_promotes_from_the_model_page(team: Team, tmp_path: Path) ->
         WebDriverWait(browser, 10).until(expected_conditions.url_contains("/login"))
         browser.find_element(By.NAME, "token").send_keys(team.tokens["approver"])
         browser.find_element(By.CSS_SELECTOR, "form.login button").click()
-        WebDriverWait(browser, 10).until(expected_conditions.url_contains("/models/resnet"))
-        row = browser.find_element(By.ID, f"v-{v2.short_hash}")
+        row = WebDriverWait(browser, 10).until(  # the model page (the login URL names it too)
+            expected_conditions.presence_of_element_located((By.ID, f"v-{v2.short_hash}"))
+        )
         assert row.find_element(By.CSS_SELECTOR, "td.stage").text == ""
         row.find_element(By.CSS_SELECTOR, 'button[data-action="promote-production"]').click()
-        WebDriverWait(browser, 10).until(expected_conditions.url_contains("done="))
-        notice = browser.find_element(By.CSS_SELECTOR, ".notice").text
+        notice = (
+            WebDriverWait(browser, 10)
+            .until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".notice")))
+            .text
+        )
         assert notice.startswith("Promote resnet v2")
         row = browser.find_element(By.ID, f"v-{v2.short_hash}")
         assert row.find_element(By.CSS_SELECTOR, "td.stage").text == "production"
