@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -412,6 +413,8 @@ def test_gc_keeps_bundles_and_signing_never_overwrites(
     assert entry.signature["bundle"] != first["bundle"]  # ECDSA: a new bundle, a new key
     store_dir = repo / ".nexus" / "store"
     assert (store_dir / first["bundle"]).is_file()  # the earlier bundle was not replaced
+    hour_ago = time.time() - 3600  # gc never takes what was written in its last 2 s
+    os.utime(store_dir / first["bundle"], (hour_ago, hour_ago))
     nexus("gc", "--grace", "0s", "--yes")
     for record in (entry.signature, entry.approval):
         assert (store_dir / record["bundle"]).is_file()
