@@ -10,6 +10,7 @@ import uvicorn
 from batch_proxy.app import ProxyApp
 from batch_proxy.runner import raise_open_files_limit, run_until_signalled
 from batch_proxy.settings import ProxySettings, SettingsError, settings_from
+from batch_proxy.slow_clients import guarded_protocol
 
 
 def build_server(settings: ProxySettings) -> uvicorn.Server:
@@ -18,7 +19,7 @@ def build_server(settings: ProxySettings) -> uvicorn.Server:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(settings.read_timeout_s),  # httptools, with a read deadline
         lifespan="on",
         log_level=settings.log_level,
         access_log=False,  # one log line per item would cost more than the batching saves

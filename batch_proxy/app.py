@@ -8,15 +8,18 @@ POST /v2/models/{name}/infer   the Open Inference Protocol, JSON or binary tenso
 GET  /health    alive
 GET  /ready     at least one healthy upstream
 GET  /metrics   Prometheus text
+GET  /openapi.json   this API, written by hand (batch_proxy/openapi.json)
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -26,9 +29,11 @@ from batch_proxy import v2batch, v2wire, wire
 from batch_proxy.admission import RELOAD_INTERVAL_S, Admission, presented_key
 from batch_proxy.batcher import BatchError, ItemError, Pending
 from batch_proxy.discovery import Resolver, system_resolver
+from batch_proxy.memory import trim_when_idle
 from batch_proxy.metrics import ProxyMetrics
 from batch_proxy.routing import Router, UnknownModel
 from batch_proxy.settings import ProxySettings
+from batch_proxy.slow_clients import CONNECTION
 
 logger = logging.getLogger("nexus.proxy")
 
@@ -65,6 +70,8 @@ class ProxyApp:
         self.router.set_observer(self.metrics)
         self.admission = Admission(settings.api_keys) if settings.api_keys else None
         self._reloader: asyncio.Task[None] | None = None
+        self._trimmer: asyncio.Task[None] | None = None
+        self.requests = 0  # received, ever: tells the memory trimmer a burst happened
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -74,6 +81,11 @@ class ProxyApp:
 
     async def startup(self) -> None:
         await self.router.start()
+        self._trimmer = asyncio.get_running_loop().create_task(
+            trim_when_idle(
+                lambda: self.requests, lambda: self.router.queue_depth + self.router.inflight
+            )
+        )
         if self.admission is not None:
             self._reloader = asyncio.get_running_loop().create_task(self._reload_keys())
 
@@ -84,8 +96,9 @@ class ProxyApp:
             self.admission.reload()
 
     async def shutdown(self) -> None:
-        if self._reloader is not None:
-            self._reloader.cancel()
+        for task in (self._reloader, self._trimmer):
+            if task is not None:
+                task.cancel()
         await self.router.stop(drain_timeout_s=self.settings.request_timeout_s)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -104,19 +117,25 @@ class ProxyApp:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.requests += 1
         path, method = scope["path"], scope["method"]
         model = _model_of(path)
         if path == "/predict" or model is not None:
             if method != "POST":
-                await _respond(send, 405, {"error": f"use POST {path} with a JSON body."})
+                await _not_allowed(send, method, path, "POST")
                 return
             if self.admission is not None and not await self._admit(scope, send):
                 return
             status = await self._predict(model, scope, receive, send)
             if status:
                 self.metrics.request_done(status)
-        elif path in ("/health", "/ready", "/metrics") and method in ("GET", "HEAD"):
-            await self._probe(path, send)
+        elif path in ("/health", "/ready", "/metrics", "/openapi.json"):
+            if method not in ("GET", "HEAD"):
+                await _not_allowed(send, method, path, "GET, HEAD")
+            elif path == "/openapi.json":
+                await _respond_raw(send, 200, openapi_document(self.settings.priority_levels))
+            else:
+                await self._probe(path, send)
         elif path.startswith("/v2"):
             await self._v2(scope, path, method, receive, send)
         else:
@@ -195,27 +214,29 @@ class ProxyApp:
             )
         try:
             timeout = self.settings.timeout_s(priority)
-            item = queue.submit(body, timeout, priority=priority)
+            item = queue.submit(body, timeout, priority=priority, connection=_connection(scope))
         except BatchError as exc:
             return await _respond(send, exc.status, {"error": exc.message}, retry_after=True)
         return await self._await_answer(item, receive, send)
 
     async def _v2(self, scope: Scope, path: str, method: str, receive: Receive, send: Send) -> None:
         parts = path.rstrip("/").split("/")  # "", "v2", "models", name, ...
-        if (
-            method == "POST"
-            and len(parts) == 5
-            and parts[2] == "models"
-            and path.endswith(_V2_INFER)
-        ):
+        infer = len(parts) == 5 and parts[2] == "models" and path.endswith(_V2_INFER)
+        if infer and method != "POST":
+            await _not_allowed(send, method, path, "POST")
+            return
+        if infer:
             if self.admission is not None and not await self._admit(scope, send):
                 return
             status = await self._v2_infer(parts[3], scope, receive, send)
             if status:
                 self.metrics.request_done(status)
             return
-        if method not in ("GET", "HEAD"):
-            await _respond(send, 405, {"error": f"no route {method} {path}."})
+        known = path in ("/v2", "/v2/health/live", "/v2/health/ready") or (
+            len(parts) in (4, 5) and parts[2] == "models"
+        )
+        if known and method not in ("GET", "HEAD"):
+            await _not_allowed(send, method, path, "GET, HEAD")
         elif path == "/v2":
             await _respond(
                 send, 200, {"name": "nexusml-proxy", "extensions": ["binary_tensor_data"]}
@@ -281,7 +302,9 @@ class ProxyApp:
             return await _respond(send, 404, {"error": str(exc)})
         try:
             timeout = self.settings.timeout_s(priority)
-            item = queue.submit(request, timeout, size=rows, priority=priority)
+            item = queue.submit(
+                request, timeout, size=rows, priority=priority, connection=_connection(scope)
+            )
         except BatchError as exc:
             return await _respond(send, exc.status, {"error": exc.message}, retry_after=True)
         answer = await self._answer_of(item, receive, send)
@@ -393,6 +416,15 @@ class _LazyWatcher:
 WATCH_AFTER_S = 0.05
 
 
+@functools.cache
+def openapi_document(priority_levels: int) -> bytes:
+    """The API's OpenAPI document (written by hand: there is no framework to derive it),
+    with this proxy's number of priority levels as X-Priority's maximum."""
+    document = orjson.loads((Path(__file__).parent / "openapi.json").read_bytes())
+    document["components"]["parameters"]["Priority"]["schema"]["maximum"] = priority_levels
+    return orjson.dumps(document)
+
+
 def _model_of(path: str) -> str | None:
     """`/models/{name}/predict` -> name; any other path -> None."""
     if path.startswith("/models/") and path.endswith("/predict"):
@@ -402,11 +434,26 @@ def _model_of(path: str) -> str | None:
     return None
 
 
+def _connection(scope: Scope) -> Any:
+    """The server's connection state for this request (see slow_clients.CONNECTION)."""
+    extensions = scope.get("extensions")
+    return extensions.get(CONNECTION) if extensions else None
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+async def _not_allowed(send: Send, method: str, path: str, allowed: str) -> int:
+    body = orjson.dumps({"error": f"{method} is not allowed on {path}; use {allowed}."})
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    headers.append((b"allow", allowed.encode()))
+    await send({"type": "http.response.start", "status": 405, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    return 405
 
 
 async def _respond_raw(send: Send, status: int, body: bytes) -> int:

@@ -168,6 +168,7 @@ class Pending:
     enqueued: float
     deadline: float
     size: int = 1
+    connection: Any = None  # its `disconnected` is True once the caller has gone (or None)
 
 
 @dataclass
@@ -234,7 +235,12 @@ class Batcher:
         return self._queue.levels
 
     def submit(
-        self, payload: Any, timeout_s: float, size: int = 1, priority: int | None = None
+        self,
+        payload: Any,
+        timeout_s: float,
+        size: int = 1,
+        priority: int | None = None,
+        connection: Any = None,
     ) -> Pending:
         """Queue one request of `size` rows at `priority` (1 = highest; None: the lowest);
         its future resolves to (output, model) or raises BatchError."""
@@ -243,7 +249,7 @@ class Batcher:
         level = self._queue.levels if priority is None else priority
         now = self.clock()
         future = asyncio.get_running_loop().create_future()
-        item = Pending(payload, future, now, now + timeout_s, size)
+        item = Pending(payload, future, now, now + timeout_s, size, connection)
         if not self._queue.push(item, level):
             limit = self._queue.limits[level - 1]
             where = f"priority {level}'s queue" if self._queue.levels > 1 else "the queue"
@@ -284,7 +290,7 @@ class Batcher:
             error = NoUpstreamError(self.pool.unavailable())
             for item in self._queue.drain():
                 _settle_error(item, error)
-            return Decision()
+            return Decision(wake_queued=1)  # each later arrival is refused at once too
         decision = self.policy.decide(
             now,
             len(self._queue),
@@ -319,6 +325,9 @@ class Batcher:
         def live(item: Pending) -> bool:
             if item.future.done():
                 return False  # the caller went away or timed out
+            if item.connection is not None and item.connection.disconnected:
+                item.future.cancel()  # gone before its watcher looked: never sent
+                return False
             if item.deadline <= now:
                 _settle_error(item, DeadlineError("the request timed out in the queue."))
                 return False

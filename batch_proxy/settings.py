@@ -24,6 +24,7 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from batch_proxy.policies import DEFAULT_POLICY, POLICIES, PolicyName
+from batch_proxy.slow_clients import DEFAULT_READ_TIMEOUT_S
 
 ENV_PREFIX = "NEXUS_PROXY_"
 
@@ -98,6 +99,7 @@ class ProxySettings(BaseSettings):
     upstream_timeout_s: float = 30.0
     health_interval_s: float = 1.0
     max_body_bytes: int = 16 * 1024 * 1024
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     log_level: str = "info"
     api_keys: Path | None = None
     upstream_token: str | None = None
@@ -157,6 +159,7 @@ class ProxySettings(BaseSettings):
             "upstream_timeout_s",
             "health_interval_s",
             "dns_interval_s",
+            "read_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}.")
@@ -327,6 +330,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--upstream-timeout-s", type=float, help="per batch call (default 30)")
     add("--health-interval-s", type=float, help="upstream health checks (default 1)")
     add("--max-body-bytes", type=int, help="largest request body (default 16 MiB)")
+    add(
+        "--read-timeout-s",
+        type=float,
+        help="time a client has to send a whole request, headers and body; then 408 and the "
+        "connection is closed (default 30)",
+    )
     add("--log-level", help="uvicorn log level (default info)")
     add(
         "--upstream-token",

@@ -222,7 +222,8 @@ class UpstreamPool:
         self, upstream: Upstream, path: str, body: bytes, headers: Mapping[str, str]
     ) -> tuple[bytes, Mapping[str, str]]:
         """POST to one upstream (with the upstream token): a 200's body and headers. A 4xx
-        is the callers' (RejectedError, its status); anything else the upstream's (502)."""
+        is the callers' (RejectedError, its status), as is a 404 for a named model's batch;
+        anything else the upstream's (502)."""
         assert self._session is not None, "UpstreamPool.start() was not awaited"
         url = upstream.url + path
         if self._token is not None:
@@ -245,6 +246,11 @@ class UpstreamPool:
             raise UpstreamError(f"the upstream {upstream.url} failed: {exc}.") from exc
         if 400 <= status < 500 and not path.endswith(wire.BATCH_PATH):
             raise RejectedError(status, _snippet(data))
+        if status == 404 and path.startswith("/models/"):
+            # A shared upstream asked for a model it does not serve: the caller named it.
+            raise RejectedError(
+                404, f"the upstream {upstream.url} has no such model: {_snippet(data)}"
+            )
         if status != wire.OK:
             raise UpstreamError(f"the upstream {upstream.url} answered {status}: {_snippet(data)}.")
         return data, reply_headers

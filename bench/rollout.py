@@ -71,6 +71,26 @@ def start(args: list[str], env: dict[str, str], ready: str) -> subprocess.Popen[
     raise SystemExit(f"{args[0]} did not become ready")
 
 
+def start_stack(
+    repo: Path, cache: Path
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str, str]:
+    """A model server following `bench`'s production in `repo`, and the proxy before it:
+    (server, proxy, the server's URL, the proxy's URL)."""
+    model_port, proxy_port = free_port(), free_port()
+    model_url, proxy_url = f"http://127.0.0.1:{model_port}", f"http://127.0.0.1:{proxy_port}"
+    server = start(
+        [str(BIN / "nexus-model-server"), "--port", str(model_port), "--repo", str(repo)],
+        server_env(repo, cache),
+        model_url + "/ready",
+    )
+    proxy = start(
+        [str(BIN / "nexus-proxy"), "--port", str(proxy_port), "--upstream", model_url],
+        dict(os.environ),
+        proxy_url + "/ready",
+    )
+    return server, proxy, model_url, proxy_url
+
+
 def server_env(repo: Path, cache: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ, NEXUS_MODEL_NAME="bench", NEXUS_MODEL_REF="production")
     env.update(NEXUS_CACHE_DIR=str(cache), NEXUS_POLL_INTERVAL_S="0.5", NEXUS_DEVICE="cpu")
@@ -91,18 +111,7 @@ async def rollout_under_load(work: Path, rate: float, seconds: float) -> dict[st
     repo = git_repo(work / "repo")
     v1, v2 = make_version(repo, 1, 256), make_version(repo, 2, 256)
     Registry(repo).promote(v1.short_hash, "bench", "production")
-    model_port, proxy_port = free_port(), free_port()
-    model_url, proxy_url = f"http://127.0.0.1:{model_port}", f"http://127.0.0.1:{proxy_port}"
-    server = start(
-        [str(BIN / "nexus-model-server"), "--port", str(model_port), "--repo", str(repo)],
-        server_env(repo, work / "cache"),
-        model_url + "/ready",
-    )
-    proxy = start(
-        [str(BIN / "nexus-proxy"), "--port", str(proxy_port), "--upstream", model_url],
-        dict(os.environ),
-        proxy_url + "/ready",
-    )
+    server, proxy, model_url, proxy_url = start_stack(repo, work / "cache")
     try:
         body = json.dumps({"input": [0.1] * 64}).encode()
         due = schedule(rate, seconds, "uniform")

@@ -11,7 +11,8 @@ benchmark and, with its control endpoint, by the proxy's tests.
 Each output echoes its input: {"echo": item}. An input {"bad": ...} fails (the
 wire's `errors`); an input {"as_output": X} is answered with X itself, so a
 test can send a real output that looks like an error object.
-POST /_control {"mode": ..., "latency_ms": ..., "healthy": ..., "ready": ...} changes behaviour
+POST /_control {"mode": ..., "latency_ms": ..., "healthy": ..., "ready": ..., "record_inputs": ...}
+changes behaviour
 (mode: ok | http500 | malformed | short);
 GET /_batches lists the batches seen (size, time, inputs).
 """
@@ -94,6 +95,7 @@ class SimModel:
         self.mode = change.get("mode", self.mode)
         self.healthy = change.get("healthy", self.healthy)
         self.ready = change.get("ready", self.ready)
+        self.record_inputs = change.get("record_inputs", self.record_inputs)
         if change.get("reset"):
             self.batches.clear()
         return {"mode": self.mode, "latency_ms": self.latency_s * 1000, "healthy": self.healthy}

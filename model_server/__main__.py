@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp
 
 from batch_proxy.runner import run_until_signalled
+from batch_proxy.slow_clients import guarded_protocol
 from control_plane.core.errors import NexusError
 from control_plane.settings import describe
 from model_server.app import create_app
@@ -45,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             host=settings.host,
             port=settings.port,
             loop="uvloop",
-            http="httptools",
+            http=guarded_protocol(settings.read_timeout_s),  # httptools, with a read deadline
             log_level=settings.log_level,
             access_log=False,
         )

@@ -26,9 +26,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from batch_proxy import wire
 from control_plane import NexusError
+from model_server import openapi_docs as docs
+from model_server.body_limit import BodyLimit
 from model_server.hosting import Hosted, Models
 from model_server.service import ModelService, NotReadyError, load_model
 from model_server.settings import ServerSettings
@@ -65,6 +68,7 @@ def create_app(
     _probe_routes(app, models)
     _delivery_routes(app, models, settings.admin_token)
     _error_handlers(app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
 
 
@@ -83,7 +87,11 @@ def token_guard(token: str | None) -> Callable[[Request], Response | None]:
 def _prediction_routes(
     app: FastAPI, models: Models, guard: Callable[[Request], Response | None]
 ) -> None:
-    def route(path: str, handler: Callable[[ModelService, Any], Awaitable[Response]]) -> None:
+    def route(
+        path: str,
+        handler: Callable[[ModelService, Any], Awaitable[Response]],
+        body: dict[str, Any],
+    ) -> None:
         """POST `path` (and `/models/{name}` + `path`): the body parsed once, expected failures
         answered, every status counted."""
 
@@ -109,8 +117,14 @@ def _prediction_routes(
             service.metrics.requests.labels(path, str(response.status_code)).inc()
             return response
 
-        app.add_api_route(path, endpoint, methods=["POST"])
-        app.add_api_route("/models/{name}" + path, endpoint, methods=["POST"])
+        for route_path, extra in ((path, body), ("/models/{name}" + path, docs.named(body))):
+            app.add_api_route(
+                route_path,
+                endpoint,
+                methods=["POST"],
+                responses=docs.PREDICTION_ERRORS,
+                openapi_extra=extra,
+            )
 
     async def batch(service: ModelService, body: Any) -> Response:
         service.require_ready()
@@ -123,8 +137,8 @@ def _prediction_routes(
             return json_response({"error": result.errors[0], "model": result.model}, 422)
         return json_response({"output": result.outputs[0], "model": result.model})
 
-    route(wire.BATCH_PATH, batch)
-    route("/predict", one)
+    route(wire.BATCH_PATH, batch, docs.BATCH_BODY)
+    route("/predict", one, docs.ITEM_BODY)
 
 
 def _probe_routes(app: FastAPI, models: Models) -> None:
@@ -135,7 +149,7 @@ def _probe_routes(app: FastAPI, models: Models) -> None:
         response.headers[wire.CONCURRENCY_HEADER] = str(concurrency)
         return response
 
-    @app.get(wire.READY_PATH)
+    @app.get(wire.READY_PATH, responses=docs.errors(503))
     async def ready() -> Response:
         if not models.several:
             version = models.default.service.require_ready()
@@ -150,18 +164,22 @@ def _probe_routes(app: FastAPI, models: Models) -> None:
             return json_response({"error": f"not ready: {why}", "models": states}, 503)
         return json_response({"status": "ready", "models": states})
 
-    @app.get("/model")
+    @app.get("/model", responses=docs.errors(503))
     async def model() -> Response:
         return _describe(models.default)
 
-    @app.get("/models/{name}")
+    @app.get("/models/{name}", responses=docs.errors(404, 503))
     async def named_model(name: str) -> Response:
         hosted = models.find(name)
         if hosted is None:
             return json_response({"error": f"no model '{name}' here."}, 404)
         return _describe(hosted)
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"description": "Prometheus text", "content": {"text/plain": {}}}},
+    )
     async def metrics() -> Response:
         return Response(models.render_metrics(), media_type=CONTENT_TYPE_LATEST)
 
@@ -175,7 +193,7 @@ def _describe(hosted: Hosted) -> Response:
 
 
 def _delivery_routes(app: FastAPI, models: Models, admin_token: str | None) -> None:
-    @app.get("/deployment")
+    @app.get("/deployment", responses=docs.errors(404))
     async def deployment(since: int = 0, model: str | None = None) -> Response:
         hosted = models.default if model is None else models.find(model)
         if hosted is None or hosted.rollout is None:
@@ -207,11 +225,19 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return json_response({"error": str(exc.detail)}, exc.status_code)
+        response = json_response({"error": str(exc.detail)}, exc.status_code)
+        response.headers.update(exc.headers or {})  # a 405's Allow
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         return json_response({"error": "the request is not valid.", "details": exc.errors()}, 422)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect) -> Response:
+        # Nobody reads this answer: the client hung up (or was cut off for sending too
+        # slowly) before its body arrived. Not an error of ours, so no traceback.
+        return json_response({"error": "the client disconnected."}, 400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from batch_proxy.slow_clients import DEFAULT_READ_TIMEOUT_S
 from control_plane.registry.resolve import is_moving_ref
 
 
@@ -104,6 +105,15 @@ class ServerSettings(BaseSettings):
     )
     max_batch: int = Field(
         default=256, ge=1, description="largest batch accepted by /predict/batch"
+    )
+    max_body_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1, description="largest request body (413 above it)"
+    )
+    read_timeout_s: float = Field(
+        default=DEFAULT_READ_TIMEOUT_S,
+        gt=0,
+        description="time a client has to send a whole request, headers and body; then 408 "
+        "and the connection is closed",
     )
     log_level: str = Field(default="info", description="uvicorn log level")
 

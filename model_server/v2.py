@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from batch_proxy import v2wire
+from model_server import openapi_docs as docs
 from model_server.hosting import Models
 from model_server.inference import ItemError, TensorPredictor
 from model_server.service import ModelService, NotReadyError
@@ -84,12 +85,12 @@ def add_v2_routes(
     async def live() -> Response:
         return respond({"live": True})
 
-    @app.get("/v2/health/ready")
+    @app.get("/v2/health/ready", responses=docs.errors(503))
     async def ready() -> Response:
         ok = all(h.service.serving is not None for h in models.hosted)
         return respond({"ready": ok}, 200 if ok else 503)
 
-    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}", responses=docs.errors(400, 404, 503))
     async def model_metadata(name: str) -> Response:
         found = served(name)
         if isinstance(found, Response):
@@ -113,7 +114,7 @@ def add_v2_routes(
             }
         )
 
-    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/ready", responses=docs.errors(400, 404, 503))
     async def model_ready(name: str) -> Response:
         try:
             found = served(name)
@@ -121,7 +122,14 @@ def add_v2_routes(
             return respond({"ready": False, "error": exc.message}, 503)
         return found if isinstance(found, Response) else respond({"ready": True})
 
-    @app.post("/v2/models/{name}/infer")
+    @app.post(
+        "/v2/models/{name}/infer",
+        responses=docs.errors(400, 401, 404, 413, 503),
+        openapi_extra=docs.json_body(
+            {"type": "object", "required": ["inputs"]},
+            "an Open Inference Protocol request (JSON, or binary tensors after a JSON header)",
+        ),
+    )
     async def infer(name: str, request: Request) -> Response:
         refused = guard(request)
         if refused is not None:

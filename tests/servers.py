@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -67,38 +68,42 @@ def run_process(
     env: dict[str, str] | None = None,
     **popen: Any,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server process, wait until `ready_url` answers 200, stop it afterwards."""
-    proc = subprocess.Popen(
-        list(args),
-        cwd=cwd,
-        env=env or dict(os.environ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        **popen,
-    )
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                output = proc.stdout.read().decode() if proc.stdout else ""
-                raise RuntimeError(f"{args[0]} exited with {proc.returncode}:\n{output}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(ready_url, timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{args[0]} was not ready within {timeout_s} s")
-            time.sleep(0.1)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+    """Start a server process, wait until `ready_url` answers 200, stop it afterwards.
+
+    Its output goes to a file, read back when it fails to start: a pipe nobody reads would
+    stop the server once its log filled the pipe's 64 KiB.
+    """
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            list(args),
+            cwd=cwd,
+            env=env or dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            **popen,
+        )
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    output = log.read().decode(errors="replace")
+                    raise RuntimeError(f"{args[0]} exited with {proc.returncode}:\n{output}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(ready_url, timeout=1).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{args[0]} was not ready within {timeout_s} s")
+                time.sleep(0.1)
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
 
 def console_script(name: str) -> str:

@@ -64,6 +64,11 @@ class MetadataFile:
             self._write(document)
 
     def _write(self, document: MetadataDocument) -> None:
+        # Temp files exist only while a writer holds the lock, so any found now were left by
+        # a writer killed mid-write (kill -9, power loss): never the file, only litter.
+        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
         document.number_versions()
         data = document.to_bytes()
         atomic_write(self.path, data)

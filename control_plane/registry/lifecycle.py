@@ -55,7 +55,7 @@ class Recorder:
         self._next = 1 + max(
             (
                 event["seq"]
-                for entry in document.entries
+                for entry in (*document.entries, *document.deleted)  # tombstones count too
                 for event in entry.history or ()
                 if isinstance(event, dict) and type(event.get("seq")) is int
             ),

@@ -69,7 +69,8 @@ class Objects:
             return False
         raise ObjectExistsError(
             f"{self.backend.uri(key)} already holds other bytes; it will not be overwritten.",
-            hint="another store wrote this key without recording it; inspect or delete the object",
+            hint="another store is writing this version now (retry once it is done), or wrote "
+            "it and died before recording it (inspect or delete the object)",
         )
 
     def references(self, entry: ModelEntry) -> set[str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from control_plane.core.errors import ConflictError, UsageError
+from control_plane.core.errors import ConflictError, ObjectExistsError, UsageError
 from control_plane.core.formats import detect_format
 from control_plane.core.hashing import sha256_file
 from control_plane.core.units import human_size
@@ -154,7 +154,15 @@ class StorePipeline:
                     f"identical bytes to {twin.label}: the new entry points at its object."
                 )
             else:
-                uploaded = self.objects.upload_once(source, key, sha256, size, progress)
+                try:
+                    uploaded = self.objects.upload_once(source, key, sha256, size, progress)
+                except ObjectExistsError:
+                    rival = find_version(
+                        self.metadata.read(), request.model_name, state.commit_hash
+                    )
+                    if rival is None:
+                        raise
+                    return self._already_stored(rival, content, warnings)  # a rival store won
         entry = ModelEntry(
             commit_hash=state.commit_hash,
             model_name=request.model_name,

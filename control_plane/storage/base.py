@@ -7,13 +7,15 @@ its bucket or directory. Five methods are required; conveniences such as
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from control_plane.core.errors import ObjectNotFoundError, UsageError
+from control_plane.core.errors import ObjectNotFoundError, StorageError, UsageError
 from control_plane.core.hashing import ProgressCallback
 
 _KEY = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9._/-]{1,1024}$")
@@ -35,6 +37,24 @@ def check_key(key: str) -> str:
     if not _KEY.match(key) or "//" in key:
         raise UsageError(f"'{key}' is not a valid storage key.")
     return key
+
+
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@contextlib.contextmanager
+def writing_to(dest: Path) -> Iterator[None]:
+    """A download that fills the local disk is said as such, not as a failure of the store
+    (the object is fine; the caller's disk is full, or over its quota or file-size limit)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        raise StorageError(
+            f"cannot write to {dest.parent}: {exc.strerror}.",
+            hint="free space there (or raise its quota), or load somewhere else",
+        ) from exc
 
 
 class StorageBackend(ABC):

@@ -22,7 +22,7 @@ from google.cloud import storage
 
 from control_plane.core.errors import ObjectExistsError, ObjectNotFoundError, StorageError
 from control_plane.core.hashing import ProgressCallback
-from control_plane.storage.base import ObjectInfo, StorageBackend, check_key
+from control_plane.storage.base import ObjectInfo, StorageBackend, check_key, writing_to
 
 MIB = 1024 * 1024
 _CHUNK_UNIT = 256 * 1024  # GCS resumable chunks are multiples of 256 KiB
@@ -66,7 +66,7 @@ class GCSBackend(StorageBackend):
 
     def download(self, key: str, dest: Path, *, progress: ProgressCallback | None = None) -> None:
         blob = self.bucket.blob(check_key(key), chunk_size=self.chunk_size)
-        with self._errors(key), dest.open("wb") as raw:
+        with self._errors(key), writing_to(dest), dest.open("wb") as raw:
             blob.download_to_file(_Counting(raw, progress), checksum=None)
 
     def stat(self, key: str) -> ObjectInfo:

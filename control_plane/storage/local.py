@@ -11,7 +11,7 @@ from pathlib import Path
 
 from control_plane.core.errors import ObjectExistsError, ObjectNotFoundError, StorageError
 from control_plane.core.hashing import CHUNK_SIZE, ProgressCallback
-from control_plane.storage.base import ObjectInfo, StorageBackend, check_key
+from control_plane.storage.base import ObjectInfo, StorageBackend, check_key, writing_to
 
 
 class LocalBackend(StorageBackend):
@@ -56,7 +56,7 @@ class LocalBackend(StorageBackend):
     def download(self, key: str, dest: Path, *, progress: ProgressCallback | None = None) -> None:
         path = self._path(key)
         try:
-            with path.open("rb") as src, dest.open("wb") as out:
+            with writing_to(dest), path.open("rb") as src, dest.open("wb") as out:
                 _copy(src.fileno(), out.fileno(), progress)
         except FileNotFoundError as exc:
             raise ObjectNotFoundError(f"{path} is missing from the local store.") from exc

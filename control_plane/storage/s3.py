@@ -22,7 +22,7 @@ from botocore.config import Config
 
 from control_plane.core.errors import ObjectExistsError, ObjectNotFoundError, StorageError
 from control_plane.core.hashing import ProgressCallback
-from control_plane.storage.base import ObjectInfo, StorageBackend, check_key
+from control_plane.storage.base import ObjectInfo, StorageBackend, check_key, writing_to
 
 MIB = 1024 * 1024
 _CREDENTIALS_HINT = (
@@ -84,7 +84,7 @@ class S3Backend(StorageBackend):
             )
 
     def download(self, key: str, dest: Path, *, progress: ProgressCallback | None = None) -> None:
-        with self._errors(key):
+        with self._errors(key), writing_to(dest):
             self.client.download_file(
                 self.bucket, check_key(key), str(dest), Callback=progress, Config=self.transfer
             )
@@ -152,6 +152,12 @@ class S3Backend(StorageBackend):
             )
         if isinstance(exc, botocore.exceptions.ClientError):
             return _client_error(exc, self.bucket, key, where)
+        if isinstance(exc, boto3.exceptions.RetriesExceededError):
+            return StorageError(
+                f"the transfer of {where} kept failing, retried: "
+                f"{str(exc.last_exception).rstrip('.')}.",
+                hint="check the network path to the store; the command can be run again",
+            )
         module = type(exc).__module__
         if isinstance(exc, OSError) or module.startswith(("botocore", "boto3", "s3transfer")):
             return StorageError(f"the transfer of {where} failed: {exc}.")
@@ -174,8 +180,9 @@ def _client_error(
         return StorageError(f"access to {where} was denied ({code}).", hint=_CREDENTIALS_HINT)
     if code in ("PreconditionFailed", "412") or status == 412:
         return ObjectExistsError(f"{where} already exists; it will not be overwritten.")
-    message = exc.response.get("Error", {}).get("Message", str(exc))
-    return StorageError(f"S3 refused the request for {where}: {code} {message}.")
+    message = str(exc.response.get("Error", {}).get("Message", exc)).rstrip(".")
+    retried = " (retried)" if code == "SlowDown" or (status or 0) >= 500 else ""
+    return StorageError(f"S3 refused the request for {where}{retried}: {code} {message}.")
 
 
 def _only_if_absent(request: Any, **_: Any) -> None:

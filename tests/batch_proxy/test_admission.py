@@ -113,6 +113,7 @@ async def test_a_limited_key_gets_its_rate_under_four_times_the_load(
     steady = add_key(path, "steady", rate=50, burst=5)
     seconds = 3.0
     async with proxy(upstreams=(sim_url,), api_keys=path) as (_, url):
+        spans: dict[str, float] = {}
 
         async def drive(key: str, rate: float) -> list[int]:
             statuses: list[asyncio.Task[Any]] = []
@@ -122,6 +123,7 @@ async def test_a_limited_key_gets_its_rate_under_four_times_the_load(
                 if delay > 0:
                     await asyncio.sleep(delay)
                 statuses.append(asyncio.create_task(post(client, url, key)))
+            spans[key] = time.monotonic() - start  # first to last request sent
             return [(await t)[0] for t in statuses]
 
         started = time.monotonic()
@@ -129,8 +131,10 @@ async def test_a_limited_key_gets_its_rate_under_four_times_the_load(
         elapsed = time.monotonic() - started
     admitted = flood.count(200)
     assert flood.count(429) == len(flood) - admitted
-    expected = 5 + 50 * elapsed
-    assert abs(admitted - expected) <= 0.05 * expected + 2, (admitted, expected)
+    # Never more than the burst and the rate over the whole run allow; and, however late a
+    # loaded machine delivered the requests, nearly what the sending window earned.
+    assert admitted <= 5 + 50 * elapsed + 2, (admitted, elapsed)
+    assert admitted >= 0.9 * (5 + 50 * spans[limited]), (admitted, spans[limited])
     assert calm.count(200) == len(calm)
 
 

@@ -409,3 +409,21 @@ def test_delete_guards_production_moves_latest_and_keeps_history(
     assert [e["to"] for e in history if e["what"] == "stored"] == [1, 2, 3]
     assert [e["from"] for e in history if e["what"] == "deleted"] == [2, 1, 3]
     assert "no model named" in nexus("load", "m@v2", "x.pt", code=1).stderr
+
+
+def test_events_after_a_deleted_only_version_keep_counting(repo: Path, tmp_path: Path) -> None:
+    """Found by the Registry state machine: the next `seq` ignored the tombstones, so a model
+    stored again after its only version was deleted numbered its events from 1 again."""
+    blob = tmp_path / "m.pt"
+    blob.write_bytes(b"one")
+    registry = Registry(repo)
+    first = registry.store(blob, "m").entry
+    registry.delete(f"m@{first.commit_hash}")
+    new_commit(repo, "two")
+    blob.write_bytes(b"two")
+    registry.store(blob, "m")
+    document = json.loads((repo / ".nexus_meta.json").read_text())
+    seqs = [
+        e["seq"] for entry in [*document["models"], *document["deleted"]] for e in entry["history"]
+    ]
+    assert sorted(seqs) == list(range(1, len(seqs) + 1))

@@ -1,0 +1,54 @@
+"""Give memory back to the system once a burst is over.
+
+A burst (thousands of connections at once, a disconnect storm) leaves the C allocator
+holding the pages it needed: Python frees the objects, but glibc keeps its free heap
+for reuse, so the process's resident memory stays at the burst's high-water mark. Once
+the proxy is idle, a full collection frees what sits in cycles and `malloc_trim(0)`
+returns the free pages (glibc only; elsewhere only the collection runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+import logging
+from collections.abc import Callable
+
+logger = logging.getLogger("nexus.proxy")
+
+TRIM_INTERVAL_S = 5.0
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None  # not glibc (musl, macOS): nothing to trim
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+async def trim_when_idle(
+    requests: Callable[[], int], busy: Callable[[], int], interval_s: float = TRIM_INTERVAL_S
+) -> None:
+    """Trim the heap once after each burst: when requests came (`requests()`, a running
+    count, moved) and then none for a whole `interval_s`, with none queued or in flight
+    (`busy()` is 0). Never under load: a collection and a trim take milliseconds, and the
+    pages given back would be faulted in again at once."""
+    trim = _malloc_trim() or (lambda _pad: 0)
+    seen = trimmed = requests()
+    while True:
+        await asyncio.sleep(interval_s)
+        count = requests()
+        if count == seen and count != trimmed and not busy():
+            trimmed = count
+            # Tasks that ended in an exception sit in reference cycles (exception, traceback,
+            # frame) that only a full collection frees; a burst leaves thousands of them.
+            gc.collect()
+            trim(0)
+        seen = count
