@@ -68,20 +68,21 @@ class Backlog(Generic[T]):
         recent = sum(1 for seen in self._seen if now - seen < PATIENCE_S)
         return recent > 1
 
-    def take(self, max_rows: int, live: Callable[[T], bool]) -> list[T]:
-        """Up to `max_rows` rows (at least one request), highest level first, in arrival
-        order within a level; requests `live` rejects are dropped on the way."""
+    def take(self, max_rows: int, live: Callable[[T], bool], topping_up: bool = False) -> list[T]:
+        """Up to `max_rows` rows (at least one request, unless `topping_up` a batch already
+        under way), highest level first, in arrival order within a level; requests `live`
+        rejects are dropped on the way."""
         batch: list[T] = []
         rows = 0
         for queue in self._levels:
-            while queue and (not batch or rows + queue[0].size <= max_rows):
+            while queue and ((not batch and not topping_up) or rows + queue[0].size <= max_rows):
                 item = queue.popleft()
                 self._count -= 1
                 if not live(item):
                     continue
                 batch.append(item)
                 rows += item.size
-            if queue and batch:
+            if queue and (batch or topping_up):
                 break  # this level still has requests: none of a lower level jumps them
         return batch
 

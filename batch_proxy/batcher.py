@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from batch_proxy.backlog import Backlog
 from batch_proxy.policies import BatchPolicy, Decision, Lane
+from batch_proxy.slow_clients import hung_up
 from batch_proxy.wire import BATCH_PATH, BatchReply
 
 __all__ = [
@@ -168,7 +169,7 @@ class Pending:
     enqueued: float
     deadline: float
     size: int = 1
-    connection: Any = None  # its `disconnected` is True once the caller has gone (or None)
+    connection: Any = None  # the server's connection state (slow_clients.CONNECTION) or None
 
 
 @dataclass
@@ -320,20 +321,31 @@ class Batcher:
 
     def _take(self, now: float) -> list[Pending]:
         """Live requests up to max_batch_size rows, highest priority first; cancelled and
-        expired ones are dropped here."""
+        expired ones are dropped here, and so are those whose clients the kernel knows
+        have hung up (the batch is then topped up from the queue)."""
 
         def live(item: Pending) -> bool:
             if item.future.done():
                 return False  # the caller went away or timed out
-            if item.connection is not None and item.connection.disconnected:
-                item.future.cancel()  # gone before its watcher looked: never sent
-                return False
             if item.deadline <= now:
                 _settle_error(item, DeadlineError("the request timed out in the queue."))
                 return False
             return True
 
-        return self._queue.take(self.max_batch_size, live)
+        batch: list[Pending] = []
+        fresh = self._queue.take(self.max_batch_size, live)
+        while fresh:
+            gone = hung_up([item.connection for item in fresh])
+            for item, left in zip(fresh, gone, strict=True):
+                if left:
+                    item.future.cancel()  # gone before its batch left: never sent
+                else:
+                    batch.append(item)
+            if not any(gone):
+                break
+            room = self.max_batch_size - sum(item.size for item in batch)
+            fresh = self._queue.take(room, live, topping_up=bool(batch))
+        return batch
 
     async def _dispatch(self, slot: Slot, batch: list[Pending], ticket: object) -> None:
         """One upstream call; every future in the batch is settled, whatever happens.

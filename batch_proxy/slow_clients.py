@@ -9,13 +9,16 @@ gets a 408 (when nothing was answered yet) and the connection is closed. One tim
 request, armed and cancelled in C by uvloop: well under a microsecond of the ~100 µs a
 proxied request costs.
 
-Shared by `nexus-proxy` and `nexus-model-server` (as `runner` is).
+Shared by `nexus-proxy` and `nexus-model-server` (as `runner` is). `hung_up` asks the
+kernel which of several requests' clients have already gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import select
+from collections.abc import Sequence
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -27,6 +30,9 @@ DEFAULT_READ_TIMEOUT_S = 30.0
 # `disconnected` turns True the moment the client goes (uvicorn's request cycle), so the
 # proxy can drop a queued item before it is batched, not only once its watcher runs.
 CONNECTION = "nexus.connection"
+
+# The peer closed its side: Linux reports it before the event loop has read the EOF.
+_PEER_GONE = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
 
 _TIMED_OUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
@@ -94,3 +100,27 @@ def guarded_protocol(read_timeout_s: float) -> type[HttpToolsProtocol]:
             self.transport.close()
 
     return GuardedProtocol
+
+
+def hung_up(connections: Sequence[Any]) -> list[bool]:
+    """Which of these requests' clients have closed their connection, as the kernel sees
+    it now: one poll(2) for all of them, so a client that hung up while the event loop
+    was busy (a storm of 5,000 hang-ups is read over many loop turns) is not sent to the
+    model. `connections` are CONNECTION states (or None: unknown, taken as still there).
+    """
+    gone = [False] * len(connections)
+    poller = select.poll()
+    where: dict[int, int] = {}
+    for index, connection in enumerate(connections):
+        if connection is None:
+            continue
+        if connection.disconnected or connection.transport.is_closing():
+            gone[index] = True  # known already (and its descriptor may be closed)
+            continue
+        fd = connection.transport.get_extra_info("socket").fileno()
+        where[fd] = index
+        poller.register(fd, _PEER_GONE)
+    if where:
+        for fd, _ in poller.poll(0):
+            gone[where[fd]] = True
+    return gone

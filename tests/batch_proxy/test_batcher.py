@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import socket
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import pytest
 
@@ -18,6 +19,7 @@ from batch_proxy.batcher import (
     UpstreamError,
 )
 from batch_proxy.policies import AdaptivePolicy, EagerPolicy, Lane
+from batch_proxy.slow_clients import hung_up
 
 
 class FakeSlot:
@@ -205,3 +207,70 @@ async def test_requests_of_several_rows_fill_a_batch_by_rows() -> None:
     assert all(sum(map(int, rows.split(b","))) <= 8 for rows in sent)  # 3+3, never 3+3+3
     assert sum(len(rows.split(b",")) for rows in sent) == 5
     assert all(model == "m" for _, model in answers)
+
+
+class _Transport:
+    """What `hung_up` reads of a connection's transport, over a real socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str) -> socket.socket:
+        assert name == "socket"
+        return self.sock
+
+
+class _Connection:
+    """A request's connection state as the servers hand it over (slow_clients.CONNECTION),
+    before the event loop has read its EOF: `disconnected` still False."""
+
+    def __init__(self) -> None:
+        self.ours, self.client = socket.socketpair()
+        self.transport = _Transport(self.ours)
+        self.disconnected = False
+
+    def close(self) -> None:
+        self.ours.close()
+        self.client.close()
+
+
+@pytest.fixture
+def connections() -> Iterator[list[_Connection]]:
+    made = [_Connection() for _ in range(8)]
+    yield made
+    for connection in made:
+        connection.close()
+
+
+def test_hung_up_asks_the_kernel(connections: list[_Connection]) -> None:
+    stays, leaves, half, known = connections[:4]
+    known.disconnected = True
+    leaves.client.close()
+    half.client.shutdown(socket.SHUT_WR)  # the request sent, then its side closed
+    stays.client.sendall(b"pipelined bytes are not a hang-up")
+    assert hung_up([stays, leaves, None, half, known]) == [False, True, False, True, True]
+
+
+async def test_items_whose_clients_hung_up_are_dropped_and_the_batch_topped_up(
+    connections: list[_Connection],
+) -> None:
+    """A storm's hang-ups are read over many loop turns; a batch taken meanwhile must not
+    carry items whose clients are already gone (the kernel knows before the loop does)."""
+    pool = FakePool(latency=0.1)
+    batcher = Batcher(pool, EagerPolicy(1), max_batch_size=4)
+    batcher.start()
+    first = batcher.submit(b"first", 5)
+    await asyncio.sleep(0.02)  # in flight: the rest queue behind it
+    items = [
+        batcher.submit(f"q{i}".encode(), 5, connection=c) for i, c in enumerate(connections[:7])
+    ]
+    for i in (0, 1, 2, 4):
+        connections[i].client.close()  # hung up; no event loop has read it
+    answers = await asyncio.gather(first.future, items[3].future, items[5].future, items[6].future)
+    await batcher.stop()
+    assert [out for out, _ in answers] == ["first", "q3", "q5", "q6"]
+    assert pool.batches == [[b"first"], [b"q3", b"q5", b"q6"]]
+    assert all(items[i].future.cancelled() for i in (0, 1, 2, 4))

@@ -94,7 +94,7 @@ def test_the_proxy_holds_to_its_schema(case: schemathesis.Case[Any], urls: dict[
     # A v2 tensor's data must agree with its shape and datatype, which JSON Schema cannot
     # express: a schema-valid body may still be the caller's 400. Every other check runs.
     infer = case.operation.path.endswith("/infer")
-    skip = [positive_data_acceptance] if infer else None
+    skip: list[Any] | None = [positive_data_acceptance] if infer else None
     case.call_and_validate(base_url=urls["proxy"], excluded_checks=skip)
 
 
@@ -107,5 +107,5 @@ def test_the_model_server_holds_to_its_schema(
     # schema's: a schema-valid item may be refused, 422. (A batch's bad items are errors
     # at their index of a 200, so the batch routes keep every check.)
     single = case.operation.path.endswith("/predict") or case.operation.path.endswith("/infer")
-    skip = [positive_data_acceptance] if single else None
+    skip: list[Any] | None = [positive_data_acceptance] if single else None
     case.call_and_validate(base_url=urls["model server"], excluded_checks=skip)
