@@ -197,7 +197,8 @@ class ProxyApp:
         """Answer one item of `model` (None: the default); 0 means the client left before an
         answer could be sent."""
         try:
-            queue = self.router.item_queue(model)
+            if model is not None:
+                self.router.pool_for(model)  # a 404 before the body is read
             priority = self._priority(_header(scope, b"x-priority"))
         except UnknownModel as exc:
             return await _respond(send, 404, {"error": str(exc)})
@@ -214,6 +215,7 @@ class ProxyApp:
             )
         try:
             timeout = self.settings.timeout_s(priority)
+            queue = self.router.item_queue(model)  # not before the await: idle queues go
             item = queue.submit(body, timeout, priority=priority, connection=_connection(scope))
         except BatchError as exc:
             return await _respond(send, exc.status, {"error": exc.message}, retry_after=True)
@@ -293,7 +295,7 @@ class ProxyApp:
             group, rows = v2batch.signature(model, request)
             if rows > max_rows:
                 raise v2wire.V2Error(f"at most {max_rows} rows a request; this one has {rows}.")
-            queue = self.router.v2_queue(group)
+            self.router.pool_for(model)
             asked = request.parameters.get("priority") or _header(scope, b"x-priority")
             priority = self._priority(asked)
         except v2wire.V2Error as exc:
@@ -302,6 +304,7 @@ class ProxyApp:
             return await _respond(send, 404, {"error": str(exc)})
         try:
             timeout = self.settings.timeout_s(priority)
+            queue = self.router.v2_queue(group)
             item = queue.submit(
                 request, timeout, size=rows, priority=priority, connection=_connection(scope)
             )

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from typing import TypeVar
 
 from batch_proxy import v2batch, wire
-from batch_proxy.batcher import Batcher, BatchObserver, Transport, send_items
+from batch_proxy.batcher import Batcher, BatchObserver, QueueFullError, Transport, send_items
 from batch_proxy.discovery import DnsDiscovery, Resolver, system_resolver
 from batch_proxy.policies import BatchPolicy, make_policy
 from batch_proxy.settings import ProxySettings
 from batch_proxy.upstream import UpstreamPool
-from batch_proxy.v2wire import V2Error
 
-QUEUES_MAX = 64  # distinct models and v2 input signatures; more are refused, not queued
+K = TypeVar("K")
+
+QUEUES_MAX = 64  # distinct models and v2 input signatures at once; idle ones are dropped
 
 
 class UnknownModel(LookupError):
@@ -64,6 +66,7 @@ class Router:
         self._items: dict[str | None, Batcher] = {}
         self._v2: dict[v2batch.Signature, Batcher] = {}
         self._started = False
+        self._closing: set[asyncio.Task[None]] = set()  # dropped queues stopping
         default = None if None in self.pools else next(iter(self.pools))
         self.default_model = default
         self.default_policy = self._policy()
@@ -150,14 +153,27 @@ class Router:
 
     def _new_queue(self, pool: UpstreamPool, transport: Transport) -> Batcher:
         if len(self.queues) >= QUEUES_MAX:
-            raise V2Error(
-                f"more than {QUEUES_MAX} distinct models and input shapes; send inputs of "
-                "the shapes the models are served with."
+            self._drop_idle_queues()
+        if len(self.queues) >= QUEUES_MAX:
+            raise QueueFullError(
+                f"the proxy is batching {QUEUES_MAX} distinct models and input shapes now; "
+                "retry shortly."
             )
         queue = self._queue(pool, transport, self._policy())
         if self._started:
             queue.start()
         return queue
+
+    def _drop_idle_queues(self) -> None:
+        """Forget every queue with nothing queued or in flight (the default excepted): names
+        that were tried once, or models gone quiet, must not hold the table forever (64 made-up
+        names at a shared upstream would otherwise lock every new model out until restart).
+        A dropped queue is made anew, with a fresh policy, on its next request."""
+        dropped = _pop_idle(self._items, self.default) + _pop_idle(self._v2, self.default)
+        for queue in dropped:
+            closing = asyncio.get_running_loop().create_task(queue.stop(drain_timeout_s=0))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     def _queue(self, pool: UpstreamPool, transport: Transport, policy: BatchPolicy) -> Batcher:
         settings = self.settings
@@ -181,3 +197,9 @@ class Router:
             max_wait_s=settings.max_wait_s,
             max_inflight=settings.max_inflight,
         )
+
+
+def _pop_idle(table: dict[K, Batcher], keep: Batcher) -> list[Batcher]:
+    """Remove and return the queues of `table` with nothing queued or in flight."""
+    idle = [k for k, q in table.items() if q is not keep and not q.queue_depth and not q.inflight]
+    return [table.pop(key) for key in idle]

@@ -281,7 +281,7 @@ def _tensor(spec: Any, role: str) -> Tensor:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise V2Error(f"{role} '{name}': 'shape' must be a list of non-negative integers.")
-    if datatype not in ITEM_SIZES:
+    if not isinstance(datatype, str) or datatype not in ITEM_SIZES:  # a list is unhashable
         known = ", ".join(ITEM_SIZES)
         raise V2Error(f"{role} '{name}': datatype '{datatype}' is not one of {known}.")
     parameters = spec.get("parameters") or {}

@@ -7,6 +7,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# In CI every property test, state machine and schemathesis run draws the same examples
+# (a failure there reproduces, a pass is not luck); locally each run explores anew.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 pytest_plugins = ["tests.cloud"]  # moto and GCS emulator fixtures, session-scoped
 

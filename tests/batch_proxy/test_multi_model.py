@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 
+from batch_proxy.routing import QUEUES_MAX
 from bench.sim_model import SimModel
 from tests.batch_proxy.conftest import ProxyFactory
 from tests.servers import serve_in_process
@@ -94,3 +95,30 @@ async def test_ready_names_the_shared_upstreams(
         reply = await client.get(url + "/ready")
         assert reply.status == 200
         assert (await reply.json())["models"] == {"shared": True}
+
+
+async def test_names_tried_once_do_not_lock_new_models_out(
+    proxy: ProxyFactory, client: aiohttp.ClientSession
+) -> None:
+    """Found by schemathesis: queues were kept forever, so QUEUES_MAX made-up names at a
+    shared upstream refused every new model until a restart. Idle queues are now dropped
+    when the table is full; only when every queue has work is a new one refused (429)."""
+    sim = SimModel(latency_ms=10, concurrency=QUEUES_MAX)  # every queue's batch at once
+    async with serve_in_process(sim) as sim_url, proxy(upstreams=(sim_url,)) as (_, url):
+        for i in range(QUEUES_MAX + 6):
+            await ask(client, f"{url}/models/tried{i}/predict", {"i": i})
+        assert (await ask(client, f"{url}/models/real/predict", {"x": 1}))["output"] == {
+            "echo": {"x": 1}
+        }
+        sim.latency_s = 0.5  # now every queue holds work for a while
+        busy = [
+            asyncio.ensure_future(ask(client, f"{url}/models/busy{i}/predict", {"i": i}))
+            for i in range(QUEUES_MAX - 1)  # the default queue is the 64th
+        ]
+        await asyncio.sleep(0.2)
+        async with client.post(f"{url}/models/one-too-many/predict", json={}) as reply:
+            assert reply.status == 429
+            assert "retry shortly" in (await reply.json())["error"]
+            assert reply.headers["Retry-After"]
+        await asyncio.gather(*busy)
+        assert (await ask(client, f"{url}/models/one-too-many/predict", {"y": 2}))["output"]

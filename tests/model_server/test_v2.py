@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 import torch
 import tritonclient.http as triton
@@ -112,3 +113,20 @@ def test_the_codec_reads_what_triton_writes_and_writes_what_it_reads() -> None:
         encoded, header = v2wire.encode_response("vision", "abc", [tensor], parsed)
         result = triton.InferenceServerClient.parse_response_body(encoded, header_length=header)
         np.testing.assert_array_equal(result.as_numpy("output"), out)
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        {"name": "input", "shape": [1], "datatype": ["FP32"], "data": [1.0]},  # unhashable
+        {"name": "input", "shape": [1], "datatype": {"FP32": 1}, "data": [1.0]},
+        {"name": "input", "shape": [1], "datatype": 32, "data": [1.0]},
+        {"name": "input", "shape": [-1], "datatype": "FP32", "data": [1.0]},
+        {"name": "", "shape": [1], "datatype": "FP32", "data": [1.0]},
+    ],
+)
+def test_a_malformed_tensor_is_the_callers_error(tensor: dict[str, object]) -> None:
+    """Found by schemathesis: a list as the datatype raised TypeError (a 500)."""
+    body = orjson.dumps({"inputs": [tensor]})
+    with pytest.raises(v2wire.V2Error):
+        v2wire.parse_request(body, None)
