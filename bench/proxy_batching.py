@@ -10,7 +10,8 @@ it prints one table: the direct call at one client; the proxy (adaptive, the
 default) with 1, 8, 16, 32, 64, 128 and 256 closed-loop wrk clients (items/s,
 p50, p99, ratio to the ideal: every waiting caller served in as few full runs
 as the slots allow); and open-loop Poisson arrivals from bench/open_loop.py at
-25%, 50% and 90% of capacity (p50, p99). `--compare` adds the eager and fixed
+25%, 50% and 90% of capacity (p50, p99); beside each, the simulated device's busy share
+and mean batch size, from its own log. `--compare` adds the eager and fixed
 policies at 8, 32, 64 and 256 clients on the first model. Results go to
 bench/results/proxy_batching.json.
 
@@ -31,6 +32,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -113,12 +116,19 @@ def bench_model(name: str, model: Model, duration: float, compare: bool) -> dict
             with run_process(_proxy(port, sim_url, policy), url + "/ready"):
                 if policy == "adaptive":
                     for clients in CLIENTS:
+                        _device_reset(sim_url)
                         row = wrk(url + "/predict", ITEM, clients, duration)
-                        result["closed"][clients] = {**row, "ideal": model.ideal(clients)}
+                        device = _device(sim_url, model)
+                        result["closed"][clients] = {
+                            **row,
+                            **device,
+                            "ideal": model.ideal(clients),
+                        }
                     for load in LOADS:
                         rate = load * model.capacity()
+                        _device_reset(sim_url)
                         run = _open_loop(url + "/predict", rate, duration)
-                        result["open"][load] = run
+                        result["open"][load] = {**run, **_device(sim_url, model)}
                 else:
                     for clients in (8, 32, 64, 256):
                         row = wrk(url + "/predict", ITEM, clients, duration)
@@ -127,6 +137,26 @@ def bench_model(name: str, model: Model, duration: float, compare: bool) -> dict
                             "ideal": model.ideal(clients),
                         }
     return result
+
+
+def _device_reset(sim_url: str) -> None:
+    httpx.post(sim_url + "/_control", json={"reset": True, "record_inputs": False})
+
+
+def _device(sim_url: str, model: Model) -> dict[str, float]:
+    """The simulated device's side of a row: the share of the time its slots were running
+    a batch, and the mean batch size. Below the ideal, the busy share says how much of the
+    loss is the device idling (callers coming back through HTTP) and the size how much is
+    batches left small."""
+    batches = httpx.get(sim_url + "/_batches", timeout=30).json()["batches"]
+    if len(batches) < 2:
+        return {"device_busy": 0.0, "mean_batch": 0.0}
+    span = max(b["ended"] for b in batches) - min(b["started"] for b in batches)
+    running = sum(b["ended"] - b["started"] for b in batches)
+    return {
+        "device_busy": running / (span * model.concurrency),
+        "mean_batch": sum(b["size"] for b in batches) / len(batches),
+    }
 
 
 def _open_loop(url: str, rate: float, duration: float) -> dict[str, float]:
@@ -141,7 +171,7 @@ def report(name: str, model: Model, result: dict[str, Any]) -> list[str]:
     overhead_ms = direct["p50_ms"] - model.seconds(1) * 1000
     batch_ms = model.seconds(32) * 1000 + overhead_ms
     rows: list[list[str]] = [
-        ["direct, 1 client", f"{direct['rps']:.0f}", "", f"{direct['p50_ms']:.2f}", "", ""]
+        ["direct, 1 client", f"{direct['rps']:.0f}", "", f"{direct['p50_ms']:.2f}", "", "", "", ""]
     ]
     missed = []
     for clients, r in result["closed"].items():
@@ -154,6 +184,8 @@ def report(name: str, model: Model, result: dict[str, Any]) -> list[str]:
                 f"{r['p50_ms']:.2f}",
                 f"{r['p99_ms']:.2f}",
                 f"{ratio:.2f}",
+                f"{r['device_busy']:.0%}",
+                f"{r['mean_batch']:.1f}",
             ]
         )
         if clients == 1 and r["p50_ms"] - direct["p50_ms"] > 1.5:
@@ -169,6 +201,8 @@ def report(name: str, model: Model, result: dict[str, Any]) -> list[str]:
                 f"{r['p50_ms']:.2f}",
                 f"{r['p99_ms']:.2f}",
                 f"{r['p50_ms'] / batch_ms:.2f}x / {r['p99_ms'] / batch_ms:.2f}x",
+                f"{r['device_busy']:.0%}",
+                f"{r['mean_batch']:.1f}",
             ]
         )
         if load == 0.5 and r["p50_ms"] > 1.5 * batch_ms:
@@ -186,6 +220,8 @@ def report(name: str, model: Model, result: dict[str, Any]) -> list[str]:
                 f"{r['p50_ms']:.2f}",
                 f"{r['p99_ms']:.2f}",
                 f"{r['rps'] / r['ideal']:.2f}",
+                "",
+                "",
             ]
         )
     print(
@@ -194,6 +230,7 @@ def report(name: str, model: Model, result: dict[str, Any]) -> list[str]:
         f"a full batch as a client sees it: {batch_ms:.1f} ms"
     )
     headers = ["setup", "items/s", "ideal", "p50 ms", "p99 ms", "ratio (open: p50/p99 ÷ batch)"]
+    headers += ["device busy", "mean batch"]
     print(table(headers, rows))
     return missed
 

@@ -113,6 +113,8 @@ class SimModel:
             {
                 "size": len(inputs),
                 "arrived": arrived,
+                "started": start,  # on the simulated device (perf_counter, monotonic here)
+                "ended": end,
                 "model": model_name,
                 "inputs": inputs if self.record_inputs else None,
             }
