@@ -30,7 +30,7 @@ from control_plane.metadata import MetadataDocument, MetadataFile, ModelEntry, l
 from control_plane.registry import gc, lifecycle, query
 from control_plane.registry.backends import open_backend
 from control_plane.registry.conflicts import ConflictInputs, find_conflict
-from control_plane.registry.events import EventOutlet, cloud_event, version_event
+from control_plane.registry.events import Event, EventOutlet, cloud_event, version_event
 from control_plane.registry.history import model_history
 from control_plane.registry.lineage import lineage_tree, split_model_ref
 from control_plane.registry.merge import MergeResult, merge
@@ -82,11 +82,15 @@ class Registry:
         backend: StorageBackend | None = None,
         environ: dict[str, str] | None = None,
         who: str | None = None,
+        hold_events: bool = False,
     ) -> None:
         """`who`: the person history events name (default: Git's user in the workspace); a
-        server acting for its users names each one."""
+        server acting for its users names each one. `hold_events`: keep each change's event
+        in `held_events` instead of publishing it, for a caller whose change is done only
+        once it is committed (`publish_held`)."""
         self.workspace = Workspace(start)
         self._who = who
+        self.held_events: list[Event] | None = [] if hold_events else None
         self.root = self.workspace.root
         self._config = config
         self._environ = environ
@@ -518,5 +522,16 @@ class Registry:
         if not self.events.active:
             return
         event = version_event(kind, entry, recorded, self.event_source)
-        if event is not None:
+        if event is None:
+            return
+        if self.held_events is not None:
+            self.held_events.append(event)
+        else:
             self.events.publish([event])
+
+    def publish_held(self) -> None:
+        """Publish the events held so far (see `hold_events`)."""
+        if self.held_events:
+            events = list(self.held_events)
+            self.held_events.clear()
+            self.events.publish(events)

@@ -93,7 +93,9 @@ class ChangeDesk:
     def apply(self, action: Action, actor: Actor) -> Outcome:
         self.check(action, actor)
         with self._lock:
-            registry = Registry(self.root, who=actor.ident)
+            # The change's event is published once its commit is made: a change whose
+            # commit fails is put back, and must not have been announced.
+            registry = Registry(self.root, who=actor.ident, hold_events=True)
             entry, message = _run(registry, action)
             try:
                 commit = self.committer.commit(
@@ -103,6 +105,7 @@ class ChangeDesk:
             except GitError:
                 self.committer.discard()
                 raise
+            registry.publish_held()
             pushed = False
             if self.push and commit is not None:
                 try:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import get_args
 
 import httpx
 
 from control_plane import Registry
+from control_plane.registry import lifecycle
+from control_plane.web import api
 from control_plane.web.settings import RegistrySettings
 from tests.conftest import git
 from tests.web.conftest import Team, asgi_client, head_commit
@@ -210,3 +214,41 @@ async def test_the_update_stream_refuses_an_unknown_model_at_once(
     )
     assert reply.status_code == 404
     assert (await client.get("/api/v1/models/resnet/refs/latest/watch")).status_code == 401
+
+
+async def test_a_change_whose_commit_fails_is_put_back_and_never_announced(
+    client: httpx.AsyncClient, team: Team, tmp_path: Path
+) -> None:
+    """The event of a web change is published once its commit is made (it was published
+    as the metadata was written, so a refused commit left an event for a change undone)."""
+    events_file = tmp_path / "events.jsonl"
+    (team.repo / ".nexusrc").write_text(f"events_file: {events_file}\n")
+    git(team.repo, "add", ".nexusrc")
+    git(team.repo, "commit", "-q", "-m", "events to a file")
+    git(team.repo, "config", "commit.gpgsign", "true")  # a signing program that fails
+    git(team.repo, "config", "gpg.program", "false")
+    before = head_commit(team.repo)[0]
+    refused = await client.post(
+        "/api/v1/models/bert/versions/v1/archive", headers=team.headers("maintainer")
+    )
+    assert refused.status_code >= 400, refused.text
+    assert set(refused.json()) == {"error"}
+    assert head_commit(team.repo)[0] == before
+    assert git(team.repo, "status", "--porcelain", "--untracked-files=no") == ""
+    assert not events_file.exists() or events_file.read_text() == ""
+    git(team.repo, "config", "commit.gpgsign", "false")
+    done = await client.post(
+        "/api/v1/models/bert/versions/v1/archive", headers=team.headers("maintainer")
+    )
+    assert done.status_code == 200, done.text
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert [e["type"] for e in events] == ["dev.nexusml.version.archived"]
+
+
+def test_the_apis_stages_and_statuses_are_the_registrys() -> None:
+    """The API's Literals (the OpenAPI document's enums) are written out for the schema;
+    they must name exactly what the registry has."""
+    assert get_args(api.Stage) == lifecycle.STAGE_VALUES
+    assert get_args(api.Status) == lifecycle.STATUSES
+    promotable = get_args(api.PromoteBody.model_fields["stage"].annotation)
+    assert set(promotable) == set(lifecycle.STAGE_VALUES) - {lifecycle.ARCHIVED}
