@@ -118,7 +118,9 @@ class PromoteBody(BaseModel):
 
 
 class RejectBody(BaseModel):
-    reason: str = Field(min_length=1, max_length=2000, pattern=r"\S")
+    # Something besides whitespace, as the registry's str.strip() sees it: that counts the
+    # separators \x1c-\x1f as whitespace, which Unicode's (the schema's \s) does not.
+    reason: str = Field(min_length=1, max_length=2000, pattern=r"[^\s\x1c-\x1f]")
 
 
 REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
