@@ -20,9 +20,10 @@ import math
 import os
 import secrets
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger("nexus.proxy")
 
@@ -107,18 +108,35 @@ def parse_records(text: str, source: str) -> list[KeyRecord]:
         ]
     except (ValueError, KeyError, TypeError) as exc:
         raise KeyFileError(f"{source} is not a key file ({exc}).") from exc
-    names: set[str] = set()
+    check_digests_and_names(records, source, KeyFileError, "key")
     for record in records:
-        if len(record.sha256) != 64 or any(c not in "0123456789abcdef" for c in record.sha256):
-            raise KeyFileError(f"{source}: key '{record.name}' has no valid sha256.")
         if not (record.rate > 0 and math.isfinite(record.rate) and record.burst >= 1):
             raise KeyFileError(
                 f"{source}: key '{record.name}' needs a positive rate and a burst of 1 or more."
             )
-        if record.name in names:
-            raise KeyFileError(f"{source}: the name '{record.name}' is used twice.")
-        names.add(record.name)
     return records
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+
+def check_digests_and_names(
+    records: Sequence[_Named], source: str, error: type[ValueError], noun: str
+) -> None:
+    """What key and token files share: each record's sha256 is 64 hex digits, and no name
+    is used twice (a name is what logs, metrics and commits show)."""
+    names: set[str] = set()
+    for record in records:
+        if len(record.sha256) != 64 or any(c not in "0123456789abcdef" for c in record.sha256):
+            raise error(f"{source}: {noun} '{record.name}' has no valid sha256.")
+        if record.name in names:
+            raise error(f"{source}: the name '{record.name}' is used twice.")
+        names.add(record.name)
 
 
 def read_records(path: Path) -> list[KeyRecord]:

@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batch_proxy.admission import digest, read_private_json, write_private_json
+from batch_proxy.admission import (
+    check_digests_and_names,
+    digest,
+    read_private_json,
+    write_private_json,
+)
 from control_plane.web.roles import Role
 
 logger = logging.getLogger("nexus.registry")
@@ -67,15 +72,10 @@ def parse_tokens(text: str, source: str) -> list[TokenRecord]:
         ]
     except (ValueError, KeyError, TypeError) as exc:
         raise TokenFileError(f"{source} is not a token file ({exc}).") from exc
-    names: set[str] = set()
+    check_digests_and_names(records, source, TokenFileError, "token")
     for record in records:
-        if len(record.sha256) != 64 or any(c not in "0123456789abcdef" for c in record.sha256):
-            raise TokenFileError(f"{source}: token '{record.name}' has no valid sha256.")
         if not _EMAIL.match(record.email):
             raise TokenFileError(f"{source}: token '{record.name}' has no valid email.")
-        if record.name in names:
-            raise TokenFileError(f"{source}: the name '{record.name}' is used twice.")
-        names.add(record.name)
     return records
 
 

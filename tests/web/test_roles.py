@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
 import pytest
 
+from batch_proxy.admission import KeyFileError, parse_records
 from control_plane import Registry
 from control_plane.web.roles import ACTIONS as NEEDED
 from control_plane.web.roles import Role, allows
 from control_plane.web.settings import RegistrySettings
+from control_plane.web.tokens import TokenFileError, parse_tokens
 from tests.conftest import git
 from tests.web.conftest import Team, asgi_client, store_versions
 
@@ -120,3 +123,24 @@ async def test_a_hundred_concurrent_actions_are_a_hundred_commits(
     versions = registry.list("vision")
     assert {v.status for v in versions} == {"approved"}
     assert sum(1 for v in versions if v.stage == "staging") == 1
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        ([{"sha256": "zz"}], "token 'a' has no valid sha256"),
+        ([{}, {}], "the name 'a' is used twice"),
+        ([{"email": "nobody"}], "token 'a' has no valid email"),
+    ],
+)
+def test_a_bad_token_file_is_named_with_its_fault(
+    records: list[dict[str, str]], message: str
+) -> None:
+    """The digest and name checks are the proxy's key file's (one place for both)."""
+    good = {"name": "a", "sha256": "0" * 64, "role": "reader", "email": "a@example.com"}
+    body = json.dumps({"tokens": [{**good, **record} for record in records]})
+    with pytest.raises(TokenFileError, match=message):
+        parse_tokens(body, "tokens.json")
+    keys = json.dumps({"keys": [{"name": "a", "sha256": "0" * 64, "rate": 1}] * 2})
+    with pytest.raises(KeyFileError, match="the name 'a' is used twice"):
+        parse_records(keys, "keys.json")
