@@ -73,8 +73,9 @@ class ChangeDesk:
         self.committer = Committer(root)
         self._lock = threading.Lock()
 
-    def check(self, action: Action, actor: Actor | None) -> None:
-        """Refuse, with the role needed, what `actor` may not do."""
+    def check(self, action: Action, actor: Actor | None) -> Actor:
+        """Refuse, with the role needed, what `actor` may not do (nobody may do anything);
+        the actor who may."""
         if self.read_only:
             raise ReadOnlyError(
                 "this registry is read-only: it was started without --tokens, so nobody can "
@@ -89,9 +90,10 @@ class ChangeDesk:
                 else "no token was given"
             )
             raise ForbiddenError(f"{what} needs the {needed.label} role; {who}.")
+        return actor
 
-    def apply(self, action: Action, actor: Actor) -> Outcome:
-        self.check(action, actor)
+    def apply(self, action: Action, actor: Actor | None) -> Outcome:
+        actor = self.check(action, actor)
         with self._lock:
             # The change's event is published once its commit is made: a change whose
             # commit fails is put back, and must not have been announced.
