@@ -8,18 +8,20 @@ from collections.abc import Sequence
 import uvicorn
 
 from batch_proxy.app import ProxyApp
+from batch_proxy.fast_predict import fast_protocol
 from batch_proxy.runner import raise_open_files_limit, run_until_signalled
 from batch_proxy.settings import ProxySettings, SettingsError, settings_from
-from batch_proxy.slow_clients import guarded_protocol
 
 
 def build_server(settings: ProxySettings) -> uvicorn.Server:
+    app = ProxyApp(settings)
     config = uvicorn.Config(
-        ProxyApp(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=guarded_protocol(settings.read_timeout_s),  # httptools, with a read deadline
+        # httptools, with a read deadline; predictions answered in the protocol itself
+        http=fast_protocol(app, settings.read_timeout_s),
         lifespan="on",
         log_level=settings.log_level,
         access_log=False,  # one log line per item would cost more than the batching saves

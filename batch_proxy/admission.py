@@ -20,7 +20,7 @@ import math
 import os
 import secrets
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -262,7 +262,7 @@ class Admission:
 _UNSEEN: Any = object()
 
 
-def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """`Authorization: Bearer <key>` or `X-API-Key: <key>`."""
     for name, value in headers:
         if name == b"authorization":

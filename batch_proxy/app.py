@@ -1,5 +1,9 @@
 """The proxy's HTTP face: a bare ASGI app (FastAPI would cost ~3x per request here).
 
+`nexus-proxy` answers predictions without it, inside the HTTP protocol (fast_predict.py),
+on the checks and answers defined here; the app answers them whenever it is served
+otherwise, and everything else always.
+
 POST /predict   one JSON item -> {"output": ..., "model": ...} (with --api-keys: a key, a rate)
 POST /models/{name}/predict   the same for one of several models (batching/routing.py)
 POST /v2/models/{name}/infer   the Open Inference Protocol, JSON or binary tensors, batched
@@ -18,7 +22,8 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +46,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+Headers = Iterable[tuple[bytes, bytes]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -119,7 +125,7 @@ class ProxyApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.requests += 1
         path, method = scope["path"], scope["method"]
-        model = _model_of(path)
+        model = model_of(path)
         if path == "/predict" or model is not None:
             if method != "POST":
                 await _not_allowed(send, method, path, "POST")
@@ -143,30 +149,33 @@ class ProxyApp:
 
     async def _admit(self, scope: Scope, send: Send) -> bool:
         """Check the request's key and rate before anything is read or queued."""
+        refusal = self.admit(scope["headers"])
+        if refusal is None:
+            return True
+        self.metrics.request_done(await _refuse(send, refusal))
+        return False
+
+    def admit(self, headers: Headers) -> Refusal | None:
+        """The request's key and rate (None: let in), counted in the metrics."""
         assert self.admission is not None
-        verdict = self.admission.admit(presented_key(scope["headers"]), time.monotonic())
+        verdict = self.admission.admit(presented_key(headers), time.monotonic())
         self.metrics.admitted(verdict.key_name, verdict.status)
         if verdict.status == 200:
-            return True
+            return None
         if verdict.status == 401:
-            status = await _respond(
-                send,
+            return Refusal(
                 401,
                 {
                     "error": "a valid API key is needed: 'Authorization: Bearer <key>' or "
                     "'X-API-Key: <key>'."
                 },
             )
-        else:
-            wait = verdict.retry_after_s
-            status = await _respond(
-                send,
-                429,
-                {"error": f"key '{verdict.key_name}' is over its rate; retry in {wait:.2f} s."},
-                retry_after=wait,
-            )
-        self.metrics.request_done(status)
-        return False
+        wait = verdict.retry_after_s
+        return Refusal(
+            429,
+            {"error": f"key '{verdict.key_name}' is over its rate; retry in {wait:.2f} s."},
+            retry_after=wait,
+        )
 
     async def _probe(self, path: str, send: Send) -> int:
         if path == "/health":
@@ -196,30 +205,43 @@ class ProxyApp:
     async def _predict(self, model: str | None, scope: Scope, receive: Receive, send: Send) -> int:
         """Answer one item of `model` (None: the default); 0 means the client left before an
         answer could be sent."""
-        try:
-            if model is not None:
-                self.router.pool_for(model)  # a 404 before the body is read
-            priority = self._priority(_header(scope, b"x-priority"))
-        except UnknownModel as exc:
-            return await _respond(send, 404, {"error": str(exc)})
-        except ValueError as exc:
-            return await _respond(send, 400, {"error": str(exc)})
+        priority = self.predict_head(model, scope["headers"])
+        if isinstance(priority, Refusal):
+            return await _refuse(send, priority)
         body = await self._body(receive, send)
         if isinstance(body, int):
             return body
+        item = self.predict_submit(model, priority, body, _connection(scope))
+        if isinstance(item, Refusal):
+            return await _refuse(send, item)
+        return await self._await_answer(item, receive, send)
+
+    def predict_head(self, model: str | None, headers: Headers) -> int | Refusal:
+        """What a prediction's headers decide before its body is read: the model exists
+        (404), the priority level (400). Shared with the protocol's fast path (fast_predict)."""
+        try:
+            if model is not None:
+                self.router.pool_for(model)
+            return self._priority(_header_of(headers, b"x-priority"))
+        except UnknownModel as exc:
+            return Refusal(404, {"error": str(exc)})
+        except ValueError as exc:
+            return Refusal(400, {"error": str(exc)})
+
+    def predict_submit(
+        self, model: str | None, priority: int, body: bytes, connection: Any
+    ) -> Pending | Refusal:
+        """Queue one JSON item for `model`'s batches (or say why not)."""
         try:
             orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return await _respond(
-                send, 400, {"error": f"the request body is not valid JSON: {exc}."}
-            )
+            return Refusal(400, {"error": f"the request body is not valid JSON: {exc}."})
         try:
             timeout = self.settings.timeout_s(priority)
-            queue = self.router.item_queue(model)  # not before the await: idle queues go
-            item = queue.submit(body, timeout, priority=priority, connection=_connection(scope))
+            queue = self.router.item_queue(model)  # not before the body: idle queues go
+            return queue.submit(body, timeout, priority=priority, connection=connection)
         except BatchError as exc:
-            return await _respond(send, exc.status, {"error": exc.message}, retry_after=True)
-        return await self._await_answer(item, receive, send)
+            return refusal_of(exc)
 
     async def _v2(self, scope: Scope, path: str, method: str, receive: Receive, send: Send) -> None:
         parts = path.rstrip("/").split("/")  # "", "v2", "models", name, ...
@@ -288,7 +310,7 @@ class ProxyApp:
         body = await self._body(receive, send)
         if isinstance(body, int):
             return body
-        length = _header(scope, b"inference-header-content-length")
+        length = _header_of(scope["headers"], b"inference-header-content-length")
         max_rows = self.settings.max_batch_size
         try:
             request = v2wire.parse_request(body, length, orjson.loads)
@@ -296,8 +318,8 @@ class ProxyApp:
             if rows > max_rows:
                 raise v2wire.V2Error(f"at most {max_rows} rows a request; this one has {rows}.")
             self.router.pool_for(model)
-            asked = request.parameters.get("priority") or _header(scope, b"x-priority")
-            priority = self._priority(asked)
+            asked = request.parameters.get("priority")
+            priority = self._priority(asked or _header_of(scope["headers"], b"x-priority"))
         except v2wire.V2Error as exc:
             return await _respond(send, 400, {"error": str(exc)})
         except UnknownModel as exc:
@@ -309,7 +331,7 @@ class ProxyApp:
                 request, timeout, size=rows, priority=priority, connection=_connection(scope)
             )
         except BatchError as exc:
-            return await _respond(send, exc.status, {"error": exc.message}, retry_after=True)
+            return await _refuse(send, refusal_of(exc))
         answer = await self._answer_of(item, receive, send)
         if isinstance(answer, int):
             return answer
@@ -351,11 +373,9 @@ class ProxyApp:
             async with asyncio.timeout(timeout):
                 output, model = await item.future
         except TimeoutError:
-            return await _respond(send, 504, {"error": f"no answer within {timeout:g} s."})
-        except ItemError as exc:
-            return await _respond(send, exc.status, {"error": exc.message, "model": exc.model})
+            return await _refuse(send, timed_out(timeout))
         except BatchError as exc:
-            return await _respond(send, exc.status, {"error": exc.message}, retry_after=True)
+            return await _refuse(send, refusal_of(exc))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -428,7 +448,7 @@ def openapi_document(priority_levels: int) -> bytes:
     return orjson.dumps(document)
 
 
-def _model_of(path: str) -> str | None:
+def model_of(path: str) -> str | None:
     """`/models/{name}/predict` -> name; any other path -> None."""
     if path.startswith("/models/") and path.endswith("/predict"):
         name = path[len("/models/") : -len("/predict")]
@@ -443,8 +463,8 @@ def _connection(scope: Scope) -> Any:
     return extensions.get(CONNECTION) if extensions else None
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
+def _header_of(headers: Headers, name: bytes) -> str | None:
+    for key, value in headers:
         if key == name:
             return bytes(value).decode("latin-1")
     return None
@@ -466,17 +486,49 @@ async def _respond_raw(send: Send, status: int, body: bytes) -> int:
     return status
 
 
-async def _respond(
-    send: Send, status: int, payload: dict[str, Any], *, retry_after: bool | float = False
-) -> int:
-    """`retry_after`: True for a 503 or a full queue's 429 (one second), or the seconds a
-    rate-limited 429 should wait (rounded up to whole seconds, as the header takes)."""
-    body = orjson.dumps(payload)
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An answer other than the model's output: its status, its JSON, and `retry_after`:
+    True for a 503 or a full queue's 429 (one second), or the seconds a rate-limited 429
+    should wait."""
+
+    status: int
+    payload: dict[str, Any]
+    retry_after: bool | float = False
+
+
+def refusal_of(exc: BatchError) -> Refusal:
+    """How a failed item is answered (an item the model failed names the model)."""
+    if isinstance(exc, ItemError):
+        return Refusal(exc.status, {"error": exc.message, "model": exc.model})
+    return Refusal(exc.status, {"error": exc.message}, retry_after=True)
+
+
+def timed_out(timeout_s: float) -> Refusal:
+    return Refusal(504, {"error": f"no answer within {timeout_s:g} s."})
+
+
+def response_headers(
+    status: int, body: bytes, retry_after: bool | float = False
+) -> list[tuple[bytes, bytes]]:
+    """A JSON answer's headers (Retry-After rounded up to whole seconds, as it takes)."""
     headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
     if retry_after is True and status in (429, 503):
         headers.append((b"retry-after", b"1"))
     elif retry_after is not True and retry_after:
         headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+    return headers
+
+
+async def _refuse(send: Send, refusal: Refusal) -> int:
+    return await _respond(send, refusal.status, refusal.payload, retry_after=refusal.retry_after)
+
+
+async def _respond(
+    send: Send, status: int, payload: dict[str, Any], *, retry_after: bool | float = False
+) -> int:
+    body = orjson.dumps(payload)
+    headers = response_headers(status, body, retry_after)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
     return status

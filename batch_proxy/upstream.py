@@ -1,6 +1,7 @@
 """Upstream model servers: lanes for the batching policy, health checks and one HTTP client.
 
-Upstreams are checked with `GET /health` in the background; a connection
+Upstreams are checked with `GET /health` in the background (over http_client, as
+batches are); a connection
 failure takes one out at once, and a passing check brings it back. Upstreams
 may join and leave while the proxy runs (found in DNS: `discovery.py`); one
 that leaves is drained: no new batch, and it is forgotten once its last
@@ -19,11 +20,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import aiohttp
 import orjson
 
 from batch_proxy import wire
 from batch_proxy.batcher import RejectedError, UpstreamError
+from batch_proxy.http_client import ClientError, ConnectionFailed, HttpClient
 from batch_proxy.policies import Lane
 from batch_proxy.wire import BatchReply
 
@@ -89,18 +90,17 @@ class UpstreamPool:
         self._configured_concurrency = concurrency
         for url in urls:
             self._join(url)
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._health_timeout = aiohttp.ClientTimeout(total=min(2.0, health_interval_s * 2))
+        self._timeout_s = timeout_s
+        self._health_timeout_s = min(2.0, health_interval_s * 2)
         self._health_interval_s = health_interval_s
         self._pool_size = pool_size
         self._listeners: list[Callable[[], None]] = []
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
         self._health_task: asyncio.Task[None] | None = None
         self.empty_reason = "no upstream is configured"
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=0)
-        self._session = aiohttp.ClientSession(connector=connector)
+        self._client = HttpClient(limit=self._pool_size)
         await self.check_all()
         self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
 
@@ -109,8 +109,8 @@ class UpstreamPool:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health_task
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
 
     @property
     def ready(self) -> bool:
@@ -170,15 +170,18 @@ class UpstreamPool:
             logger.warning("upstream %s drained and removed", upstream.url)
 
     async def _answers_ready(self, url: str) -> bool:
-        assert self._session is not None, "UpstreamPool.start() was not awaited"
         try:
-            async with self._session.get(
-                url + wire.READY_PATH, timeout=self._health_timeout
-            ) as response:
-                await response.read()
-                return response.status == 200
-        except (aiohttp.ClientError, TimeoutError):
+            reply = await self._http.request(
+                "GET", url, wire.READY_PATH, timeout_s=self._health_timeout_s
+            )
+        except (ClientError, TimeoutError):
             return False
+        return reply.status == 200
+
+    @property
+    def _http(self) -> HttpClient:
+        assert self._client is not None, "UpstreamPool.start() was not awaited"
+        return self._client
 
     @property
     def outstanding(self) -> int:
@@ -224,26 +227,22 @@ class UpstreamPool:
         """POST to one upstream (with the upstream token): a 200's body and headers. A 4xx
         is the callers' (RejectedError, its status), as is a 404 for a named model's batch;
         anything else the upstream's (502)."""
-        assert self._session is not None, "UpstreamPool.start() was not awaited"
-        url = upstream.url + path
         if self._token is not None:
             headers = {**headers, "authorization": f"Bearer {self._token}"}
         try:
-            async with self._session.post(
-                url, data=body, headers=headers, timeout=self._timeout
-            ) as response:
-                data = await response.read()
-                status = response.status
-                reply_headers = response.headers
-        except aiohttp.ClientConnectionError as exc:
+            reply = await self._http.request(
+                "POST", upstream.url, path, body=body, headers=headers, timeout_s=self._timeout_s
+            )
+        except ConnectionFailed as exc:
             self._mark(upstream, healthy=False, error=f"cannot connect ({exc})")
             raise UpstreamError(f"cannot reach the upstream {upstream.url}: {exc}.") from exc
         except TimeoutError as exc:
             raise UpstreamError(
-                f"the upstream {upstream.url} did not answer within {self._timeout.total:.0f} s."
+                f"the upstream {upstream.url} did not answer within {self._timeout_s:g} s."
             ) from exc
-        except aiohttp.ClientError as exc:
+        except ClientError as exc:
             raise UpstreamError(f"the upstream {upstream.url} failed: {exc}.") from exc
+        data, status, reply_headers = reply.body, reply.status, reply.headers
         if 400 <= status < 500 and not path.endswith(wire.BATCH_PATH):
             raise RejectedError(status, _snippet(data))
         if status == 404 and path.startswith("/models/"):
@@ -258,20 +257,20 @@ class UpstreamPool:
     async def get(self, path: str) -> tuple[int, bytes]:
         """A GET asked of the first healthy upstream (model metadata, readiness): its status
         and body, or a 502 saying why none answered."""
-        assert self._session is not None, "UpstreamPool.start() was not awaited"
         healthy = [u for u in self.upstreams if u.healthy and not u.draining]
         if not healthy:
             return 502, orjson.dumps({"error": self.unavailable()})
         upstream = healthy[0]
         headers = {"authorization": f"Bearer {self._token}"} if self._token else None
         try:
-            async with self._session.get(
-                upstream.url + path, headers=headers, timeout=self._health_timeout
-            ) as response:
-                return response.status, await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            error = f"the upstream {upstream.url} did not answer {path}: {exc}."
+            reply = await self._http.request(
+                "GET", upstream.url, path, headers=headers, timeout_s=self._health_timeout_s
+            )
+        except (ClientError, TimeoutError) as exc:
+            why = str(exc) or f"no answer within {self._health_timeout_s:g} s"
+            error = f"the upstream {upstream.url} did not answer {path}: {why}."
             return 502, orjson.dumps({"error": error})
+        return reply.status, reply.body
 
     async def check_all(self) -> None:
         await asyncio.gather(*(self._check(u) for u in self.upstreams if not u.draining))
@@ -282,17 +281,15 @@ class UpstreamPool:
             await self.check_all()
 
     async def _check(self, upstream: Upstream) -> None:
-        assert self._session is not None
         started = time.perf_counter()
         concurrency = upstream.concurrency
         try:
-            async with self._session.get(
-                upstream.url + wire.HEALTH_PATH, timeout=self._health_timeout
-            ) as response:
-                await response.read()
-                ok, error = response.status == 200, f"/health answered {response.status}"
-                concurrency = wire.concurrency_of(response.headers)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            reply = await self._http.request(
+                "GET", upstream.url, wire.HEALTH_PATH, timeout_s=self._health_timeout_s
+            )
+            ok, error = reply.status == 200, f"/health answered {reply.status}"
+            concurrency = wire.concurrency_of(reply.headers)
+        except (ClientError, TimeoutError) as exc:
             ok, error = False, f"/health failed ({type(exc).__name__}: {exc})"
         if ok:
             rtt = time.perf_counter() - started

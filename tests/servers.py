@@ -17,6 +17,9 @@ from typing import Any
 import httpx
 import uvicorn
 
+from batch_proxy.app import ProxyApp
+from batch_proxy.fast_predict import fast_protocol
+
 
 class _QuietServer(uvicorn.Server):
     """A uvicorn server that leaves the test process's signal handlers alone."""
@@ -50,6 +53,13 @@ async def serve_in_process(
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+
+
+def serve_proxy(app: ProxyApp) -> contextlib.AbstractAsyncContextManager[str]:
+    """The proxy served in this event loop as `nexus-proxy` serves it: predictions answered
+    in the HTTP protocol (batch_proxy.fast_predict), the rest by the ASGI app."""
+    http = fast_protocol(app, app.settings.read_timeout_s)
+    return serve_in_process(app, lifespan="on", http=http)
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ import pytest
 from batch_proxy.app import ProxyApp
 from batch_proxy.settings import ProxySettings
 from bench.sim_model import SimModel
-from tests.servers import serve_in_process
+from tests.servers import serve_in_process, serve_proxy
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def proxy() -> ProxyFactory:
     async def start(**settings: Any) -> AsyncIterator[tuple[ProxyApp, str]]:
         settings.setdefault("health_interval_s", 0.2)
         app = ProxyApp(ProxySettings(**settings))
-        async with serve_in_process(app, lifespan="on") as url:
+        async with serve_proxy(app) as url:
             yield app, url
 
     return start

@@ -19,7 +19,7 @@ from batch_proxy.app import ProxyApp
 from batch_proxy.discovery import system_resolver, upstream_url
 from batch_proxy.settings import ProxySettings, SettingsError, settings_from
 from bench.sim_model import SimModel
-from tests.servers import free_port, serve_in_process
+from tests.servers import free_port, serve_in_process, serve_proxy
 
 NAME = "model-server-headless"
 A, B = "127.0.0.2", "127.0.0.3"
@@ -69,7 +69,7 @@ async def proxy_over(dns: FakeDns, port: int) -> AsyncIterator[tuple[ProxyApp, s
         upstream_dns=(f"{NAME}:{port}",), dns_interval_s=0.05, health_interval_s=0.2
     )
     app = ProxyApp(settings, resolver=dns)
-    async with serve_in_process(app, lifespan="on") as url:
+    async with serve_proxy(app) as url:
         yield app, url
 
 

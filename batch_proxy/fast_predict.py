@@ -1,0 +1,212 @@
+"""`POST /predict` answered inside the HTTP protocol: no ASGI task, one write per answer.
+
+Why: from 8 to 32 closed-loop callers every caller is in every batch already, and the
+model idles only while the callers come back through the proxy (bench/proxy_batching.py's
+device-busy column). The proxy's CPU per request is most of that return trip, and most
+of that CPU was uvicorn's ASGI cycle around a request: a task, receive/send coroutines,
+an `asyncio.timeout`, a disconnect watcher, headers and body in two writes. Here the
+protocol takes the request's body as httptools hands it over, queues the item, and the
+item's future writes the answer from its done callback.
+
+Everything else the proxy serves (v2, probes, /metrics, a request that expects a
+100-continue) goes to the ASGI app as before; both ways share the app's checks
+(`ProxyApp.admit`, `predict_head`, `predict_submit`) and its answers (`Refusal`). What
+uvicorn gives a connection still holds: keep-alive and its timeout, pipelined requests
+answered in order (its pipeline queue starts the next request only once this one is
+answered), the read deadline (slow_clients), a graceful shutdown that waits for the
+answer of a request already read, and the flow control of reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+
+from batch_proxy.app import ProxyApp, Refusal, model_of, refusal_of, response_headers, timed_out
+from batch_proxy.batcher import BatchError, Pending
+from batch_proxy.slow_clients import guarded_protocol
+
+logger = logging.getLogger("nexus.proxy")
+
+_UNSET: Any = object()  # a model name nobody has: "not a prediction"
+
+
+class _Call:
+    """One prediction being answered on a connection: its request cycle (uvicorn's, so
+    the pipeline, keep-alive and shutdown see it as any other), its item once queued."""
+
+    __slots__ = ("cycle", "item", "model", "priority", "timer")
+
+    def __init__(self, cycle: RequestResponseCycle, model: str | None) -> None:
+        self.cycle = cycle
+        self.model = model
+        self.priority = 0
+        self.item: Pending | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def fast_protocol(app: ProxyApp, read_timeout_s: float) -> type[HttpToolsProtocol]:
+    """The proxy's HTTP protocol (for `uvicorn.Config(http=...)`): slow_clients' guarded
+    protocol with predictions answered in it."""
+    base = guarded_protocol(read_timeout_s)
+    limit = app.settings.max_body_bytes
+
+    class FastPredictProtocol(base):  # type: ignore[valid-type, misc]
+        _call: _Call | None = None  # the prediction now started on this connection
+
+        def _start_asgi_task(self, cycle: RequestResponseCycle, asgi_app: Any) -> None:
+            model = _prediction_of(cycle)
+            if model is _UNSET:
+                super()._start_asgi_task(cycle, asgi_app)
+                return
+            call = self._call = _Call(cycle, model)
+            app.requests += 1
+            headers = cycle.scope["headers"]
+            if app.admission is not None:
+                refusal = app.admit(headers)
+                if refusal is not None:
+                    self._answer(call, refusal)
+                    return
+            priority = app.predict_head(model, headers)
+            if isinstance(priority, Refusal):
+                self._answer(call, priority)
+                return
+            call.priority = priority
+            if len(cycle.body) > limit:
+                self._too_large(call)
+            elif not cycle.more_body:
+                self._submit(call)
+            # else: on_message_complete submits it
+
+        def on_body(self, body: bytes) -> None:
+            super().on_body(body)
+            call = self._call
+            if (
+                call is not None
+                and call.cycle is self.cycle
+                and call.item is None
+                and len(call.cycle.body) > limit
+                and not call.cycle.response_complete
+            ):
+                self._too_large(call)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            call = self._call
+            if (
+                call is not None
+                and call.cycle is self.cycle
+                and call.item is None
+                and not call.cycle.response_complete
+            ):
+                self._submit(call)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            call = self._call
+            super().connection_lost(exc)
+            if call is not None and not call.cycle.response_complete:
+                call.cycle.disconnected = True  # the batcher's hang-up check sees it
+                if call.item is not None:
+                    call.item.future.cancel()  # out of the queue: never sent
+
+        def _submit(self, call: _Call) -> None:
+            body = bytes(call.cycle.body)
+            call.cycle.body.clear()
+            item = app.predict_submit(call.model, call.priority, body, call.cycle)
+            if isinstance(item, Refusal):
+                self._answer(call, item)
+                return
+            call.item = item
+            call.timer = self.loop.call_later(item.deadline - item.enqueued, self._expire, call)
+            item.future.add_done_callback(lambda future: self._settled(call, future))
+
+        def _too_large(self, call: _Call) -> None:
+            self._answer(call, Refusal(413, {"error": f"the body is over {limit} bytes."}))
+
+        def _expire(self, call: _Call) -> None:
+            call.timer = None
+            item = call.item
+            if item is not None and not item.future.done():
+                item.future.cancel()  # taken out of its batch-to-be
+                self._answer(call, timed_out(item.deadline - item.enqueued))
+
+        def _settled(self, call: _Call, future: asyncio.Future[tuple[Any, Any]]) -> None:
+            if call.timer is not None:
+                call.timer.cancel()
+                call.timer = None
+            if call.cycle.response_complete or future.cancelled():
+                return  # answered already (timed out), or the client left
+            try:
+                output, model = future.result()
+            except BatchError as exc:
+                self._answer(call, refusal_of(exc))
+                return
+            except Exception as exc:  # a bug, not the caller's: one sentence, logged
+                logger.exception("a prediction failed")
+                self._answer(call, Refusal(500, {"error": f"the proxy failed: {exc}."}))
+                return
+            self._write(call, 200, orjson.dumps({"output": output, "model": model}))
+
+        def _answer(self, call: _Call, refusal: Refusal) -> None:
+            body = orjson.dumps(refusal.payload)
+            self._write(call, refusal.status, body, refusal.retry_after)
+
+        def _write(
+            self, call: _Call, status: int, body: bytes, retry_after: bool | float = False
+        ) -> None:
+            """The whole answer in one write, then uvicorn's end of a response: the
+            connection closed (no keep-alive) or the next pipelined request started."""
+            cycle = call.cycle
+            if cycle.response_complete:
+                return
+            if self._call is call:
+                self._call = None
+            cycle.response_started = cycle.response_complete = True
+            cycle.message_event.set()
+            if cycle.disconnected or self.transport.is_closing():
+                return  # the client left: nothing to write, nothing counted
+            parts = [STATUS_LINE[status]]
+            for name, value in (
+                *self.server_state.default_headers,
+                *response_headers(status, body, retry_after),
+            ):
+                parts += (name, b": ", value, b"\r\n")
+            if not cycle.keep_alive:
+                parts.append(b"connection: close\r\n")
+            parts += (b"\r\n", body)
+            self.transport.write(b"".join(parts))
+            app.metrics.request_done(status)
+            if not cycle.keep_alive:
+                self.transport.close()
+            if self.flow.write_paused:  # a client not reading: read no more of it until
+                self.flow.pause_reading()  # it has taken its answers
+                self.loop.create_task(self._after_drain(cycle))
+            else:
+                cycle.on_response()
+
+        async def _after_drain(self, cycle: RequestResponseCycle) -> None:
+            await self.flow.drain()
+            cycle.on_response()
+
+    return FastPredictProtocol
+
+
+def _prediction_of(cycle: RequestResponseCycle) -> Any:
+    """The model a request predicts with (None: the default), or _UNSET: not one the
+    fast path takes."""
+    scope = cycle.scope
+    if scope["method"] != "POST" or cycle.waiting_for_100_continue:
+        return _UNSET
+    path = scope["path"]
+    if path == "/predict":
+        return None
+    model = model_of(path)
+    return _UNSET if model is None else model

@@ -1,0 +1,182 @@
+"""Predictions answered in the HTTP protocol (batch_proxy/fast_predict.py), over raw sockets:
+what uvicorn's ASGI cycle gave them must still hold."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httptools
+import orjson
+
+from batch_proxy.app import ProxyApp
+from batch_proxy.settings import ProxySettings
+from tests.servers import serve_in_process, serve_proxy
+
+
+def request(body: bytes, path: str = "/predict", *extra: str, version: str = "1.1") -> bytes:
+    head = [f"POST {path} HTTP/{version}", "host: proxy", f"content-length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class Replies:
+    """Replies read off one connection, in the order they came."""
+
+    def __init__(self) -> None:
+        self.done: list[tuple[int, dict[str, str], bytes]] = []
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers: dict[str, str] = {}
+        self._body = b""
+
+    def feed(self, data: bytes) -> None:
+        self._parser.feed_data(data)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode().lower()] = value.decode()
+
+    def on_body(self, body: bytes) -> None:
+        self._body += body
+
+    def on_message_complete(self) -> None:
+        self.done.append((self._parser.get_status_code(), self._headers, self._body))
+        self._headers, self._body = {}, b""
+
+
+async def read_replies(reader: asyncio.StreamReader, count: int) -> Replies:
+    replies = Replies()
+    async with asyncio.timeout(10):
+        while len(replies.done) < count:
+            data = await reader.read(65536)
+            assert data, f"the proxy closed the connection after {len(replies.done)} replies"
+            replies.feed(data)
+    return replies
+
+
+@contextlib.asynccontextmanager
+async def connection(url: str) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
+async def test_pipelined_requests_are_answered_in_order(sim, proxy) -> None:
+    _, sim_url = sim
+    async with proxy(upstreams=(sim_url,)) as (_, url), connection(url) as (reader, writer):
+        writer.write(
+            request(b'{"n": 1}')
+            + request(b"{not json")
+            + b"GET /health HTTP/1.1\r\nhost: proxy\r\n\r\n"  # the ASGI app's, in between
+            + request(b'{"n": 2}', "/predict", "x-priority: 9")
+            + request(b'{"n": 3}')
+        )
+        replies = await read_replies(reader, 5)
+    statuses = [status for status, _, _ in replies.done]
+    bodies = [orjson.loads(body) for _, _, body in replies.done]
+    assert statuses == [200, 400, 200, 400, 200]
+    assert bodies[0]["output"] == {"echo": {"n": 1}}
+    assert "not valid JSON" in bodies[1]["error"]
+    assert bodies[2] == {"status": "ok"}
+    assert "priority must be a whole number from 1 to" in bodies[3]["error"]
+    assert bodies[4]["output"] == {"echo": {"n": 3}}
+
+
+async def test_http_1_0_is_answered_then_closed(sim, proxy) -> None:
+    _, sim_url = sim
+    async with proxy(upstreams=(sim_url,)) as (_, url), connection(url) as (reader, writer):
+        writer.write(request(b'{"n": 1}', version="1.0"))
+        async with asyncio.timeout(10):
+            raw = await reader.read()  # to the end: the proxy closes after its answer
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"connection: close" in head.lower()
+    assert orjson.loads(body)["output"] == {"echo": {"n": 1}}
+
+
+async def test_expect_100_continue_is_served(sim, proxy) -> None:
+    _, sim_url = sim
+    body = b'{"n": 1}'
+    async with proxy(upstreams=(sim_url,)) as (_, url), connection(url) as (reader, writer):
+        head = f"POST /predict HTTP/1.1\r\nhost: p\r\ncontent-length: {len(body)}\r\n"
+        writer.write(head.encode() + b"expect: 100-continue\r\n\r\n")
+        async with asyncio.timeout(10):
+            interim = await reader.readuntil(b"\r\n\r\n")
+        assert interim.startswith(b"HTTP/1.1 100 ")
+        writer.write(body)
+        replies = await read_replies(reader, 1)
+    assert replies.done[0][0] == 200
+
+
+async def test_a_body_over_the_limit_is_refused_before_it_is_all_sent(sim, proxy) -> None:
+    model, sim_url = sim
+    async with (
+        proxy(upstreams=(sim_url,), max_body_bytes=100) as (_, url),
+        connection(url) as (reader, writer),
+    ):
+        head = b"POST /predict HTTP/1.1\r\nhost: p\r\ncontent-length: 100000\r\n\r\n"
+        writer.write(head + b"[" + b"1," * 200)  # the rest is never sent
+        replies = await read_replies(reader, 1)
+    status, headers, body = replies.done[0]
+    assert status == 413
+    assert orjson.loads(body) == {"error": "the body is over 100 bytes."}
+    assert headers["content-type"] == "application/json"
+    assert model.batches == []
+
+
+async def test_a_caller_that_leaves_is_never_sent_and_its_connection_is_let_go(sim, proxy) -> None:
+    model, sim_url = sim
+    model.latency_s = 0.3
+    async with proxy(upstreams=(sim_url,), max_inflight=1) as (app, url):
+        async with connection(url) as (reader, writer):
+            writer.write(request(b'"first"'))
+            await asyncio.sleep(0.1)  # "first" runs on the model
+        async with connection(url) as (_, gone):
+            gone.write(request(b'"gone"'))
+            await asyncio.sleep(0.05)
+        # its item waits behind "first"; the client has closed its socket
+        await asyncio.sleep(0.5)
+        async with connection(url) as (reader, writer):
+            writer.write(request(b'"later"'))
+            replies = await read_replies(reader, 1)
+        assert replies.done[0][0] == 200
+        assert app.router.queue_depth == 0
+    sent = [x for b in model.batches for x in b["inputs"]]
+    assert "gone" not in sent
+    assert sent == ["first", "later"]
+
+
+async def test_the_answer_is_the_asgi_apps_answer(sim) -> None:
+    """The same requests to the same settings, answered in the protocol and by the ASGI app:
+    the same statuses, bodies and headers (but the date)."""
+    _, sim_url = sim
+    asks: list[tuple[str, bytes, tuple[str, ...]]] = [
+        ("/predict", b'{"n": 1}', ()),
+        ("/predict", b"{not json", ()),
+        ("/predict", b"1" * 200, ()),
+        ("/predict", b"1", ("x-priority: 0",)),
+        ("/models/other/predict", b"1", ()),
+        ("/models/default/predict", b'{"n": 2}', ()),
+        ("/predict", b'{"bad": 1}', ()),
+    ]
+
+    async def answers(serve: Any) -> list[tuple[int, dict[str, str], bytes]]:
+        app = ProxyApp(ProxySettings(upstreams=(sim_url,), max_body_bytes=100))
+        async with serve(app) as url, connection(url) as (reader, writer):
+            got = []
+            for path, body, extra in asks:
+                writer.write(request(body, path, *extra))
+                got.append((await read_replies(reader, 1)).done[0])
+        for _, headers, _ in got:
+            headers.pop("date", None)
+        return got
+
+    def plain(app: ProxyApp) -> contextlib.AbstractAsyncContextManager[str]:
+        return serve_in_process(app, lifespan="on")
+
+    fast, asgi = await answers(serve_proxy), await answers(plain)
+    assert [status for status, _, _ in fast] == [200, 400, 413, 400, 200, 200, 422]
+    assert fast == asgi
