@@ -69,13 +69,20 @@ def fast_protocol(app: ProxyApp, read_timeout_s: float) -> type[HttpToolsProtoco
                 return
             call = self._call = _Call(cycle, model)
             app.requests += 1
+            try:
+                self._start(call)
+            except Exception as exc:
+                self._failed(call, exc)
+
+        def _start(self, call: _Call) -> None:
+            cycle = call.cycle
             headers = cycle.scope["headers"]
             if app.admission is not None:
                 refusal = app.admit(headers)
                 if refusal is not None:
                     self._answer(call, refusal)
                     return
-            priority = app.predict_head(model, headers)
+            priority = app.predict_head(call.model, headers)
             if isinstance(priority, Refusal):
                 self._answer(call, priority)
                 return
@@ -107,7 +114,10 @@ def fast_protocol(app: ProxyApp, read_timeout_s: float) -> type[HttpToolsProtoco
                 and call.item is None
                 and not call.cycle.response_complete
             ):
-                self._submit(call)
+                try:
+                    self._submit(call)
+                except Exception as exc:
+                    self._failed(call, exc)
 
         def connection_lost(self, exc: Exception | None) -> None:
             call = self._call
@@ -149,11 +159,16 @@ def fast_protocol(app: ProxyApp, read_timeout_s: float) -> type[HttpToolsProtoco
             except BatchError as exc:
                 self._answer(call, refusal_of(exc))
                 return
-            except Exception as exc:  # a bug, not the caller's: one sentence, logged
-                logger.exception("a prediction failed")
-                self._answer(call, Refusal(500, {"error": f"the proxy failed: {exc}."}))
+            except Exception as exc:
+                self._failed(call, exc)
                 return
             self._write(call, 200, orjson.dumps({"output": output, "model": model}))
+
+        def _failed(self, call: _Call, exc: Exception) -> None:
+            """A bug, not the caller's: logged, and answered with one sentence (as uvicorn
+            answers an ASGI app that raised), never a dropped connection."""
+            logger.error("a prediction failed", exc_info=exc)
+            self._answer(call, Refusal(500, {"error": f"the proxy failed: {exc}."}))
 
         def _answer(self, call: _Call, refusal: Refusal) -> None:
             body = orjson.dumps(refusal.payload)
@@ -187,8 +202,10 @@ def fast_protocol(app: ProxyApp, read_timeout_s: float) -> type[HttpToolsProtoco
             if not cycle.keep_alive:
                 self.transport.close()
             if self.flow.write_paused:  # a client not reading: read no more of it until
-                self.flow.pause_reading()  # it has taken its answers
-                self.loop.create_task(self._after_drain(cycle))
+                self.flow.pause_reading()  # it has taken its answers (shutdown waits too)
+                task = self.loop.create_task(self._after_drain(cycle))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
             else:
                 cycle.on_response()
 

@@ -180,3 +180,22 @@ async def test_the_answer_is_the_asgi_apps_answer(sim) -> None:
     fast, asgi = await answers(serve_proxy), await answers(plain)
     assert [status for status, _, _ in fast] == [200, 400, 413, 400, 200, 200, 422]
     assert fast == asgi
+
+
+async def test_a_bug_is_a_500_and_the_connection_goes_on(sim, proxy, monkeypatch) -> None:
+    _, sim_url = sim
+    async with proxy(upstreams=(sim_url,)) as (app, url), connection(url) as (reader, writer):
+        real = app.predict_submit
+
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("injected")
+
+        monkeypatch.setattr(app, "predict_submit", broken)
+        writer.write(request(b'{"n": 1}'))
+        failed = (await read_replies(reader, 1)).done[0]
+        monkeypatch.setattr(app, "predict_submit", real)
+        writer.write(request(b'{"n": 2}'))
+        after = (await read_replies(reader, 1)).done[0]
+    assert failed[0] == 500
+    assert orjson.loads(failed[2]) == {"error": "the proxy failed: injected."}
+    assert after[0] == 200
