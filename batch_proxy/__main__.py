@@ -9,6 +9,7 @@ import uvicorn
 
 from batch_proxy.app import ProxyApp
 from batch_proxy.fast_predict import fast_protocol
+from batch_proxy.memory import freeze_startup_heap
 from batch_proxy.runner import raise_open_files_limit, run_until_signalled
 from batch_proxy.settings import ProxySettings, SettingsError, settings_from
 
@@ -42,7 +43,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"Error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     raise_open_files_limit()
-    run_until_signalled(build_server(settings))
+    server = build_server(settings)
+    freeze_startup_heap()
+    run_until_signalled(server)
 
 
 if __name__ == "__main__":

@@ -69,3 +69,21 @@ def test_bad_settings_exit_non_zero_with_one_line() -> None:
     )
     assert done.returncode == 1
     assert done.stderr.strip() == "Error: upstream 'ftp://x' must be an http:// or https:// URL."
+
+
+def test_the_startup_heap_is_frozen_before_serving() -> None:
+    """`nexus-proxy` hides what it imported and built from the cyclic collector before it
+    serves (batch_proxy/memory.py: a full collection under load stalled it ~30 ms)."""
+    import subprocess
+
+    script = (
+        "import gc, batch_proxy.__main__ as m\n"
+        "seen = []\n"
+        "m.run_until_signalled = lambda server: seen.append(gc.get_freeze_count())\n"
+        "m.main(['--upstream', 'http://127.0.0.1:1'])\n"
+        "print(seen[0])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert int(done.stdout) > 20_000  # the imported modules, settings and app (about 40,000)
