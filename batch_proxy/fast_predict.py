@@ -119,6 +119,15 @@ def fast_protocol(app: ProxyApp, read_timeout_s: float) -> type[HttpToolsProtoco
                 except Exception as exc:
                     self._failed(call, exc)
 
+        def on_response_complete(self) -> None:
+            if self.pipeline:
+                # The next pipelined request starts on the loop's next turn, not inside this
+                # answer: one answered at once would otherwise start the next from within
+                # itself, and a long pipeline of them would recurse as deep as it is long.
+                self.loop.call_soon(super().on_response_complete)
+            else:
+                super().on_response_complete()
+
         def connection_lost(self, exc: Exception | None) -> None:
             call = self._call
             super().connection_lost(exc)

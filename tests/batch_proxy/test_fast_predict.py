@@ -199,3 +199,13 @@ async def test_a_bug_is_a_500_and_the_connection_goes_on(sim, proxy, monkeypatch
     assert failed[0] == 500
     assert orjson.loads(failed[2]) == {"error": "the proxy failed: injected."}
     assert after[0] == 200
+
+
+async def test_a_long_pipeline_of_refusals_behind_a_waiting_request(sim, proxy) -> None:
+    """Answers written at once (here, 400s) start the next pipelined request from the loop,
+    not from inside the previous answer: 2,000 of them must not recurse 2,000 deep."""
+    _, sim_url = sim
+    async with proxy(upstreams=(sim_url,)) as (_, url), connection(url) as (reader, writer):
+        writer.write(request(b'{"n": 1}') + request(b"{not json") * 2000)
+        replies = await read_replies(reader, 2001)
+    assert [status for status, _, _ in replies.done] == [200] + [400] * 2000
