@@ -301,8 +301,7 @@ class ProxyApp:
         try:
             return await _read_body(receive, self.settings.max_body_bytes)
         except BodyTooLarge:
-            limit = self.settings.max_body_bytes
-            return await _respond(send, 413, {"error": f"the body is over {limit} bytes."})
+            return await _refuse(send, too_large(self.settings.max_body_bytes))
         except ClientGone:
             return 0
 
@@ -358,7 +357,7 @@ class ProxyApp:
         if isinstance(answer, int):
             return answer
         output, model = answer
-        return await _respond(send, 200, {"output": output, "model": model})
+        return await _respond(send, 200, answered(output, model))
 
     async def _answer_of(
         self, item: Pending, receive: Receive, send: Send
@@ -472,15 +471,14 @@ def _header_of(headers: Headers, name: bytes) -> str | None:
 
 async def _not_allowed(send: Send, method: str, path: str, allowed: str) -> int:
     body = orjson.dumps({"error": f"{method} is not allowed on {path}; use {allowed}."})
-    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    headers.append((b"allow", allowed.encode()))
+    headers = [*response_headers(405, body), (b"allow", allowed.encode())]
     await send({"type": "http.response.start", "status": 405, "headers": headers})
     await send({"type": "http.response.body", "body": body})
     return 405
 
 
 async def _respond_raw(send: Send, status: int, body: bytes) -> int:
-    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    headers = response_headers(status, body)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
     return status
@@ -506,6 +504,15 @@ def refusal_of(exc: BatchError) -> Refusal:
 
 def timed_out(timeout_s: float) -> Refusal:
     return Refusal(504, {"error": f"no answer within {timeout_s:g} s."})
+
+
+def too_large(limit: int) -> Refusal:
+    return Refusal(413, {"error": f"the body is over {limit} bytes."})
+
+
+def answered(output: Any, model: Any) -> dict[str, Any]:
+    """A prediction's answer: the model's output for this item and who answered."""
+    return {"output": output, "model": model}
 
 
 def response_headers(

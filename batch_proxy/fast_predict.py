@@ -30,7 +30,16 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from batch_proxy.app import ProxyApp, Refusal, model_of, refusal_of, response_headers, timed_out
+from batch_proxy.app import (
+    ProxyApp,
+    Refusal,
+    answered,
+    model_of,
+    refusal_of,
+    response_headers,
+    timed_out,
+    too_large,
+)
 from batch_proxy.batcher import BatchError, Pending
 from batch_proxy.slow_clients import guarded_protocol
 
@@ -148,7 +157,7 @@ def fast_protocol(app: ProxyApp, read_timeout_s: float) -> type[HttpToolsProtoco
             item.future.add_done_callback(lambda future: self._settled(call, future))
 
         def _too_large(self, call: _Call) -> None:
-            self._answer(call, Refusal(413, {"error": f"the body is over {limit} bytes."}))
+            self._answer(call, too_large(limit))
 
         def _expire(self, call: _Call) -> None:
             call.timer = None
@@ -171,7 +180,7 @@ def fast_protocol(app: ProxyApp, read_timeout_s: float) -> type[HttpToolsProtoco
             except Exception as exc:
                 self._failed(call, exc)
                 return
-            self._write(call, 200, orjson.dumps({"output": output, "model": model}))
+            self._write(call, 200, orjson.dumps(answered(output, model)))
 
         def _failed(self, call: _Call, exc: Exception) -> None:
             """A bug, not the caller's: logged, and answered with one sentence (as uvicorn

@@ -1,11 +1,10 @@
 """Upstream model servers: lanes for the batching policy, health checks and one HTTP client.
 
 Upstreams are checked with `GET /health` in the background (over http_client, as
-batches are); a connection
-failure takes one out at once, and a passing check brings it back. Upstreams
-may join and leave while the proxy runs (found in DNS: `discovery.py`); one
-that leaves is drained: no new batch, and it is forgotten once its last
-in-flight batch has answered. Each check
+batches are); a connection failure takes one out at once, and a passing check brings
+it back. Upstreams may join and leave while the proxy runs (found in DNS:
+`discovery.py`); one that leaves is drained: no new batch, and it is forgotten once
+its last in-flight batch has answered. Each check
 also reads how many batches the upstream runs at once (the wire's concurrency
 header, unless configured) and times the round trip, which the adaptive
 policy uses to send the next batch just ahead of the running one's end.
