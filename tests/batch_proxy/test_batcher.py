@@ -174,6 +174,47 @@ async def test_items_queued_behind_a_busy_upstream_leave_as_one_batch(policy) ->
     assert pool.batches[-2][0] == b"0"
 
 
+class RecordingObserver:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def batch_sent(self, size: int, queue_waits: Sequence[float], fill_wait: float) -> None:
+        self.log.append(f"sent {size}")
+
+    def batch_done(self, seconds: float) -> None:
+        self.log.append("done")
+
+
+async def test_with_nobody_waiting_callers_are_answered_before_the_bookkeeping() -> None:
+    log: list[str] = []
+    batcher = Batcher(
+        FakePool(latency=0.01), AdaptivePolicy(32, 0.05), observer=RecordingObserver(log)
+    )
+    batcher.start()
+    items = [batcher.submit(b"x", 5) for _ in range(3)]
+    for item in items:
+        item.future.add_done_callback(lambda _: log.append("answered"))
+    await asyncio.gather(*(item.future for item in items))
+    await asyncio.sleep(0)  # the bookkeeping's turn
+    await batcher.stop()
+    assert log == ["sent 3", "answered", "answered", "answered", "done"]
+
+
+async def test_with_items_waiting_the_next_batch_is_sent_before_callers_are_answered() -> None:
+    pool = FakePool(latency=0.02)
+    batcher = Batcher(pool, EagerPolicy(1), max_batch_size=32)
+    batcher.start()
+    first = batcher.submit(b"first", 5)
+    await asyncio.sleep(0.005)
+    waiting = [batcher.submit(str(i).encode(), 5) for i in range(3)]  # one batch at a time
+    sent_when_answered: list[int] = []
+    first.future.add_done_callback(lambda _: sent_when_answered.append(len(pool.batches)))
+    await asyncio.gather(first.future, *(item.future for item in waiting))
+    await batcher.stop()
+    assert pool.batches == [[b"first"], [b"0", b"1", b"2"]]
+    assert sent_when_answered == [2]  # the waiting batch was upstream already
+
+
 async def test_the_policy_learns_from_the_real_loop() -> None:
     policy = AdaptivePolicy(32, 0.05)
     pool = FakePool(latency=0.02)
