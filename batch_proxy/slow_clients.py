@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import select
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +28,9 @@ logger = logging.getLogger("nexus.http")
 
 DEFAULT_READ_TIMEOUT_S = 30.0
 # The scope extension holding the request's connection state: an object whose
-# `disconnected` turns True the moment the client goes (uvicorn's request cycle), so the
-# proxy can drop a queued item before it is batched, not only once its watcher runs.
+# `disconnected` turns True the moment the client goes (a weak proxy of uvicorn's request
+# cycle), so the proxy can drop a queued item before it is batched, not only once its
+# watcher runs.
 CONNECTION = "nexus.connection"
 
 # The peer closed its side: Linux reports it before the event loop has read the EOF.
@@ -72,7 +74,11 @@ def guarded_protocol(read_timeout_s: float) -> type[HttpToolsProtocol]:
             cycle = self.cycle
             if cycle is not None:
                 extensions: dict[str, Any] = cycle.scope.setdefault("extensions", {})
-                extensions[CONNECTION] = cycle
+                # A proxy, not the cycle: the cycle holds the scope, so the scope holding the
+                # cycle made each request a reference cycle (about ten objects) that only the
+                # garbage collector freed: a ~150 us collection on every batch's return trip
+                # at 32 callers, and a ~1.3 ms one every tenth.
+                extensions[CONNECTION] = weakref.proxy(cycle)
 
         def on_message_complete(self) -> None:
             self._disarm()
@@ -114,10 +120,14 @@ def hung_up(connections: Sequence[Any]) -> list[bool]:
     for index, connection in enumerate(connections):
         if connection is None:
             continue
-        if connection.disconnected or connection.transport.is_closing():
-            gone[index] = True  # known already (and its descriptor may be closed)
+        try:
+            if connection.disconnected or connection.transport.is_closing():
+                gone[index] = True  # known already (and its descriptor may be closed)
+                continue
+            fd = connection.transport.get_extra_info("socket").fileno()
+        except ReferenceError:  # the request is over (CONNECTION is a weak proxy)
+            gone[index] = True
             continue
-        fd = connection.transport.get_extra_info("socket").fileno()
         where[fd] = index
         poller.register(fd, _PEER_GONE)
     if where:

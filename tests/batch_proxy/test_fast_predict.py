@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -209,3 +210,26 @@ async def test_a_long_pipeline_of_refusals_behind_a_waiting_request(sim, proxy) 
         writer.write(request(b'{"n": 1}') + request(b"{not json") * 2000)
         replies = await read_replies(reader, 2001)
     assert [status for status, _, _ in replies.done] == [200] + [400] * 2000
+
+
+async def test_a_request_leaves_no_reference_cycle_behind(sim, proxy) -> None:
+    """Requests are freed as they end, not by the garbage collector: a cycle per request
+    made a collection on every batch's return trip (slow_clients.CONNECTION is a weak
+    proxy for that)."""
+    _, sim_url = sim
+    probe = b"GET /health HTTP/1.1\r\nhost: proxy\r\n\r\n"  # the ASGI app's way
+    async with proxy(upstreams=(sim_url,)) as (_, url), connection(url) as (reader, writer):
+        gc.collect()
+        gc.disable()
+        try:
+            writer.write((request(b'{"n": 1}') + probe) * 10)
+            replies = await read_replies(reader, 20)
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            left = [o for o in gc.garbage if type(o).__name__ == "RequestResponseCycle"]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert [status for status, _, _ in replies.done] == [200] * 20
+    assert left == []
