@@ -292,6 +292,8 @@ def main() -> None:
         f"{os.cpu_count()} cores, {where}"
     )
     print("targets: all met" if not missed else "targets missed: " + "; ".join(missed))
+    if cores is not None:  # the machine's cores again, as the results record them
+        os.sched_setaffinity(0, cores[0] | cores[1])
     path = save(
         "proxy_batching", {"duration_s": args.duration, "placement": where, "results": results}
     )
