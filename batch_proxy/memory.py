@@ -1,10 +1,10 @@
 """Keep the cyclic collector out of the way under load, and give memory back after a burst.
 
-`freeze_startup_heap`: what the proxy imported and built before serving (about 40,000
-long-lived objects) is moved out of the collector's view, so a full collection under load
-walks only what serving made. Measured under load at 8 and 32 callers: each full collection
-stalled the event loop 28-32 ms before (a lost model run for every caller waiting) and
-3.5-6.7 ms after.
+`freeze_startup_heap` (both servers): what a server imported and built before serving
+(about 40,000 long-lived objects in the proxy) is moved out of the collector's view, so a
+full collection under load walks only what serving made. Measured in the proxy under load
+at 8 and 32 callers: each full collection stalled the event loop 28-32 ms before (a lost
+model run for every caller waiting) and 3.5-6.7 ms after.
 
 A burst (thousands of connections at once, a disconnect storm) leaves the C allocator
 holding the pages it needed: Python frees the objects, but glibc keeps its free heap

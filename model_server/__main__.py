@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -11,6 +10,7 @@ import uvicorn
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
+from batch_proxy.memory import freeze_startup_heap
 from batch_proxy.runner import run_until_signalled
 from batch_proxy.slow_clients import guarded_protocol
 from control_plane.core.errors import NexusError
@@ -38,8 +38,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Everything imported so far (torch, FastAPI) lives as long as the process: out of the
     # collector's sight, a full collection (at a swap, or Python's own) takes microseconds,
     # not the ~130 ms that would stall every batch behind it.
-    gc.collect()
-    gc.freeze()
+    freeze_startup_heap()
     server = uvicorn.Server(
         uvicorn.Config(
             app,

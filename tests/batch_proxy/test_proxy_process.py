@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import threading
 
@@ -74,8 +75,6 @@ def test_bad_settings_exit_non_zero_with_one_line() -> None:
 def test_the_startup_heap_is_frozen_before_serving() -> None:
     """`nexus-proxy` hides what it imported and built from the cyclic collector before it
     serves (batch_proxy/memory.py: a full collection under load stalled it ~30 ms)."""
-    import subprocess
-
     script = (
         "import gc, batch_proxy.__main__ as m\n"
         "seen = []\n"
