@@ -105,12 +105,16 @@ async def test_a_limited_key_gets_its_rate_under_four_times_the_load(
     sim, proxy, client, tmp_path: Path
 ) -> None:
     """50 requests/s driven at 200/s: admitted = burst + 50 per second, the rest 429, and a
-    second key at its own rate is never refused. Counts, not speed: the limiter runs on
-    the proxy's clock, so the totals hold however loaded the machine is."""
+    second key under its own rate is never refused. Counts, not speed: the limiter runs on
+    the proxy's clock, so the totals hold however loaded the machine is.
+
+    The proxy shares this test's event loop, so a stall on a loaded machine delivers the
+    requests sent meanwhile all at once. The second key's burst (a second of its traffic)
+    absorbs that; with a burst of 5, a 0.15 s stall refused some of its requests in CI."""
     _, sim_url = sim
     path = tmp_path / "keys.json"
     limited = add_key(path, "limited", rate=50, burst=5)
-    steady = add_key(path, "steady", rate=50, burst=5)
+    steady = add_key(path, "steady", rate=50, burst=40)
     seconds = 3.0
     async with proxy(upstreams=(sim_url,), api_keys=path) as (_, url):
         spans: dict[str, float] = {}
@@ -134,7 +138,7 @@ async def test_a_limited_key_gets_its_rate_under_four_times_the_load(
     # Never more than the burst and the rate over the whole run allow; and, however late a
     # loaded machine delivered the requests, nearly what the sending window earned.
     assert admitted <= 5 + 50 * elapsed + 2, (admitted, elapsed)
-    assert admitted >= 0.9 * (5 + 50 * spans[limited]), (admitted, spans[limited])
+    assert admitted >= 0.8 * (5 + 50 * spans[limited]), (admitted, spans[limited])
     assert calm.count(200) == len(calm)
 
 
