@@ -39,7 +39,8 @@ def best_of(
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [[str(c) for c in row] for row in [headers, *rows]]
+    """Aligned columns; a row shorter than the headers is blank to the right."""
+    cells = [[str(c) for c in row] + [""] * (len(headers) - len(row)) for row in [headers, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))

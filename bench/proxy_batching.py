@@ -229,7 +229,7 @@ def report(name: str, model: Model, result: dict[str, Any]) -> list[str]:
     overhead_ms = direct["p50_ms"] - model.seconds(1) * 1000
     batch_ms = model.seconds(32) * 1000 + overhead_ms
     rows: list[list[str]] = [
-        ["direct, 1 client", f"{direct['rps']:.0f}", "", f"{direct['p50_ms']:.2f}"] + [""] * 7
+        ["direct, 1 client", f"{direct['rps']:.0f}", "", f"{direct['p50_ms']:.2f}"]
     ]
     missed = []
     for clients, r in result["closed"].items():
@@ -246,7 +246,6 @@ def report(name: str, model: Model, result: dict[str, Any]) -> list[str]:
                 f"{r['idle_per_batch_ms']:.2f}",
                 f"{r['mean_batch']:.1f}",
                 f"{r['proxy_cpu_us']:.0f}",
-                "",
             ]
         )
         if clients == 1 and r["p50_ms"] - direct["p50_ms"] > 1.5:
@@ -288,7 +287,6 @@ def report(name: str, model: Model, result: dict[str, Any]) -> list[str]:
                 f"{r['p99_ms']:.2f}",
                 f"{r['rps'] / r['ideal']:.2f}",
             ]
-            + [""] * 5
         )
     print(
         f"\n{name}: {model.fixed_s * 1000:g} ms + {model.per_item_s * 1000:g} ms/item, "
