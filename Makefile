@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 
-.PHONY: install test lint contracts typecheck unit up bench clean
+.PHONY: install test lint contracts typecheck unit up bench compose-check clean
 
 install: $(STAMP)
 
@@ -53,6 +53,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/v2_protocol.py
 	$(BIN)/python bench/scale_out.py  # needs wrk too
 	$(BIN)/python bench/many_connections.py
+
+# The README's compose flow in real containers (Docker, or podman + podman-compose); minutes,
+# so not part of `make test`.
+compose-check: $(STAMP)
+	bash deploy/compose/check.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage

@@ -75,8 +75,6 @@ class ProxyApp:
         )
         self.router.set_observer(self.metrics)
         self.admission = Admission(settings.api_keys) if settings.api_keys else None
-        self._reloader: asyncio.Task[None] | None = None
-        self._trimmer: asyncio.Task[None] | None = None
         self.requests = 0  # received, ever: tells the memory trimmer a burst happened
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -87,13 +85,15 @@ class ProxyApp:
 
     async def startup(self) -> None:
         await self.router.start()
-        self._trimmer = asyncio.get_running_loop().create_task(
-            trim_when_idle(
-                lambda: self.requests, lambda: self.router.queue_depth + self.router.inflight
-            )
-        )
+        supervisor = self.router.supervisor
+        supervisor.start("memory-trimmer", self._trim_when_idle)
         if self.admission is not None:
-            self._reloader = asyncio.get_running_loop().create_task(self._reload_keys())
+            supervisor.start("key-reload", self._reload_keys)
+
+    async def _trim_when_idle(self) -> None:
+        await trim_when_idle(
+            lambda: self.requests, lambda: self.router.queue_depth + self.router.inflight
+        )
 
     async def _reload_keys(self) -> None:
         assert self.admission is not None
@@ -102,9 +102,6 @@ class ProxyApp:
             self.admission.reload()
 
     async def shutdown(self) -> None:
-        for task in (self._reloader, self._trimmer):
-            if task is not None:
-                task.cancel()
         await self.router.stop(drain_timeout_s=self.settings.request_timeout_s)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -178,9 +175,10 @@ class ProxyApp:
         )
 
     async def _probe(self, path: str, send: Send) -> int:
-        if path == "/health":
-            await _respond(send, 200, {"status": "ok"})
-            return 200
+        if path == "/health":  # 503 while a background loop is down (being restarted)
+            status, payload = self.router.supervisor.health()
+            await _respond(send, status, payload)
+            return status
         if path == wire.READY_PATH:
             ready = self.router.ready()
             if all(ready.values()):

@@ -40,6 +40,7 @@ __all__ = [
     "ShuttingDownError",
     "Slot",
     "UpstreamError",
+    "UpstreamNotReadyError",
 ]
 
 logger = logging.getLogger("nexus.proxy")
@@ -65,6 +66,13 @@ class RejectedError(BatchError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class UpstreamNotReadyError(UpstreamError):
+    """The upstream is up but serves no version yet (its 503, e.g. nothing stored): 503
+    with Retry-After, so callers wait and retry rather than report a broken gateway."""
+
+    status = 503
 
 
 class NoUpstreamError(UpstreamError):

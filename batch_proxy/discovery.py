@@ -12,7 +12,6 @@ pool, so the last good answer stands until the next one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -53,20 +52,12 @@ class DnsDiscovery:
         self.interval_s = interval_s
         self._resolver = resolver
         self._failing: str | None = None
-        self._task: asyncio.Task[None] | None = None
         pool.empty_reason = f"no ready address found yet for {host}:{port}"
 
     async def start(self) -> None:
-        """Look up once (replicas ready now join before the proxy says it is ready), then
-        keep looking in the background."""
+        """Look up once: replicas ready now join before the proxy says it is ready. The
+        owner then runs `watch` in the background (under its supervisor)."""
         await self.refresh()
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def refresh(self) -> None:
         try:
@@ -89,7 +80,7 @@ class DnsDiscovery:
             self.pool.drain(url)
         await asyncio.gather(*(self.pool.add(url) for url in sorted(wanted)))
 
-    async def _loop(self) -> None:
+    async def watch(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
             await self.refresh()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from typing import TypeVar
 
 from batch_proxy import v2batch, wire
@@ -20,7 +21,10 @@ from batch_proxy.batcher import Batcher, BatchObserver, QueueFullError, Transpor
 from batch_proxy.discovery import DnsDiscovery, Resolver, system_resolver
 from batch_proxy.policies import BatchPolicy, make_policy
 from batch_proxy.settings import ProxySettings
+from batch_proxy.supervise import Supervisor
 from batch_proxy.upstream import UpstreamPool
+
+logger = logging.getLogger("nexus.proxy")
 
 K = TypeVar("K")
 
@@ -63,6 +67,7 @@ class Router:
             for model, (host, port) in settings.dns_names.items()
         ]
         self.observer = observer
+        self.supervisor = Supervisor(logger)  # every background loop of the proxy
         self._items: dict[str | None, Batcher] = {}
         self._v2: dict[v2batch.Signature, Batcher] = {}
         self._started = False
@@ -78,12 +83,16 @@ class Router:
     async def start(self) -> None:
         await asyncio.gather(*(pool.start() for pool in self.pools.values()))
         await asyncio.gather(*(discovery.start() for discovery in self.discoveries))
+        for model, pool in self.pools.items():
+            self.supervisor.start(f"health-checks[{model or 'default'}]", pool.watch_health)
+        for discovery in self.discoveries:
+            self.supervisor.start(f"dns[{discovery.host}]", discovery.watch)
         self._started = True
         for queue in self.queues:
             queue.start()
 
     async def stop(self, drain_timeout_s: float) -> None:
-        await asyncio.gather(*(discovery.stop() for discovery in self.discoveries))
+        await self.supervisor.stop()
         await asyncio.gather(*(q.stop(drain_timeout_s=drain_timeout_s) for q in self.queues))
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
 

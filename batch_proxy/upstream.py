@@ -13,7 +13,6 @@ policy uses to send the next batch just ahead of the running one's end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 import orjson
 
 from batch_proxy import wire
-from batch_proxy.batcher import RejectedError, UpstreamError
+from batch_proxy.batcher import RejectedError, UpstreamError, UpstreamNotReadyError
 from batch_proxy.http_client import ClientError, ConnectionFailed, HttpClient
 from batch_proxy.policies import Lane
 from batch_proxy.wire import BatchReply
@@ -95,19 +94,15 @@ class UpstreamPool:
         self._pool_size = pool_size
         self._listeners: list[Callable[[], None]] = []
         self._client: HttpClient | None = None
-        self._health_task: asyncio.Task[None] | None = None
         self.empty_reason = "no upstream is configured"
 
     async def start(self) -> None:
+        """Open the client and check every upstream once; the owner then runs
+        `watch_health` in the background (under its supervisor)."""
         self._client = HttpClient(limit=self._pool_size)
         await self.check_all()
-        self._health_task = asyncio.get_running_loop().create_task(self._health_loop())
 
     async def close(self) -> None:
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
         if self._client is not None:
             await self._client.close()
 
@@ -249,6 +244,10 @@ class UpstreamPool:
             raise RejectedError(
                 404, f"the upstream {upstream.url} has no such model: {_snippet(data)}"
             )
+        if status == wire.NOT_READY:
+            raise UpstreamNotReadyError(
+                f"the upstream {upstream.url} is not ready: {_snippet(data)}."
+            )
         if status != wire.OK:
             raise UpstreamError(f"the upstream {upstream.url} answered {status}: {_snippet(data)}.")
         return data, reply_headers
@@ -274,7 +273,7 @@ class UpstreamPool:
     async def check_all(self) -> None:
         await asyncio.gather(*(self._check(u) for u in self.upstreams if not u.draining))
 
-    async def _health_loop(self) -> None:
+    async def watch_health(self) -> None:
         while True:
             await asyncio.sleep(self._health_interval_s)
             await self.check_all()

@@ -142,9 +142,12 @@ def _prediction_routes(
 
 
 def _probe_routes(app: FastAPI, models: Models) -> None:
-    @app.get(wire.HEALTH_PATH)
+    @app.get(wire.HEALTH_PATH, responses=docs.errors(503))
     async def health() -> Response:
-        response = json_response({"status": "ok"})
+        """200 while every background task runs; 503 naming one that crashed until its
+        restart holds (an orchestrator restarts a server that does not recover)."""
+        status, payload = models.health()
+        response = json_response(payload, status)
         concurrency = models.default.service.max_concurrent_batches
         response.headers[wire.CONCURRENCY_HEADER] = str(concurrency)
         return response

@@ -8,19 +8,22 @@ a server of one unnamed model (the metadata's only one) answers to the name it s
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from batch_proxy.supervise import Supervisor
 from control_plane import NexusError
 from model_server.delivery.rollout import Rollout
 from model_server.service import ModelService
 from model_server.settings import ServerSettings
+
+logger = logging.getLogger("nexus.model_server")
 
 
 @dataclass
@@ -30,7 +33,6 @@ class Hosted:
     name: str | None
     service: ModelService
     rollout: Rollout | None = None
-    _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def serves(self) -> str | None:
@@ -49,6 +51,7 @@ class Models:
         ]
         self.default = self.hosted[0]
         self.several = len(self.hosted) > 1
+        self.supervisor = Supervisor(logger)
 
     def find(self, name: str) -> Hosted | None:
         """The model called `name`; a lone unnamed model still loading is taken to be it
@@ -58,22 +61,28 @@ class Models:
             return lone
         return next((h for h in self.hosted if h.serves == name), None)
 
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """`/health`: 503 while a background task (a loop, an event publisher) is down."""
+        for hosted in self.hosted:
+            name = "event-publisher" + (f"[{hosted.name}]" if self.several else "")
+            failing = hosted.rollout.publisher.failing if hosted.rollout else None
+            self.supervisor.report(name, failing)
+        return self.supervisor.health()
+
     def names(self) -> list[str]:
         return [h.serves or "(loading)" for h in self.hosted]
 
     async def start(self, on_fatal: Callable[[NexusError], None] | None) -> None:
-        """A rollout per model, all started at once: models load in parallel."""
-        loop = asyncio.get_running_loop()
+        """A rollout per model, all started at once: models load in parallel. Their loops
+        run under the supervisor: a crash is logged, restarted and shown in /health."""
         for hosted in self.hosted:
             hosted.rollout = Rollout(hosted.service, hosted.service.settings, on_fatal)
-            hosted._task = loop.create_task(hosted.rollout.run())
+            for task, loop in hosted.rollout.loops().items():
+                self.supervisor.start(task if not self.several else f"{task}[{hosted.name}]", loop)
 
     async def stop(self) -> None:
+        await self.supervisor.stop()
         for hosted in self.hosted:
-            if hosted._task is not None:
-                hosted._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await hosted._task
             if hosted.rollout is not None:
                 await hosted.rollout.stop()
             hosted.service.close()

@@ -15,7 +15,10 @@ settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-pytest_plugins = ["tests.cloud"]  # moto and GCS emulator fixtures, session-scoped
+pytest_plugins = [
+    "tests.cloud",  # moto and GCS emulator fixtures, session-scoped
+    "tests.other_user",  # shared_tmp: a folder another uid may enter
+]
 
 _LEAKY_PREFIXES = ("AWS_", "GOOGLE_", "NEXUS_", "STORAGE_EMULATOR_HOST", "GIT_")
 
@@ -45,15 +48,19 @@ def commit_all(repo: Path, message: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
-@pytest.fixture
-def empty_repo(tmp_path: Path) -> Path:
-    """A Git repository with no commits."""
-    repo = tmp_path / "project"
+def make_repo(repo: Path) -> Path:
+    """A new Git repository at `repo`, with no commits."""
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
     git(repo, "config", "user.name", "Ada Lovelace")
     git(repo, "config", "user.email", "ada@example.com")
     return repo
+
+
+@pytest.fixture
+def empty_repo(tmp_path: Path) -> Path:
+    """A Git repository with no commits."""
+    return make_repo(tmp_path / "project")
 
 
 @pytest.fixture

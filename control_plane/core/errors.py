@@ -5,6 +5,7 @@
     ├── ConfigError                    .nexusrc or NEXUS_* environment
     ├── GitError                       not a repo, no commits, dirty tree
     ├── MetadataError                  .nexus_meta.json unreadable or inconsistent
+    │   ├── MetadataFileError          the file cannot be read or parsed
     │   ├── NotFoundError              no version matches a ref
     │   ├── AmbiguousRefError          a ref matches several versions
     │   └── ConflictError              other bytes at an existing version
@@ -54,6 +55,11 @@ class GitError(NexusError):
 
 class MetadataError(NexusError):
     """`.nexus_meta.json` cannot be read or is inconsistent."""
+
+
+class MetadataFileError(MetadataError):
+    """The file itself cannot be read (its mode, a broken disk) or parsed (a hand edit,
+    a merge left unresolved): a server following it waits for it to be fixed."""
 
 
 class NotFoundError(MetadataError):

@@ -1,12 +1,13 @@
 """`.nexus_meta.json`: its format, its entries, locked atomic writes, the listing index."""
 
+from control_plane.core.files import atomic_write
 from control_plane.metadata.document import (
     SCHEMA_VERSION,
     MetadataDocument,
     parse_document,
 )
 from control_plane.metadata.entry import ModelEntry, VersionFacts, parse_timestamp
-from control_plane.metadata.file import MetadataFile, atomic_write
+from control_plane.metadata.file import MetadataFile
 from control_plane.metadata.location import METADATA_FILENAME
 
 __all__ = [

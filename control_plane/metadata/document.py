@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from control_plane.core.errors import MetadataError
+from control_plane.core.errors import MetadataFileError
 from control_plane.metadata.entry import REQUIRED_FIELDS, STAGES, ModelEntry
 from control_plane.metadata.location import METADATA_FILENAME
 
@@ -55,14 +55,14 @@ def _wrap_all(models: list[Any]) -> list[ModelEntry]:
 def _explain_bad_entry(raw: Any, index: int) -> NoReturn:
     """Raise the precise error for an entry that failed the inlined checks."""
     if type(raw) is not dict:
-        raise MetadataError(f"entry {index} in {METADATA_FILENAME} is not a JSON object.")
+        raise MetadataFileError(f"entry {index} in {METADATA_FILENAME} is not a JSON object.")
     for key in REQUIRED_FIELDS:
         if not isinstance(raw.get(key), str) or not raw[key]:
-            raise MetadataError(
+            raise MetadataFileError(
                 f"entry {index} in {METADATA_FILENAME} has no valid '{key}' (a string).",
                 hint=f"fix or remove that entry by hand; {METADATA_FILENAME} is in Git",
             )
-    raise MetadataError(
+    raise MetadataFileError(
         f"entry {index} in {METADATA_FILENAME} has a 'file_size' that is not a "
         f"whole number of bytes: {raw.get('file_size')!r}."
     )
@@ -125,7 +125,7 @@ def parse_document(data: bytes, source: Path) -> MetadataDocument:
     document = parse_raw(data, source)
     problem = consistency_problem(document)
     if problem is not None:
-        raise MetadataError(
+        raise MetadataFileError(
             f"{source} breaks the registry's rules: {problem} (a merge done by hand or by a "
             "tool without nexus's merge driver?).",
             hint="run 'nexus resolve' to repair it by the merge rules; nothing is lost",
@@ -142,30 +142,30 @@ def parse_raw(data: bytes, source: Path) -> MetadataDocument:
         conflicts = count_conflicts(data)
         if conflicts:
             first = data[: data.find(CONFLICT_START)].count(b"\n") + 1
-            raise MetadataError(
+            raise MetadataFileError(
                 f"{source} has {conflicts} unresolved merge conflict"
                 f"{'s' if conflicts > 1 else ''} (the first at line {first}).",
                 hint="run 'nexus resolve' to merge both sides by nexus's rules (nothing is "
                 "lost); 'nexus init' sets up the merge driver that avoids this",
             ) from exc
-        raise MetadataError(
+        raise MetadataFileError(
             f"{source} is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}.",
             hint="fix it by hand (it is in Git: 'git diff' shows what changed); "
             "nexus will not overwrite it",
         ) from exc
     if not isinstance(raw, dict) or not isinstance(raw.get("models", []), list):
-        raise MetadataError(
+        raise MetadataFileError(
             f"{source} must be a JSON object with a 'models' list.",
             hint="nexus will not overwrite it; fix it by hand",
         )
     models = raw.get("models", [])
     deleted = raw.get("deleted", [])
     if not isinstance(deleted, list):
-        raise MetadataError(f"{source} has a 'deleted' field that is not a list.")
+        raise MetadataFileError(f"{source} has a 'deleted' field that is not a list.")
     extra = {k: v for k, v in raw.items() if k not in ("models", "schema_version", "deleted")}
     version = raw.get("schema_version", SCHEMA_VERSION)
     if isinstance(version, int) and version > SCHEMA_VERSION:
-        raise MetadataError(
+        raise MetadataFileError(
             f"{source} has schema_version {version}; this nexus understands up to "
             f"{SCHEMA_VERSION}.",
             hint="upgrade nexusml",

@@ -6,13 +6,14 @@ A file that cannot be parsed is never overwritten: `update` parses it first.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from control_plane.core.errors import MetadataError
+from control_plane.core.errors import MetadataError, MetadataFileError
+from control_plane.core.files import atomic_write
 from control_plane.metadata.document import MetadataDocument, parse_document
+
+__all__ = ["LOCK_TIMEOUT_S", "MetadataFile", "atomic_write"]
 
 LOCK_TIMEOUT_S = 60.0
 
@@ -40,7 +41,10 @@ class MetadataFile:
         except FileNotFoundError:
             return b""
         except OSError as exc:
-            raise MetadataError(f"cannot read {self.path}: {exc.strerror}.") from exc
+            raise MetadataFileError(
+                f"cannot read {self.path}: {exc.strerror}.",
+                hint="make it readable by this user (chmod a+r), or run as its owner",
+            ) from exc
 
     def read(self) -> MetadataDocument:
         data = self.read_bytes()
@@ -92,23 +96,3 @@ class MetadataFile:
             yield
         finally:
             lock.release()
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory, fsync, rename, fsync the directory."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -22,6 +22,7 @@ from control_plane.core.errors import (
     StorageError,
     UsageError,
 )
+from control_plane.core.files import temp_file_beside
 from control_plane.core.hashing import ProgressCallback, sha256_file
 from control_plane.metadata import ModelEntry
 from control_plane.registry import tree_transfer
@@ -181,9 +182,8 @@ class Objects:
         """
         if entry.format == DIRECTORY:
             return tree_transfer.fetch_tree(self.backend, self.manifest(entry), entry.label, dest)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        fd, tmp = temp_file_beside(dest, ".part")
         os.close(fd)
-        tmp = Path(tmp_name)
         try:
             self.backend.download(
                 entry.storage_uri,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from control_plane.core.errors import IntegrityError, UsageError
+from control_plane.core.files import temp_dir_beside
 from control_plane.core.hashing import sha256_file
 from control_plane.metadata import ModelEntry
 from control_plane.registry.tree import LocalTree, Manifest, TreeFile, check_path
@@ -127,7 +127,7 @@ def fetch_tree(backend: StorageBackend, manifest: Manifest, label: str, dest: Pa
             "folder, never over files.",
             hint="choose a new path, or remove it first",
         )
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))
+    tmp = temp_dir_beside(dest)
     try:
         root = tmp.resolve()
         for folder in manifest.dirs:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from control_plane.core.errors import ObjectExistsError, ObjectNotFoundError, StorageError
+from control_plane.core.files import temp_file_beside
 from control_plane.core.hashing import CHUNK_SIZE, ProgressCallback
 from control_plane.storage.base import ObjectInfo, StorageBackend, check_key, writing_to
 
@@ -32,10 +32,9 @@ class LocalBackend(StorageBackend):
         target = self._path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+            fd, tmp = temp_file_beside(target)
         except OSError as exc:
             raise StorageError(f"cannot write to the local store {self.root}: {exc}.") from exc
-        tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out, source.open("rb") as src:
                 # No fsync, as cp: the object is complete before it becomes visible, and a

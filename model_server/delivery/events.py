@@ -24,6 +24,7 @@ PROMOTED = "promoted"
 ROLLED_BACK = "rolled_back"
 SUPERSEDED = "superseded"  # the ref moved on while this candidate was on trial
 FOLLOW_FAILED = "follow_failed"  # the Git remote could not be fetched
+METADATA_UNREADABLE = "metadata_unreadable"  # the followed file cannot be read or parsed
 
 
 # The rollout decisions that are also registry-wide events (CloudEvents, to the events file

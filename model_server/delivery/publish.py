@@ -28,9 +28,23 @@ class RolloutPublisher:
         self._run = uuid.uuid4().hex  # this server's run: with the log's seq, the event's id
         self._outlet: EventOutlet | None = None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nexus-events")
+        self.failing: str | None = None  # the last send's unexpected error, until one works
 
     def __call__(self, kind: str, record: dict[str, Any]) -> None:
-        self._worker.submit(self._send, kind, dict(record))
+        self._worker.submit(self._send_or_say, kind, dict(record))
+
+    def _send_or_say(self, kind: str, record: dict[str, Any]) -> None:
+        """A bug in sending is logged (its traceback once) and named in /health, never lost
+        in a future nobody reads; the next event is tried as usual."""
+        try:
+            self._send(kind, record)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self.failing:
+                logger.exception("publishing the %s event failed", kind)
+            self.failing = error
+        else:
+            self.failing = None
 
     def close(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=False)

@@ -7,9 +7,11 @@ rolled out in a task of its own, so checks go on meanwhile; a target that
 moves again supersedes the candidate. A version that failed (to load, or its
 canary) is not tried again until the ref moves to another version.
 
-The first check is the start: a ref that resolves to nothing yet leaves the
-server up and waiting (`/ready` 503 says why); a version that is there but
-cannot be loaded stops the server (exit 1), as before following existed.
+The first check is the start: a ref that resolves to nothing yet, or a metadata
+file that cannot be read or parsed, leaves the server up and waiting (`/ready`
+503 says why, and the file is looked at again each poll); a version that is
+there but cannot be loaded stops the server (exit 1), as before following existed.
+The loops run under the server's supervisor (`loops()`): a crash is restarted.
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from control_plane import ModelEntry, NexusError, NotFoundError, Registry, TrustError
+from batch_proxy.supervise import Loop
+from control_plane import (
+    MetadataFileError,
+    ModelEntry,
+    NexusError,
+    NotFoundError,
+    Registry,
+    TrustError,
+)
 from control_plane.metadata import METADATA_FILENAME
 from control_plane.registry import lifecycle
 from control_plane.registry.workspace import Workspace
@@ -58,12 +68,11 @@ class Rollout:
     ) -> None:
         self.service = service
         self.settings = settings
-        self._publisher = RolloutPublisher(settings)
-        self.events = EventLog(sink=self._publisher)
+        self.publisher = RolloutPublisher(settings)
+        self.events = EventLog(sink=self.publisher)
         self._on_fatal = on_fatal
         self._follower: GitFollower | None = None
         self._stream: StreamFollower | None = None
-        self._stream_task: asyncio.Task[None] | None = None
         if settings.registry_url:  # device mode: the workspace holds what the stream sends
             root = settings.repo.resolve()
             root.mkdir(parents=True, exist_ok=True)
@@ -94,10 +103,16 @@ class Rollout:
 
     # -- the loop --------------------------------------------------------------
 
+    def loops(self) -> dict[str, Loop]:
+        """The background loops this model needs, by name: the server runs each under its
+        supervisor (restarted after a crash, named in /health while down)."""
+        loops: dict[str, Loop] = {"follower": self.run}
+        if self._stream is not None:
+            loops["update-stream"] = self._stream.run
+        return loops
+
     async def run(self) -> None:
         """Check at start, then every poll interval (or when kicked) while following."""
-        if self._stream is not None:
-            self._stream_task = asyncio.get_running_loop().create_task(self._stream.run())
         await self.check()
         while self.settings.follows:
             with contextlib.suppress(TimeoutError):
@@ -110,12 +125,8 @@ class Rollout:
         self._kick.set()
 
     async def stop(self) -> None:
-        if self._stream_task is not None:
-            self._stream_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stream_task
         await self._cancel_job()
-        await asyncio.to_thread(self._publisher.close)
+        await asyncio.to_thread(self.publisher.close)
 
     async def reload(self) -> dict[str, Any]:
         """Check now (a CI job that just pushed); the state after the check."""
@@ -134,6 +145,10 @@ class Rollout:
                 entry, refusal = await asyncio.to_thread(self._resolve)
             except NotFoundError:
                 self._wait(ev.WAITING, None, self._nothing_yet())
+                return
+            except MetadataFileError as exc:  # expected: waits, and is picked up once fixed
+                if self._wait(ev.METADATA_UNREADABLE, None, exc.message):
+                    logger.warning("%s; waiting for it to be fixed", exc.message.rstrip("."))
                 return
             except NexusError as exc:
                 if first:
@@ -288,19 +303,29 @@ class Rollout:
             return f"no version {what} is in {ref} yet"
         return f"no version {what} is at '{ref}' yet"
 
-    def _wait(self, event: str, version: dict[str, Any] | None, reason: str) -> None:
-        """Say once why nothing (new) is rolled out; the serving version, if any, goes on."""
+    def _wait(self, event: str, version: dict[str, Any] | None, reason: str) -> bool:
+        """Say once why nothing (new) is rolled out; the serving version, if any, goes on.
+        True when this is news (not said since the last change)."""
         if self.service.serving is None:
             self.service.not_ready = reason
         notice = (event, reason)
-        if notice != self._notice:
-            self._notice = notice
-            self.events.add(event, version, reason=reason)
+        if notice == self._notice:
+            return False
+        self._notice = notice
+        self.events.add(event, version, reason=reason)
+        return True
 
     def _fatal(self, error: NexusError) -> None:
         self.service.not_ready = error.message
         if self._on_fatal is not None:
             self._on_fatal(error)
+
+    def _waiting(self) -> dict[str, str | None] | None:
+        """Why the last change was not rolled out (unreadable metadata, a refusal...)."""
+        if self._notice is None:
+            return None
+        event, reason = self._notice
+        return {"event": event, "reason": reason}
 
     def status(self) -> dict[str, Any]:
         """What `/model` adds: the ref, the rollout's state and the candidate's live figures."""
@@ -325,6 +350,7 @@ class Rollout:
             "following": self.settings.follows,
             "serving": service.serving.info if service.serving else None,
             "reason": None if service.serving else service.not_ready,
+            "waiting": self._waiting(),
             "candidate": candidate,
             "last_rollout": last,
         }

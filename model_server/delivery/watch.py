@@ -17,37 +17,50 @@ GIT_TIMEOUT_S = 60.0
 
 
 class FileWatcher:
-    """Says whether a file's content changed since the last call (True on the first call)."""
+    """Says whether a file's content changed since the last call (True on the first call).
+
+    A file that cannot be read (its mode, its folder's) counts as a content of its own,
+    and is read again at every call until it can be: fixing a mode changes only the
+    inode's ctime, which a stat-only check would miss. `unreadable` says why, or is None.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stat: tuple[int, int, int] | None = None
-        self._digest: bytes | None = None
+        self._stat: tuple[int, int, int, int] | None = None
+        self._digest: bytes | str | None = None
         self._seen = False
+        self.unreadable: str | None = None
 
     def changed(self) -> bool:
+        digest: bytes | str | None
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             stat, digest = None, None
+        except OSError as exc:
+            stat, digest = None, f"cannot stat {self.path}: {exc.strerror}"
         else:
-            stat = (st.st_mtime_ns, st.st_size, st.st_ino)
-            if stat == self._stat and self._seen:
+            stat = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+            if stat == self._stat and self._seen and self.unreadable is None:
                 return False
             digest = _digest(self.path)
         first, self._seen = not self._seen, True
         self._stat = stat
+        self.unreadable = digest if isinstance(digest, str) else None
         if digest == self._digest and not first:
             return False
         self._digest = digest
         return True
 
 
-def _digest(path: Path) -> bytes | None:
+def _digest(path: Path) -> bytes | str | None:
+    """The content's sha256; None when there is no file; why, when it cannot be read."""
     try:
         return hashlib.sha256(path.read_bytes()).digest()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
 
 
 class FollowError(Exception):

@@ -49,8 +49,8 @@ def _patch(point: str) -> None:
     elif point == "index":
         write = metadata_file.atomic_write
 
-        def stop_after_rename(path: Path, data: bytes) -> None:
-            write(path, data)
+        def stop_after_rename(path: Path, data: bytes, *, durable: bool = True) -> None:
+            write(path, data, durable=durable)
             if path.name == ".nexus_meta.json":
                 _stop()
 

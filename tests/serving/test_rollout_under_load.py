@@ -14,14 +14,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from bench.open_loop import Answer, read_answers
 from control_plane import Registry
-from tests.conftest import commit_all
+from tests.conftest import commit_all, make_repo
 from tests.model_server.faults import HANDLER, store_version
 from tests.models import make_torchscript
+from tests.other_user import NOBODY, as_nobody, python_as_nobody, why_not
 from tests.servers import console_script, free_port, run_process
 
 RATE = 200  # requests/s, open loop
@@ -103,10 +105,61 @@ async def test_promoting_a_version_under_load_loses_nothing(repo: Path, tmp_path
     assert p99(rollout) <= 1.5 * p99(steady), (p99(steady), p99(rollout))
 
 
+def server_as_nobody(shared_tmp: Path, model: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run the model server as the image does, under another uid than the CLI's (root here:
+    nobody), with its own home and cache; {} where this process cannot switch users."""
+    reason = why_not()
+    if reason is not None:
+        print(f"the model server runs as this user, not another uid: {reason}")
+        return {}
+    model[:1] = python_as_nobody("model_server")
+    home = shared_tmp / "server-home"
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    env.update(HOME=str(home), NEXUS_CACHE_DIR=str(home / "cache"))
+    # As the image's `git config --system safe.directory '*'`: the workspace is not its own.
+    env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory", GIT_CONFIG_VALUE_0="*")
+    env["COVERAGE_FILE"] = str(home / ".coverage")
+    return as_nobody()
+
+
+def nexus_store(repo: Path, model: Path, env: dict[str, str], umask: int = 0o022) -> None:
+    stored = subprocess.run(
+        [console_script("nexus"), "store", str(model), "my_model"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        umask=umask,
+    )
+    assert stored.returncode == 0, stored.stderr
+    commit_all(repo, "Store my_model")
+
+
+def predict_until_ok(proxy_url: str, trained: str | None = None) -> httpx.Response:
+    deadline = time.monotonic() + 60
+    while True:
+        reply = httpx.post(proxy_url + "/predict", json={"input": [0.0] * 4}, timeout=30)
+        served = reply.json().get("model", {}).get("commit_hash") if reply.is_success else None
+        if reply.status_code == 200 and trained in (None, served):
+            return reply
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not served within 60 s: {reply.status_code} {reply.text}")
+        time.sleep(0.2)
+
+
 async def test_compose_flow_empty_workspace_then_store_then_predict(
-    repo: Path, tmp_path: Path, moto_url: str, s3_bucket: str
+    shared_tmp: Path, moto_url: str, s3_bucket: str
 ) -> None:
-    """`docker compose up -d` on a new project, then `nexus store` and a commit: no restarts."""
+    """`docker compose up -d` on a new project, then `nexus store` and a commit: no restarts.
+
+    The CLI runs as this user and the model server as another (the image's uid is not the
+    host's): what the CLI writes must be readable by it. A metadata file written by a CLI
+    whose umask is 077 is not: the server says why, and serves it once it is fixed."""
+    repo = make_repo(shared_tmp / "project")
+    (repo / "train.py").write_text("print('training')\n")
+    commit_all(repo, "initial")
     s3 = {
         "NEXUS_PROVIDER": "s3",
         "NEXUS_BUCKET": s3_bucket,
@@ -114,36 +167,45 @@ async def test_compose_flow_empty_workspace_then_store_then_predict(
         "NEXUS_REGION": "us-east-1",
     }
     server_env = dict(os.environ, **s3, NEXUS_MODEL_NAME="my_model", NEXUS_POLL_INTERVAL_S="0.3")
-    server_env["NEXUS_CACHE_DIR"] = str(tmp_path / "cache")
+    server_env.update(NEXUS_CANARY_PERCENT="0", NEXUS_CACHE_DIR=str(shared_tmp / "cache"))
     model, proxy, model_url, proxy_url = commands(repo)
+    other_uid = server_as_nobody(shared_tmp, model, server_env)
     with (
-        run_process(model, model_url + "/health", env=server_env),
+        run_process(model, model_url + "/health", env=server_env, **other_uid),
         run_process(proxy, proxy_url + "/health"),
     ):
         waiting = httpx.get(model_url + "/ready", timeout=10)
         assert waiting.status_code == 503
         assert waiting.json() == {"error": "no version of my_model is stored yet"}
         early = httpx.post(proxy_url + "/predict", json={"input": [0.0] * 4}, timeout=30)
-        assert early.status_code >= 500
-        assert "error" in early.json()
+        assert early.status_code == 503, early.text  # as the docs say: not ready yet
+        assert "no version of my_model is stored yet" in early.json()["error"]
+        assert early.headers["retry-after"] == "1"
 
-        make_torchscript(tmp_path / "model.pt")
-        stored = subprocess.run(
-            [console_script("nexus"), "store", str(tmp_path / "model.pt"), "my_model"],
-            cwd=repo,
-            env=dict(os.environ, **s3),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert stored.returncode == 0, stored.stderr
-        commit_all(repo, "Store my_model")
-        deadline = time.monotonic() + 60
-        while True:
-            reply = httpx.post(proxy_url + "/predict", json={"input": [0.0] * 4}, timeout=30)
-            if reply.status_code == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert reply.status_code == 200, reply.text
+        make_torchscript(shared_tmp / "model.pt")
+        nexus_store(repo, shared_tmp / "model.pt", dict(os.environ, **s3))
+        reply = predict_until_ok(proxy_url)
         assert reply.json()["model"]["name"] == "my_model"
         assert len(reply.json()["output"]) == 3
+
+        if not other_uid:
+            return  # the rest needs a server that cannot read a file the CLI wrote 0600
+        (repo / "train.py").write_text("print('training again')\n")
+        trained = commit_all(repo, "train again")
+        make_torchscript(shared_tmp / "model2.pt")
+        nexus_store(repo, shared_tmp / "model2.pt", dict(os.environ, **s3), umask=0o077)
+        deadline = time.monotonic() + 30
+        while True:
+            state = httpx.get(model_url + "/deployment", timeout=10).json()
+            if state["waiting"] is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert state["waiting"]["event"] == "metadata_unreadable", state
+        assert "Permission denied" in state["waiting"]["reason"]
+        assert httpx.get(model_url + "/health", timeout=10).status_code == 200
+        assert httpx.get(model_url + "/ready", timeout=10).status_code == 200  # v1 goes on
+
+        (repo / ".nexus_meta.json").chmod(0o644)
+        served = predict_until_ok(proxy_url, trained)
+        assert served.json()["model"]["commit_hash"] == trained
+        assert httpx.get(model_url + "/deployment", timeout=10).json()["waiting"] is None
