@@ -10,6 +10,11 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 
 .PHONY: install test lint contracts typecheck unit up bench compose-check clean
 
+# Azurite (the Azure Storage emulator the storage tests start) from the npm registry, into
+# the virtual environment: the tests find it there or on PATH.
+AZURITE_VERSION ?= 3.35.0
+AZURITE := $(VENV)/node/node_modules/.bin/azurite-blob
+
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements-dev.txt
@@ -17,7 +22,10 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	$(BIN)/python -m pip install $(PIP_FLAGS) -r requirements-dev.txt -e '.[all]'
 	@touch $(STAMP)
 
-test: $(STAMP) lint contracts typecheck unit
+$(AZURITE): | $(STAMP)
+	npm install --prefix $(VENV)/node --no-fund --no-audit --loglevel=error azurite@$(AZURITE_VERSION)
+
+test: $(STAMP) $(AZURITE) lint contracts typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -30,7 +38,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy tests bench
 
-unit: $(STAMP)
+unit: $(STAMP) $(AZURITE)
 	$(BIN)/pytest --cov --cov-report=term:skip-covered
 
 DEMO ?= demo

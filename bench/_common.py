@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -69,3 +70,10 @@ def git_repo(path: Path) -> Path:
 
 def _cpus() -> int:
     return len(os.sched_getaffinity(0))
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (the benches' and the tests' servers bind one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import git_repo, save, table
+from bench._common import free_port, git_repo, save, table
 from bench.open_loop import schedule, send
 from control_plane import ModelEntry, Registry
 
@@ -48,14 +48,6 @@ def make_version(repo: Path, seed: int, width: int) -> ModelEntry:
     torch.jit.script(model).save(str(path))
     subprocess.run(["git", "commit", "-q", "--allow-empty", "-m", f"v{seed}"], cwd=repo, check=True)
     return Registry(repo).store(path, "bench").entry
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start(args: list[str], env: dict[str, str], ready: str) -> subprocess.Popen[bytes]:

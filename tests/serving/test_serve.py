@@ -13,12 +13,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import torch
 
 from control_plane import Registry
 from tests.conftest import commit_all
 from tests.models import IN_FEATURES, make_torchscript
 from tests.servers import console_script, free_port
+from tests.storage.conftest import backend_config
+from tests.storage.test_cloud_flow import nexusrc
 
 
 def children_of(pid: int) -> list[int]:
@@ -79,24 +82,32 @@ def serve_process(
             proc.stdout.close()
 
 
-def test_nexus_serve_end_to_end_on_s3(repo: Path, tmp_path: Path, moto_url, s3_bucket) -> None:
-    (repo / ".nexusrc").write_text(
-        f"provider: s3\nbucket: {s3_bucket}\nendpoint_url: {moto_url}\nregion: us-east-1\n"
-    )
-    commit_all(repo, "use s3")
+def banner(proc: subprocess.Popen[str]) -> str:
+    """`nexus serve`'s output up to its "Press Ctrl-C" line (both servers up)."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Press Ctrl-C" in line or proc.poll() is not None:
+            break
+    output = "".join(lines)
+    assert "Press Ctrl-C" in output, output
+    return output
+
+
+@pytest.mark.parametrize("store", ["s3", "azure"])
+def test_nexus_serve_end_to_end_from_a_cloud_store(
+    request: pytest.FixtureRequest, store: str, repo: Path, tmp_path: Path
+) -> None:
+    """S3 (moto) or Azure Blob Storage (Azurite) -> model server -> proxy -> 100 clients."""
+    (repo / ".nexusrc").write_text(nexusrc(backend_config(request, store)))
+    commit_all(repo, f"use {store}")
     model = make_torchscript(tmp_path / "mlp.pt")
     Registry(repo).store(tmp_path / "mlp.pt", "e2e")
     port, model_port = free_port(), free_port()
     env = dict(os.environ, NEXUS_CACHE_DIR=str(tmp_path / "cache"))
     with serve_process(repo, env, port, model_port) as proc:
-        lines: list[str] = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "Press Ctrl-C" in line or proc.poll() is not None:
-                break
-        output = "".join(lines)
-        assert "Press Ctrl-C" in output, output
+        output = banner(proc)
         curl = re.search(r"curl -s (\S+) .* -d '(.+)'", output)
         assert curl is not None
         assert httpx.post(curl.group(1), content=curl.group(2), timeout=30).status_code == 200

@@ -1,4 +1,5 @@
-"""The whole CLI flow and the fault cases against real S3 (moto) and GCS (emulator) servers."""
+"""The whole CLI flow and the fault cases against S3 (moto, and SeaweedFS, a real S3 server),
+GCS (the emulator) and Azure Blob Storage (Azurite)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from typer.testing import CliRunner
 
 from control_plane import Registry, StorageError
 from control_plane.cli import app
+from control_plane.settings import NexusConfig
 from tests.conftest import commit_all, git
 from tests.servers import free_port
+from tests.storage.conftest import backend_config
 
 runner = CliRunner()
 
@@ -30,15 +33,15 @@ def configure(repo: Path, text: str) -> None:
     commit_all(repo, "configure nexus")
 
 
-@pytest.fixture(params=["s3", "gcs"])
+def nexusrc(config: NexusConfig, **extra: str) -> str:
+    """The `.nexusrc` that says what `config` holds (unset keys left out)."""
+    fields = config.model_dump(include={"provider", "bucket", "endpoint_url", "region"})
+    return "".join(f"{k}: {v}\n" for k, v in {**fields, **extra}.items() if v is not None)
+
+
+@pytest.fixture(params=["s3", "seaweedfs", "gcs", "azure"])
 def cloud_repo(request, repo: Path) -> Path:
-    if request.param == "s3":
-        bucket = request.getfixturevalue("s3_bucket")
-        url = request.getfixturevalue("moto_url")
-        configure(repo, f"provider: s3\nbucket: {bucket}\nendpoint_url: {url}\nprefix: team\n")
-    else:
-        bucket = request.getfixturevalue("gcs_bucket")
-        configure(repo, f"provider: gcs\nbucket: {bucket}\nprefix: team\n")
+    configure(repo, nexusrc(backend_config(request, request.param), prefix="team"))
     return repo
 
 
@@ -71,6 +74,21 @@ def test_wrong_bucket_is_a_clear_error(
     result = nexus("store", str(model_file), "m", code=3)
     assert "the bucket 'no-such-bucket' does not exist" in result.stderr
     assert not (repo / ".nexus_meta.json").exists()
+
+
+@pytest.mark.parametrize("server", ["s3", "seaweedfs"])
+def test_a_missing_bucket_on_load_is_named_as_the_bucket(
+    request, server: str, repo: Path, model_file: Path
+) -> None:
+    """A HEAD's 404 cannot tell a missing bucket from a missing object: the bucket is checked."""
+    config = backend_config(request, server)
+    configure(repo, nexusrc(config))
+    nexus("store", str(model_file), "m")
+    commit_all(repo, "stored")
+    configure(repo, nexusrc(config.model_copy(update={"bucket": "no-such-bucket"})))
+    result = nexus("load", "latest", "out.pt", code=3)
+    assert "the bucket 'no-such-bucket' does not exist" in result.stderr
+    assert not (repo / "out.pt").exists()
 
 
 def test_wrong_gcs_bucket(repo: Path, model_file: Path, gcs_bucket) -> None:
