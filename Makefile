@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/list_large.py
 	$(BIN)/python bench/registry_team.py
 	$(BIN)/python bench/s3_transfer.py
+	$(BIN)/python bench/cloud_transfer.py  # SeaweedFS and Azurite
 	$(BIN)/python bench/model_server_overhead.py
 	$(BIN)/python bench/proxy_batching.py  # needs wrk: apt-get install wrk
 	$(BIN)/python bench/proxy_admission.py  # needs wrk too

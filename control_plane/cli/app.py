@@ -20,7 +20,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from control_plane.cli import render as ui
 from control_plane.core.errors import NexusError, UsageError
 from control_plane.core.units import human_size
-from control_plane.metadata import rendered
+from control_plane.metadata import METADATA_FILENAME, rendered
 from control_plane.registry import Registry, query
 
 P = ParamSpec("P")
@@ -133,6 +133,16 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def commit_hint(message: str) -> None:
+    """How to commit what a command changed: every file of the registry's own that Git has
+    not committed (a first store writes .gitattributes and .gitignore too), by name."""
+    try:
+        files = Registry().files_to_commit() or [METADATA_FILENAME]
+    except NexusError:
+        files = [METADATA_FILENAME]
+    ui.info(f"Commit the metadata: git add {' '.join(files)} && git commit -m '{message}'")
 
 
 def command(*args: Any, **kwargs: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
@@ -257,7 +267,7 @@ def store(
     ui.info(f"  size: {human_size(entry.file_size)}   sha256: {entry.sha256}")
     if entry.signature:
         ui.info(f"  signed by {entry.signature['signer']} (key {entry.signature['key'][:12]}…)")
-    ui.info("Commit the metadata: git add .nexus_meta.json && git commit -m 'Store model'")
+    commit_hint("Store model")
 
 
 @command("list")
@@ -330,7 +340,7 @@ def rollback(
         return
     before = f" (was {result.previous.short_hash})" if result.previous else ""
     ui.info(f"Latest [bold]{model_name}[/] is now {result.entry.short_hash}{before}.")
-    ui.info("Commit the metadata: git add .nexus_meta.json && git commit -m 'Roll back model'")
+    commit_hint("Roll back model")
 
 
 @command("show")

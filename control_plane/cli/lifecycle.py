@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from control_plane.cli import render as ui
-from control_plane.cli.app import JsonOption, KeyOption, command
+from control_plane.cli.app import JsonOption, KeyOption, command, commit_hint
 from control_plane.metadata import ModelEntry
 from control_plane.registry import Registry
 
@@ -30,7 +30,7 @@ def promote(
     if previous is not None:
         before = f" ({previous.short_hash} {'archived' if archive_previous else 'lost it'})"
     ui.info(f"{entry.label} is now in {stage}{before}.")
-    ui.info("Commit the metadata: git add .nexus_meta.json && git commit -m 'Promote model'")
+    commit_hint("Promote model")
 
 
 @command("archive")

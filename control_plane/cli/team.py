@@ -13,14 +13,13 @@ from control_plane.cli.app import (
     NexusGroup,
     app,
     command,
+    commit_hint,
     handle_errors,
 )
 from control_plane.core.errors import UsageError
 from control_plane.core.units import human_size, parse_duration
 from control_plane.registry import Registry
 from control_plane.registry.conflicts import ATTRIBUTE
-
-COMMIT_HINT = "Commit the metadata: git add .nexus_meta.json && git commit"
 
 
 @command("init")
@@ -63,7 +62,7 @@ def resolve(as_json: JsonOption = False) -> None:
         f"Resolved .nexus_meta.json from {inputs.source}: {len(document.entries)} versions, "
         f"{len(document.deleted)} deleted; both sides' history kept."
     )
-    ui.info(f"{COMMIT_HINT} (git add .nexus_meta.json, then finish the merge).")
+    ui.info("Commit the metadata: git add .nexus_meta.json, then finish the merge (git commit).")
 
 
 alias_app = typer.Typer(
@@ -84,7 +83,7 @@ def alias_set(
     entry, previous = Registry().set_alias(model_ref, alias)
     moved = f" (moved from v{previous.version})" if previous not in (None, entry) else ""
     ui.info(f"{entry.model_name}@{alias} is v{entry.version} ({entry.short_hash}){moved}.")
-    ui.info(COMMIT_HINT)
+    commit_hint(f"Set alias {alias}")
 
 
 @alias_app.command("rm", cls=NexusCommand)
@@ -142,7 +141,7 @@ def delete(
     if successor is not None:
         ui.info(f"Latest {entry.model_name} is now v{successor.version} ({successor.short_hash}).")
     ui.info("Its bytes stay in the store until 'nexus gc' finds nothing reaches them.")
-    ui.info(COMMIT_HINT)
+    commit_hint("Delete model version")
 
 
 @command("gc")

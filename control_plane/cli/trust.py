@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from control_plane.cli import render as ui
-from control_plane.cli.app import KeyOption, command
+from control_plane.cli.app import KeyOption, command, commit_hint
 from control_plane.core.errors import UsageError
 from control_plane.core.files import atomic_write
 from control_plane.registry import Registry
@@ -37,7 +37,7 @@ def sign(
         f"Signed [bold]{entry.label}[/] with {entry.signature['signer']}'s key "
         f"({entry.signature['key'][:12]}…)" + (f"; bundle written to {output}" if output else "")
     )
-    ui.info("Commit the metadata: git add .nexus_meta.json && git commit -m 'Sign model'")
+    commit_hint("Sign model")
 
 
 @command("keygen")

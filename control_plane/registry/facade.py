@@ -31,6 +31,7 @@ from control_plane.registry import gc, lifecycle, query
 from control_plane.registry.backends import open_backend
 from control_plane.registry.conflicts import ConflictInputs, find_conflict
 from control_plane.registry.events import Event, EventOutlet, cloud_event, version_event
+from control_plane.registry.git import own_files_to_commit
 from control_plane.registry.history import model_history
 from control_plane.registry.lineage import lineage_tree, split_model_ref
 from control_plane.registry.merge import MergeResult, merge
@@ -438,6 +439,10 @@ class Registry:
         )
 
     # -- team use: merges, garbage collection ------------------------------------
+
+    def files_to_commit(self) -> builtins.list[str]:
+        """The registry's files (metadata, .gitattributes, .gitignore) Git has not committed."""
+        return own_files_to_commit(self.root)
 
     def init(self) -> None:
         """Set this clone up: `.nexus/` ignored, the merge driver declared and defined."""

@@ -14,6 +14,21 @@ from control_plane.core.errors import GitError
 OWN_FILES = frozenset({".nexus_meta.json", ".gitignore", ".gitattributes"})
 
 
+def own_files_to_commit(root: Path) -> list[str]:
+    """The registry's own files (OWN_FILES) that Git has not committed as they are: changed,
+    staged or new. Plain `git status`, so a command's closing hint costs no gitpython import."""
+    done = subprocess.run(
+        ["git", "status", "--porcelain", "-z", "--", *sorted(OWN_FILES)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return []
+    return sorted({record[3:] for record in done.stdout.split("\0") if len(record) > 3})
+
+
 @dataclass(frozen=True)
 class GitState:
     """What `store` records about the code a model was trained from."""

@@ -6,7 +6,8 @@ waits with it), relays their logs with a prefix, and stops both when asked
 (SIGTERM/Ctrl-C) or when either dies, reporting why. Each child runs in a
 session of its own, so a terminal's Ctrl-C reaches only the supervisor, which
 stops the proxy first (it drains its queue into a live model server) and the
-model server second.
+model server second. If the supervisor itself dies (kill -9), the kernel stops
+both children (SIGTERM, PR_SET_PDEATHSIG): none is left holding its port.
 
 Children get their settings as NEXUS_* variables produced from their own
 settings models (`ServerSettings`, `ProxySettings`), never as hand-built argv.
@@ -15,6 +16,7 @@ settings models (`ServerSettings`, `ProxySettings`), never as hand-built argv.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -189,6 +191,7 @@ class Supervisor:
             env=env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # the terminal's Ctrl-C is the supervisor's to handle
+            preexec_fn=_die_with(os.getpid()),  # called on the main thread, which outlives it
         )
         threading.Thread(target=self._relay, args=(child,), daemon=True).start()
 
@@ -232,6 +235,25 @@ class Supervisor:
 
 
 LOADING = "the model is still loading"
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """Run in the child before it execs: the kernel sends it SIGTERM when the supervisor
+    dies, even by kill -9, so no server outlives `nexus serve` holding its port (a child
+    in a session of its own gets no terminal hang-up). Linux only; elsewhere a no-op."""
+
+    def arrange() -> None:
+        if not sys.platform.startswith("linux"):
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the supervisor died before the line above
+            os._exit(1)
+
+    return arrange
 
 
 def _get_json(url: str) -> dict[str, Any]:

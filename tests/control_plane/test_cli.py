@@ -33,7 +33,8 @@ def test_store_list_load_rollback_flow(repo: Path, tmp_path: Path) -> None:
 
     stored = nexus("store", str(tmp_path / "model.pt"), "my_model", "--metric", "acc=0.91")
     assert commit1 in stored.stdout
-    assert ".nexus_meta.json" in stored.stdout
+    # The first store also wrote the merge driver's .gitattributes and .gitignore: all named.
+    assert "git add .gitattributes .gitignore .nexus_meta.json && git commit" in stored.stdout
 
     listed = json.loads(nexus("list", "--json").stdout)
     assert len(listed) == 1
@@ -52,7 +53,8 @@ def test_store_list_load_rollback_flow(repo: Path, tmp_path: Path) -> None:
     (repo / "train.py").write_text("print('better training')\n")
     commit2 = commit_all(repo, "second")
     (tmp_path / "model.pt").write_bytes(os.urandom(40_000))
-    nexus("store", str(tmp_path / "model.pt"), "my_model")
+    again = nexus("store", str(tmp_path / "model.pt"), "my_model").stdout
+    assert "git add .nexus_meta.json && git commit" in again  # the others are committed now
     assert json.loads(nexus("show", "latest", "--json").stdout)["commit_hash"] == commit2
 
     rolled = nexus("rollback", commit1[:7], "my_model")

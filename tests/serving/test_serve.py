@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -256,3 +257,28 @@ def test_ctrl_c_drains_the_proxy_before_the_model_server_stops(repo: Path, tmp_p
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_kill_9_of_nexus_serve_takes_its_servers_down_with_it(repo: Path, tmp_path: Path) -> None:
+    """A supervisor killed outright (OOM killer, kill -9) leaves no server holding a port:
+    a second `nexus serve` on the same ports starts."""
+    make_torchscript(tmp_path / "mlp.pt")
+    Registry(repo).store(tmp_path / "mlp.pt", "orphans")
+    port, model_port = free_port(), free_port()
+    env = dict(os.environ, NEXUS_CACHE_DIR=str(tmp_path / "cache"))
+    with serve_process(repo, env, port, model_port) as proc:
+        banner(proc)
+        kids = children_of(proc.pid)
+        assert len(kids) == 2
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in kids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in kids)
+    with serve_process(repo, env, port, model_port) as again:
+        banner(again)
+        url = f"http://127.0.0.1:{port}/predict"
+        assert httpx.post(url, json={"input": [0.0] * 4}, timeout=30).status_code == 200
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(60) == 0

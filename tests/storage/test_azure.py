@@ -152,3 +152,30 @@ def test_no_account_is_one_sentence(repo: Path, model_file: Path) -> None:
     configure(repo, "provider: azure\nbucket: models\n")
     result = nexus("store", str(model_file), "m", code=1)
     assert "needs the storage account" in result.stderr
+
+
+def test_a_signed_version_keeps_its_bundle_beside_the_blob(
+    repo: Path, tmp_path: Path, azure_container: str
+) -> None:
+    from control_plane.registry.trust.keys import generate
+
+    keys = tmp_path / "keys"
+    (keys / "trusted").mkdir(parents=True)
+    generate(keys / "ada.key")
+    (keys / "trusted" / "ada.pub").write_bytes((keys / "ada.key.pub").read_bytes())
+    configure(repo, f"provider: azure\nbucket: {azure_container}\n")
+    (tmp_path / "m.pt").write_bytes(os.urandom(4096))
+    nexus("store", str(tmp_path / "m.pt"), "m", "--sign", "--key", str(keys / "ada.key"))
+    commit_all(repo, "stored and signed")
+    configure(
+        repo,
+        f"provider: azure\nbucket: {azure_container}\ntrusted_keys: {keys / 'trusted'}\n"
+        "require_signature: true\n",
+    )
+    entry = Registry(repo).resolve("latest", "m")
+    stored = blobs(os.environ["AZURE_STORAGE_CONNECTION_STRING"], azure_container)
+    assert entry.signature is not None
+    assert entry.signature["bundle"] in stored
+    assert "valid, by ada, a trusted key" in nexus("verify").stdout
+    nexus("load", "latest", str(tmp_path / "out.pt"))
+    assert (tmp_path / "out.pt").read_bytes() == (tmp_path / "m.pt").read_bytes()
