@@ -7,7 +7,7 @@ model with --versions versions (each with a `stored` event; the last two hold
 production and staging). Each page is fetched 10 times over loopback after one
 warm-up; printed: the median and the slowest, in ms, against the 300 ms target for
 the model page. With --screenshots, Debian's chromium saves the model page and the
-audit timeline of a small, realistic registry there (the README shows them).
+audit timeline of a small, realistic registry there (the README and docs/web.md show them).
 """
 
 from __future__ import annotations

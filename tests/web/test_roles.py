@@ -67,7 +67,7 @@ def _least(kind: str) -> str:
 
 
 def test_the_documented_matrix() -> None:
-    """README's table, as data: what each role may do."""
+    """docs/web.md's table, as data: what each role may do."""
     may = {
         role.label: sorted(
             f"{kind}:{stage}" if stage else kind
