@@ -47,7 +47,7 @@ def fetch_entry(registry: Registry, entry: ModelEntry, cache_dir: Path) -> Artif
             logger.info("using cached %s for %s", path, entry.label)
             return Artifact(entry, path, from_cache=True)
     logger.info("fetching %s from %s", entry.label, registry.backend.uri(entry.storage_uri))
-    registry.fetch(entry, path)
+    registry.objects.fetch(entry, path)
     return Artifact(entry, path, from_cache=False)
 
 

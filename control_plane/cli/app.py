@@ -22,6 +22,7 @@ from control_plane.core.errors import NexusError, UsageError
 from control_plane.core.units import human_size
 from control_plane.metadata import METADATA_FILENAME, rendered
 from control_plane.registry import Registry, query
+from control_plane.registry.lineage import split_model_ref
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -138,8 +139,10 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
 def commit_hint(message: str) -> None:
     """How to commit what a command changed: every file of the registry's own that Git has
     not committed (a first store writes .gitattributes and .gitignore too), by name."""
+    from control_plane.registry.git import own_files_to_commit
+
     try:
-        files = Registry().files_to_commit() or [METADATA_FILENAME]
+        files = own_files_to_commit(Registry().root) or [METADATA_FILENAME]
     except NexusError:
         files = [METADATA_FILENAME]
     ui.info(f"Commit the metadata: git add {' '.join(files)} && git commit -m '{message}'")
@@ -352,7 +355,7 @@ def show(
     """Show one version in full, with its signature's and approval's verdicts."""
     registry = Registry()
     entry = registry.resolve(ref, model_name)
-    report = registry.trust_report(entry)
+    report = registry.trusting.report(entry)
     if as_json:
         ui.print_json({**entry.to_dict(), **({"trust": report.to_dict()} if report else {})})
     else:
@@ -415,7 +418,9 @@ def _verify_signature_file(
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}.") from None
     model_ref = ref if "@" in ref or model_name is None else f"{model_name}@{ref}"
-    entry, verdict = registry.check_signature_file(model_ref, data)
+    model, version = split_model_ref(model_ref)  # a bare model name: its latest
+    entry = registry.resolve(version, model)
+    verdict = registry.trusting.check_bundle(entry, data)  # made elsewhere: `model_signing sign`
     if as_json:
         ui.print_json(
             {

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from control_plane.core.errors import MetadataError, NexusError
-from control_plane.metadata import METADATA_FILENAME, MetadataDocument, atomic_write
+from control_plane.core.errors import GitError, MetadataError, NexusError
+from control_plane.metadata import METADATA_FILENAME, MetadataDocument, MetadataFile, atomic_write
 from control_plane.metadata.document import CONFLICT_START, consistency_problem, parse_raw
+from control_plane.registry.dotfiles import ensure_line
 from control_plane.registry.merge import MergeResult, merge
-from control_plane.registry.workspace import ensure_line
 
 if TYPE_CHECKING:
     from control_plane.registry.git import GitRepo  # gitpython is slow to import
@@ -160,3 +161,21 @@ def split_markers(data: bytes) -> tuple[bytes, bytes, bytes | None]:
     if section is not None:
         raise MetadataError(f"{METADATA_FILENAME} has a conflict block that never ends.")
     return b"".join(ours), b"".join(theirs), b"".join(base) if every_block_has_base else None
+
+
+def resolve_conflicted(
+    metadata: MetadataFile, git: Callable[[], GitRepo], prepare: Callable[[], None]
+) -> tuple[ConflictInputs, MergeResult] | None:
+    """Merge a conflicted (or hand-merged) metadata file by the driver's rules and write it
+    (`prepare` readies the workspace first); None when there is nothing to resolve."""
+    try:
+        repo: GitRepo | None = git()
+    except GitError:
+        repo = None
+    inputs = find_conflict(metadata.path, repo)
+    if inputs is None:
+        return None
+    result = merge(inputs.base, inputs.ours, inputs.theirs)
+    prepare()
+    metadata.replace(result.document)
+    return inputs, result

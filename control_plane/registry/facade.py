@@ -4,72 +4,51 @@
     Registry().store("model.pt", "my_model", metrics={"accuracy": 0.92})
 
 Each method delegates: the store pipeline (`store`), bytes (`objects`), names
-and refs (`resolve`), stages and approval (`lifecycle`), lineage, history and
-queries live in modules of their own.
+and refs (`resolve`), changes to versions (`changes`, by `lifecycle`'s rules),
+trust (`trusting`), events (`announce`), lineage, history, queries, merges and
+gc live in modules of their own.
 """
 
 from __future__ import annotations
 
 import builtins
 import functools
-import hashlib
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from control_plane.core.errors import (
-    ConfigError,
-    GitError,
-    NexusError,
-    TrustError,
-    UsageError,
-)
-from control_plane.metadata import MetadataDocument, MetadataFile, ModelEntry, listing
+from control_plane.core.errors import UsageError
+from control_plane.metadata import MetadataFile, ModelEntry, listing
 from control_plane.registry import gc, lifecycle, query
+from control_plane.registry.announce import Announcer
 from control_plane.registry.backends import open_backend
-from control_plane.registry.conflicts import ConflictInputs, find_conflict
-from control_plane.registry.events import Event, EventOutlet, cloud_event, version_event
-from control_plane.registry.git import own_files_to_commit
+from control_plane.registry.changes import Changes, RollbackResult
+from control_plane.registry.conflicts import ConflictInputs, resolve_conflicted
+from control_plane.registry.events import EventOutlet
 from control_plane.registry.history import model_history
 from control_plane.registry.lineage import lineage_tree, split_model_ref
-from control_plane.registry.merge import MergeResult, merge
+from control_plane.registry.merge import MergeResult
 from control_plane.registry.objects import Objects, ProgressReporter
-from control_plane.registry.resolve import (
-    model_versions,
-    resolve_ref,
-    validate_alias,
-    validate_model_name,
-)
-from control_plane.registry.store import Signer, StorePipeline, StoreRequest, StoreResult
+from control_plane.registry.resolve import resolve_ref
+from control_plane.registry.store import StorePipeline, StoreRequest, StoreResult
+from control_plane.registry.trusting import RegistryTrust, VerifyResult
 from control_plane.registry.workspace import Workspace
 from control_plane.settings import CONFIG_FILENAME
 from control_plane.storage import StorageBackend
 
 if TYPE_CHECKING:
-    from control_plane.registry.git import GitRepo
-    from control_plane.registry.trust.check import TrustReport, Verdict
-    from control_plane.registry.trust.keys import SigningKey
+    from control_plane.registry.trust.check import TrustReport
     from control_plane.registry.trust.versions import VersionTrust
     from control_plane.settings import NexusConfig
 
-Change = Callable[[MetadataDocument, ModelEntry, lifecycle.Recorder], Any]
+__all__ = ["Registry", "RollbackResult", "VerifyResult"]
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    """One version checked: its bytes and, where it has them, its signature and approval."""
-
-    entry: ModelEntry
-    error: NexusError | None
-    trust: TrustReport | None = None
-
-
-@dataclass(frozen=True)
-class RollbackResult:
-    entry: ModelEntry
-    previous: ModelEntry | None
+def _configured(root: Path, environ: dict[str, str] | None) -> bool:
+    """A `.nexusrc` or a NEXUS_* variable is there to be checked."""
+    names = environ or os.environ
+    return (root / CONFIG_FILENAME).is_file() or any(n.startswith("NEXUS_") for n in names)
 
 
 class Registry:
@@ -85,20 +64,14 @@ class Registry:
         who: str | None = None,
         hold_events: bool = False,
     ) -> None:
-        """`who`: the person history events name (default: Git's user in the workspace); a
-        server acting for its users names each one. `hold_events`: keep each change's event
-        in `held_events` instead of publishing it, for a caller whose change is done only
-        once it is committed (`publish_held`)."""
+        """`who`: whom history names (default: Git's user); `hold_events`: publish the events
+        only at `publish_held`, for a caller whose change is done once it is committed."""
         self.workspace = Workspace(start)
         self._who = who
-        self.held_events: list[Event] | None = [] if hold_events else None
         self.root = self.workspace.root
         self._config = config
         self._environ = environ
-        if config is None and (
-            (self.root / CONFIG_FILENAME).is_file()
-            or any(name.startswith("NEXUS_") for name in (environ or os.environ))
-        ):
+        if config is None and _configured(self.root, environ):
             self._config = self.config  # something to check: a bad one fails every command
         self._backend = backend
         index = self.workspace.index_path
@@ -106,6 +79,13 @@ class Registry:
             self.workspace.metadata_path,
             self.workspace.lock_path,
             on_write=lambda data, document: listing.refresh(index, data, document),
+        )
+        self.announcer = Announcer(
+            lambda: self.config, self.root, self.workspace.workdir, environ, hold=hold_events
+        )
+        self.changes = Changes(self.workspace, self.metadata, self.announcer, self.who)
+        self.trusting = RegistryTrust(
+            lambda: self.config, self.root, lambda: self.objects, self.who
         )
 
     @property
@@ -188,26 +168,12 @@ class Registry:
     ) -> StoreResult:
         """Upload a model as the latest version at HEAD: `store(StoreRequest(...))`, or
         `store(path, model_name, **StoreRequest fields)`."""
-        if not isinstance(request, StoreRequest):
-            if model_name is None:
-                raise UsageError("store needs a model name.")
-            request = StoreRequest(Path(request), model_name, **fields)
-        pipeline = StorePipeline(
-            self.workspace, self.metadata, self.objects, self.config, self._signer(request)
-        )
+        request = StoreRequest.of(request, model_name, fields)
+        signer = self.trusting.signer(request)
+        pipeline = StorePipeline(self.workspace, self.metadata, self.objects, self.config, signer)
         result = pipeline.run(request, progress)
-        self._emit("stored", result.entry, result.recorded)  # none when already stored
+        self.announcer.changed("stored", result.entry, result.recorded)  # none if already there
         return result
-
-    def _signer(self, request: StoreRequest) -> Signer | None:
-        """What signs a new version: with `--sign`, `--key` or `signing_key` set; the key is
-        read now, so a bad one fails before any byte is hashed or uploaded."""
-        if not (request.sign or request.signing_key or self.config.signing_key):
-            return None
-        from control_plane.registry.trust.bundles import Content
-
-        key, trust, who = self.signing_key(request.signing_key), self.trust, self.workspace.who()
-        return lambda entry, files: trust.sign(entry, Content(files), key, who)[0]
 
     def load(
         self,
@@ -223,153 +189,48 @@ class Registry:
         self.check_trust(entry)
         return entry, self.objects.load(entry, Path(dest), progress=progress)
 
-    def fetch(
-        self, entry: ModelEntry, dest: Path, *, progress: ProgressReporter | None = None
-    ) -> Path:
-        """Download beside `dest`, verify, rename into place; `dest` untouched on failure."""
-        return self.objects.fetch(entry, dest, progress=progress)
-
     def verify(
         self, ref: str | None = None, model_name: str | None = None
     ) -> builtins.list[VerifyResult]:
         """Download and check stored versions (one, a model's, or all): bytes, then the
         signature and approval under the policy."""
-        if ref is not None:
-            entries = [self.resolve(ref, model_name)]
-        elif model_name is not None:
-            entries = query.newest_first(model_versions(self.metadata.read(), model_name))
-        else:
-            entries = self.list()
-        results = []
-        for entry, error in self.objects.verify(entries):
-            report: TrustReport | None = None
-            failure: NexusError | None = error
-            if error is None and self._trust_applies(entry):
-                report = self.trust.report(entry)  # once: the verdicts and the refusal
-                try:
-                    self.trust.enforce(entry, report)
-                except TrustError as exc:
-                    failure = exc
-            results.append(VerifyResult(entry, failure, report))
-        return results
+        entries = query.chosen(self.metadata.read(), ref, model_name)
+        return self.trusting.verified(self.objects.verify(entries))
 
     # -- trust -----------------------------------------------------------------
 
-    @functools.cached_property
+    @property
     def trust(self) -> VersionTrust:
         """Signing and checking under this registry's policy (model-signing loads here)."""
-        try:
-            from control_plane.registry.trust.check import TrustPolicy
-            from control_plane.registry.trust.versions import VersionTrust
-        except ImportError as exc:
-            raise ConfigError(
-                f"signatures need the model-signing package ({exc.name} is missing).",
-                hint="pip install 'nexusml[sign]'",
-            ) from None
-        config = self.config
-        keys = config.repo_path(config.trusted_keys, self.root) if config.trusted_keys else None
-        policy = TrustPolicy.build(
-            keys,
-            require_signature=config.require_signature,
-            require_signed_approval=config.require_signed_approval,
-        )
-        return VersionTrust(self.objects, policy, config.prefix)
+        return self.trusting.versions
 
     def check_trust(self, entry: ModelEntry) -> TrustReport | None:
-        """Raise the TrustError that keeps `entry` from loading; None when the version has
-        nothing signed and nothing is required (no bundle is read, model-signing not loaded)."""
-        return self.trust.enforce(entry) if self._trust_applies(entry) else None
-
-    def _trust_applies(self, entry: ModelEntry) -> bool:
-        """The version has something signed, or the policy requires it to."""
-        config = self.config
-        return bool(
-            entry.signature
-            or entry.approval
-            or config.require_signature
-            or config.require_signed_approval
-        )
-
-    def trust_report(self, entry: ModelEntry) -> TrustReport | None:
-        """The verdicts on what the version has signed (None: nothing), without the policy."""
-        if not (entry.signature or entry.approval):
-            return None
-        return self.trust.report(entry)
-
-    def signing_key(self, path: Path | None) -> SigningKey:
-        """The key named by `--key`, else `signing_key` in the settings."""
-        from control_plane.registry.trust.keys import SigningKey
-
-        chosen = path or (
-            self.config.repo_path(self.config.signing_key, self.root)
-            if self.config.signing_key
-            else None
-        )
-        if chosen is None:
-            raise UsageError(
-                "signing needs a key: pass --key PATH or set signing_key in .nexusrc.",
-                hint="make one with 'nexus keygen ~/.nexus/me.key'",
-            )
-        return SigningKey.read(chosen)
+        """Raise the TrustError that keeps `entry` from loading (see `RegistryTrust.check`)."""
+        return self.trusting.check(entry)
 
     def sign(self, model_ref: str, *, key: Path | None = None) -> tuple[ModelEntry, bytes]:
         """Sign MODEL@REF (its recorded sha256s: nothing is downloaded); the bundle is stored
         beside the object and recorded in the entry. Returns the entry and the bundle."""
         model, ref = split_model_ref(model_ref)
-        signing_key = self.signing_key(key)
-        trust = self.trust
         entry = self.resolve(ref, model)
-        record, data = trust.sign(entry, trust.content(entry), signing_key, self.workspace.who())
-
-        def change(document: MetadataDocument, found: ModelEntry, rec: lifecycle.Recorder) -> Any:
-            lifecycle.set_signature(found, record, rec)
-
-        return self._change(entry.commit_hash, model, change, "signed")[0], data
-
-    def check_signature_file(self, model_ref: str, data: bytes) -> tuple[ModelEntry, Verdict]:
-        """Check a bundle made elsewhere (say `model_signing sign`) against MODEL@REF."""
-        model, ref = split_model_ref(model_ref)
-        entry = self.resolve(ref, model)
-        return entry, self.trust.check_bundle(entry, data)
+        record, data = self.trusting.sign(entry, key)
+        return self.changes.set_signature(entry, record), data
 
     # -- lifecycle -------------------------------------------------------------
 
     def rollback(self, ref: str, model_name: str) -> RollbackResult:
         """Make an existing version the latest; nothing is deleted."""
-
-        def change(document: MetadataDocument, entry: ModelEntry, rec: lifecycle.Recorder) -> Any:
-            previous = lifecycle.latest_of(document, model_name)
-            lifecycle.set_latest(document, entry, rec)
-            return previous
-
-        entry, previous = self._change(ref, model_name, change, "rolled_back")
-        return RollbackResult(entry=entry, previous=previous)
+        return self.changes.rollback(ref, model_name)
 
     def promote(
         self, ref: str, model_name: str, stage: str, *, archive_previous: bool = False
     ) -> tuple[ModelEntry, ModelEntry | None]:
         """Give `stage` (staging or production) to a version; return it and the one before."""
-        return self._change(
-            ref,
-            model_name,
-            lambda document, entry, rec: lifecycle.promote(
-                document,
-                entry,
-                stage,
-                archive_previous=archive_previous,
-                require_approval=self.config.require_approval,
-                recorder=rec,
-            ),
-            "promoted",
-        )
+        approval = self.config.require_approval
+        return self.changes.promote(ref, model_name, stage, archive_previous, approval)
 
     def archive(self, ref: str, model_name: str) -> ModelEntry:
-        return self._change(
-            ref,
-            model_name,
-            lambda d, e, rec: lifecycle.set_stage(e, lifecycle.ARCHIVED, rec),
-            "archived",
-        )[0]
+        return self.changes.archive(ref, model_name)
 
     def approve(self, ref: str, model_name: str, *, key: Path | None = None) -> ModelEntry:
         """Approve a version; signed (a statement in the store) with `key` or `signing_key`."""
@@ -385,64 +246,25 @@ class Registry:
     def _decide(
         self, ref: str, model_name: str, status: str, reason: str | None, key: Path | None
     ) -> ModelEntry:
-        record = None
-        if key is not None or self.config.signing_key:
-            signing_key = self.signing_key(key)
-            entry = self.resolve(ref, model_name)
-            when = lifecycle.event_time()
-            who = self.who()
-            record = self.trust.approve(entry, signing_key, status, who, when, reason)
-            ref = entry.commit_hash
-
-        def change(document: MetadataDocument, entry: ModelEntry, rec: lifecycle.Recorder) -> Any:
-            lifecycle.set_status(entry, status, rec, reason)
-            if record is not None:
-                lifecycle.set_approval(entry, record, rec)
-
-        kind = "approved" if status == lifecycle.APPROVED else "rejected"
-        return self._change(ref, model_name, change, kind)[0]
+        sign = functools.partial(self.trusting.approval, key=key, status=status, reason=reason)
+        return self.changes.decide(ref, model_name, status, reason, sign)
 
     def set_alias(self, model_ref: str, alias: str) -> tuple[ModelEntry, ModelEntry | None]:
         """Give `alias` to MODEL@REF; return the version and the one that had the alias."""
-        model, ref = split_model_ref(model_ref)
-        validate_alias(alias)
-        return self._change(
-            ref,
-            model,
-            lambda document, entry, rec: lifecycle.set_alias(document, entry, alias, rec),
-            "alias_set",
-        )
+        return self.changes.set_alias(model_ref, alias)
 
     def remove_alias(self, model_name: str, alias: str) -> ModelEntry:
         """Take `alias` away from the version of `model_name` that has it."""
-        validate_alias(alias)
-        return self._change(
-            alias,
-            model_name,
-            lambda document, entry, rec: lifecycle.remove_alias(entry, alias, rec),
-            "alias_removed",
-        )[0]
+        return self.changes.remove_alias(model_name, alias)
 
     def delete(
         self, model_ref: str, *, force: bool = False
     ) -> tuple[ModelEntry, ModelEntry | None]:
         """Remove MODEL@REF from the metadata (a tombstone keeps its history); its bytes stay
         until `gc`. Returns the version and the one that became latest, if any."""
-        if "@" not in model_ref:
-            raise UsageError(f"delete needs MODEL@REF, not '{model_ref}'.", hint="e.g. my_model@v3")
-        model, ref = split_model_ref(model_ref)
-        return self._change(
-            ref,
-            model,
-            lambda document, entry, rec: lifecycle.delete(document, entry, rec, force=force),
-            "deleted",
-        )
+        return self.changes.delete(model_ref, force=force)
 
     # -- team use: merges, garbage collection ------------------------------------
-
-    def files_to_commit(self) -> builtins.list[str]:
-        """The registry's files (metadata, .gitattributes, .gitignore) Git has not committed."""
-        return own_files_to_commit(self.root)
 
     def init(self) -> None:
         """Set this clone up: `.nexus/` ignored, the merge driver declared and defined."""
@@ -450,93 +272,26 @@ class Registry:
         self.workspace.prepare()
 
     def resolve_conflicts(self) -> tuple[ConflictInputs, MergeResult] | None:
-        """Merge a conflicted (or hand-merged) metadata file by the driver's rules and write
-        it; None when there is nothing to resolve."""
-        try:
-            git: GitRepo | None = self.workspace.git()
-        except GitError:
-            git = None
-        inputs = find_conflict(self.metadata.path, git)
-        if inputs is None:
-            return None
-        result = merge(inputs.base, inputs.ours, inputs.theirs)
-        self.workspace.prepare()
-        self.metadata.replace(result.document)
-        return inputs, result
+        """Merge a conflicted metadata file by the driver's rules; None: nothing to resolve."""
+        return resolve_conflicted(self.metadata, self.workspace.git, self.workspace.prepare)
 
     def gc_plan(self, grace_s: float) -> gc.GcPlan:
         """What `gc` would delete (nothing is deleted)."""
-        return gc.plan(
-            self.objects,
-            self.workspace.git(),
-            self.metadata.path,
-            self.config.prefix or "",
-            grace_s,
-        )
+        prefix = self.config.prefix or ""
+        return gc.plan(self.objects, self.workspace.git(), self.metadata.path, prefix, grace_s)
 
     def gc_collect(self, plan: gc.GcPlan) -> gc.GcOutcome:
         outcome = gc.collect(self.objects, plan)
-        if outcome.deleted and self.events.active:
-            keys = sorted(info.key for info in outcome.deleted)
-            data = {"who": self.who(), "deleted": keys, "bytes": outcome.deleted_bytes}
-            identity = hashlib.sha256("\n".join(keys).encode()).hexdigest()
-            when = lifecycle.event_time()
-            self.events.publish(
-                [cloud_event("store.collected", self.event_source, "store", when, data, identity)]
-            )
+        self.announcer.collected(outcome, self.who())
         return outcome
-
-    def _change(
-        self, ref: str, model_name: str, change: Change, kind: str
-    ) -> tuple[ModelEntry, Any]:
-        """Resolve `ref` of `model_name` under the lock, apply `change`, write atomically,
-        then emit the change's event (`kind`: promoted, approved, ...; none if nothing
-        changed)."""
-        validate_model_name(model_name)
-        who = self.who()
-        self.workspace.prepare()
-        with self.metadata.update() as document:
-            entry = resolve_ref(document, ref, model_name)
-            recorder = lifecycle.Recorder(document, who)
-            outcome = change(document, entry, recorder)
-        self._emit(kind, entry, recorder.recorded)
-        return entry, outcome
 
     # -- events ------------------------------------------------------------------
 
-    @functools.cached_property
+    @property
     def events(self) -> EventOutlet:
         """Where this workspace's events go (`events_file`, `webhook_url`, the outbox)."""
-        config = self.config
-        return EventOutlet(
-            events_file=config.repo_path(config.events_file, self.root)
-            if config.events_file
-            else None,
-            webhook_url=config.webhook_url,
-            outbox=self.workspace.workdir / "outbox.jsonl",
-            environ=self._environ,
-        )
-
-    @property
-    def event_source(self) -> str:
-        return f"/nexusml/{self.root.name}"
-
-    def _emit(
-        self, kind: str, entry: ModelEntry, recorded: Sequence[tuple[ModelEntry, dict[str, Any]]]
-    ) -> None:
-        if not self.events.active:
-            return
-        event = version_event(kind, entry, recorded, self.event_source)
-        if event is None:
-            return
-        if self.held_events is not None:
-            self.held_events.append(event)
-        else:
-            self.events.publish([event])
+        return self.announcer.outlet
 
     def publish_held(self) -> None:
         """Publish the events held so far (see `hold_events`)."""
-        if self.held_events:
-            events = list(self.held_events)
-            self.held_events.clear()
-            self.events.publish(events)
+        self.announcer.publish_held()

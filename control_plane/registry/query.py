@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, cast
 
 from control_plane.core.errors import UsageError
-from control_plane.metadata import ModelEntry
+from control_plane.metadata import MetadataDocument, ModelEntry
 from control_plane.metadata.listing import Summary
 from control_plane.registry.lifecycle import STAGE_VALUES, STATUSES
+from control_plane.registry.resolve import model_versions, resolve_ref
 
 
 class Filterable(Protocol):
@@ -148,6 +149,15 @@ def select(
         filters = [model(model_name), *filters]
     chosen = [r for r in rows if all(f(r) for f in filters)] if filters else rows
     return sort_and_limit(newest_first(chosen), sort_metric=sort_metric, limit=limit)
+
+
+def chosen(document: MetadataDocument, ref: str | None, model_name: str | None) -> list[ModelEntry]:
+    """The version `ref` names; else every version of `model_name`, or of every model;
+    newest first (what `verify` checks)."""
+    if ref is not None:
+        return [resolve_ref(document, ref, model_name)]
+    entries = document.entries if model_name is None else model_versions(document, model_name)
+    return newest_first(entries)
 
 
 def newest_first(entries: Sequence[V]) -> list[V]:

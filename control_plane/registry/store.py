@@ -59,6 +59,17 @@ class StoreRequest:
     sign: bool = False
     signing_key: Path | None = None
 
+    @classmethod
+    def of(
+        cls, request: StoreRequest | Path | str, model_name: str | None, fields: Mapping[str, Any]
+    ) -> StoreRequest:
+        """`Registry.store`'s two forms: a request, or a path, a name and the fields."""
+        if isinstance(request, StoreRequest):
+            return request
+        if model_name is None:
+            raise UsageError("store needs a model name.")
+        return cls(Path(request), model_name, **fields)
+
 
 Signer = Callable[[ModelEntry, dict[str, str]], dict[str, Any]]
 """Signs a new version's files (name -> sha256), storing the bundle; returns its record."""
