@@ -1,8 +1,8 @@
 """The proxy's HTTP face: a bare ASGI app (FastAPI would cost ~3x per request here).
 
 `nexus-proxy` answers predictions without it, inside the HTTP protocol (fast_predict.py),
-on the checks and answers defined here; the app answers them whenever it is served
-otherwise, and everything else always.
+on the checks defined here and the answers of answers.py; the app answers them whenever
+it is served otherwise, and everything else always.
 
 POST /predict   one JSON item -> {"output": ..., "model": ...} (with --api-keys: a key, a rate)
 POST /models/{name}/predict   the same for one of several models (batching/routing.py)
@@ -20,10 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,31 +29,31 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from batch_proxy import v2batch, v2wire, wire
 from batch_proxy.admission import RELOAD_INTERVAL_S, Admission, presented_key
-from batch_proxy.batcher import BatchError, ItemError, Pending
+from batch_proxy.answers import (
+    Headers,
+    Receive,
+    Refusal,
+    Scope,
+    Send,
+    answered,
+    not_allowed,
+    refusal_of,
+    refuse,
+    respond,
+    respond_raw,
+    timed_out,
+    too_large,
+)
+from batch_proxy.batcher import BatchError, Pending
 from batch_proxy.discovery import Resolver, system_resolver
 from batch_proxy.memory import trim_when_idle
 from batch_proxy.metrics import ProxyMetrics
+from batch_proxy.request_cycle import BodyTooLarge, ClientGone, DisconnectWatcher, read_body
 from batch_proxy.routing import Router, UnknownModel
 from batch_proxy.settings import ProxySettings
 from batch_proxy.slow_clients import CONNECTION
 
 logger = logging.getLogger("nexus.proxy")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-Headers = Iterable[tuple[bytes, bytes]]
-
-_JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-class ClientGone(Exception):
-    pass
 
 
 class ProxyApp:
@@ -125,7 +122,7 @@ class ProxyApp:
         model = model_of(path)
         if path == "/predict" or model is not None:
             if method != "POST":
-                await _not_allowed(send, method, path, "POST")
+                await not_allowed(send, method, path, "POST")
                 return
             if self.admission is not None and not await self._admit(scope, send):
                 return
@@ -134,22 +131,22 @@ class ProxyApp:
                 self.metrics.request_done(status)
         elif path in ("/health", "/ready", "/metrics", "/openapi.json"):
             if method not in ("GET", "HEAD"):
-                await _not_allowed(send, method, path, "GET, HEAD")
+                await not_allowed(send, method, path, "GET, HEAD")
             elif path == "/openapi.json":
-                await _respond_raw(send, 200, openapi_document(self.settings.priority_levels))
+                await respond_raw(send, 200, openapi_document(self.settings.priority_levels))
             else:
                 await self._probe(path, send)
         elif path.startswith("/v2"):
             await self._v2(scope, path, method, receive, send)
         else:
-            await _respond(send, 404, {"error": f"no route {method} {path}."})
+            await respond(send, 404, {"error": f"no route {method} {path}."})
 
     async def _admit(self, scope: Scope, send: Send) -> bool:
         """Check the request's key and rate before anything is read or queued."""
         refusal = self.admit(scope["headers"])
         if refusal is None:
             return True
-        self.metrics.request_done(await _refuse(send, refusal))
+        self.metrics.request_done(await refuse(send, refusal))
         return False
 
     def admit(self, headers: Headers) -> Refusal | None:
@@ -177,17 +174,15 @@ class ProxyApp:
     async def _probe(self, path: str, send: Send) -> int:
         if path == "/health":  # 503 while a background loop is down (being restarted)
             status, payload = self.router.supervisor.health()
-            await _respond(send, status, payload)
+            await respond(send, status, payload)
             return status
         if path == wire.READY_PATH:
             ready = self.router.ready()
             if all(ready.values()):
-                await _respond(send, 200, {"status": "ready", "models": ready})
+                await respond(send, 200, {"status": "ready", "models": ready})
                 return 200
             down = ", ".join(sorted(m for m, ok in ready.items() if not ok))
-            await _respond(
-                send, 503, {"error": f"no healthy upstream for {down}.", "models": ready}
-            )
+            await respond(send, 503, {"error": f"no healthy upstream for {down}.", "models": ready})
             return 503
         body = self.metrics.render()
         await send(
@@ -205,13 +200,13 @@ class ProxyApp:
         answer could be sent."""
         priority = self.predict_head(model, scope["headers"])
         if isinstance(priority, Refusal):
-            return await _refuse(send, priority)
+            return await refuse(send, priority)
         body = await self._body(receive, send)
         if isinstance(body, int):
             return body
         item = self.predict_submit(model, priority, body, _connection(scope))
         if isinstance(item, Refusal):
-            return await _refuse(send, item)
+            return await refuse(send, item)
         return await self._await_answer(item, receive, send)
 
     def predict_head(self, model: str | None, headers: Headers) -> int | Refusal:
@@ -245,7 +240,7 @@ class ProxyApp:
         parts = path.rstrip("/").split("/")  # "", "v2", "models", name, ...
         infer = len(parts) == 5 and parts[2] == "models" and path.endswith(_V2_INFER)
         if infer and method != "POST":
-            await _not_allowed(send, method, path, "POST")
+            await not_allowed(send, method, path, "POST")
             return
         if infer:
             if self.admission is not None and not await self._admit(scope, send):
@@ -258,26 +253,26 @@ class ProxyApp:
             len(parts) in (4, 5) and parts[2] == "models"
         )
         if known and method not in ("GET", "HEAD"):
-            await _not_allowed(send, method, path, "GET, HEAD")
+            await not_allowed(send, method, path, "GET, HEAD")
         elif path == "/v2":
-            await _respond(
+            await respond(
                 send, 200, {"name": "nexusml-proxy", "extensions": ["binary_tensor_data"]}
             )
         elif path == "/v2/health/live":
-            await _respond(send, 200, {"live": True})
+            await respond(send, 200, {"live": True})
         elif path == "/v2/health/ready":
             ready = all(self.router.ready().values())
-            await _respond(send, 200 if ready else 503, {"ready": ready})
+            await respond(send, 200 if ready else 503, {"ready": ready})
         elif len(parts) in (4, 5) and parts[2] == "models":
             try:
                 pool = self.router.pool_for(parts[3])
             except UnknownModel as exc:
-                await _respond(send, 404, {"error": str(exc)})
+                await respond(send, 404, {"error": str(exc)})
                 return
             status, body = await pool.get(path)
-            await _respond_raw(send, status, body)
+            await respond_raw(send, status, body)
         else:
-            await _respond(send, 404, {"error": f"no route {method} {path}."})
+            await respond(send, 404, {"error": f"no route {method} {path}."})
 
     def _priority(self, asked: object) -> int:
         """The level of a request's priority (1 = highest; none asked: the lowest)."""
@@ -297,9 +292,9 @@ class ProxyApp:
     async def _body(self, receive: Receive, send: Send) -> bytes | int:
         """The request body; or the status already answered (413, or 0: the client left)."""
         try:
-            return await _read_body(receive, self.settings.max_body_bytes)
+            return await read_body(receive, self.settings.max_body_bytes)
         except BodyTooLarge:
-            return await _refuse(send, too_large(self.settings.max_body_bytes))
+            return await refuse(send, too_large(self.settings.max_body_bytes))
         except ClientGone:
             return 0
 
@@ -318,9 +313,9 @@ class ProxyApp:
             asked = request.parameters.get("priority")
             priority = self._priority(asked or _header_of(scope["headers"], b"x-priority"))
         except v2wire.V2Error as exc:
-            return await _respond(send, 400, {"error": str(exc)})
+            return await respond(send, 400, {"error": str(exc)})
         except UnknownModel as exc:
-            return await _respond(send, 404, {"error": str(exc)})
+            return await respond(send, 404, {"error": str(exc)})
         try:
             timeout = self.settings.timeout_s(priority)
             queue = self.router.v2_queue(group)
@@ -328,7 +323,7 @@ class ProxyApp:
                 request, timeout, size=rows, priority=priority, connection=_connection(scope)
             )
         except BatchError as exc:
-            return await _refuse(send, refusal_of(exc))
+            return await refuse(send, refusal_of(exc))
         answer = await self._answer_of(item, receive, send)
         if isinstance(answer, int):
             return answer
@@ -337,7 +332,7 @@ class ProxyApp:
         missing = wanted - {t.name for t in outputs}
         if missing:
             names = ", ".join(sorted(map(str, missing)))
-            return await _respond(send, 400, {"error": f"the model has no output {names}."})
+            return await respond(send, 400, {"error": f"the model has no output {names}."})
         chosen = [t for t in outputs if not wanted or t.name in wanted]
         payload, header_length = v2wire.encode_response(model, info.get("version"), chosen, request)
         headers = [(b"content-length", str(len(payload)).encode())]
@@ -355,7 +350,7 @@ class ProxyApp:
         if isinstance(answer, int):
             return answer
         output, model = answer
-        return await _respond(send, 200, answered(output, model))
+        return await respond(send, 200, answered(output, model))
 
     async def _answer_of(
         self, item: Pending, receive: Receive, send: Send
@@ -364,15 +359,15 @@ class ProxyApp:
         (0: the client left first)."""
         # Most answers come within a few batch times, so the disconnect watcher (a task per
         # request, a fifth of the proxy's per-request cost) starts only once an item waits.
-        watcher = _LazyWatcher(receive, item)
+        watcher = DisconnectWatcher(receive, item)
         timeout = item.deadline - item.enqueued  # the request's own (its priority's)
         try:
             async with asyncio.timeout(timeout):
                 output, model = await item.future
         except TimeoutError:
-            return await _refuse(send, timed_out(timeout))
+            return await refuse(send, timed_out(timeout))
         except BatchError as exc:
-            return await _refuse(send, refusal_of(exc))
+            return await refuse(send, refusal_of(exc))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -384,56 +379,6 @@ class ProxyApp:
 
 
 _V2_INFER = "/infer"
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks) if len(chunks) != 1 else chunks[0]
-
-
-async def _cancel_on_disconnect(receive: Receive, item: Pending) -> None:
-    """After the body, the only message left is http.disconnect: drop the item then."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            item.future.cancel()
-            return
-
-
-class _LazyWatcher:
-    """Watches for the client going away, from `WATCH_AFTER_S` after the item was queued."""
-
-    __slots__ = ("_handle", "_item", "_receive", "_task")
-
-    def __init__(self, receive: Receive, item: Pending) -> None:
-        self._receive, self._item = receive, item
-        self._task: asyncio.Task[None] | None = None
-        self._handle = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
-
-    def _start(self) -> None:
-        if not self._item.future.done():
-            self._task = asyncio.get_running_loop().create_task(
-                _cancel_on_disconnect(self._receive, self._item)
-            )
-
-    def cancel(self) -> None:
-        self._handle.cancel()
-        if self._task is not None:
-            self._task.cancel()
-
-
-WATCH_AFTER_S = 0.05
 
 
 @functools.cache
@@ -465,75 +410,3 @@ def _header_of(headers: Headers, name: bytes) -> str | None:
         if key == name:
             return bytes(value).decode("latin-1")
     return None
-
-
-async def _not_allowed(send: Send, method: str, path: str, allowed: str) -> int:
-    body = orjson.dumps({"error": f"{method} is not allowed on {path}; use {allowed}."})
-    headers = [*response_headers(405, body), (b"allow", allowed.encode())]
-    await send({"type": "http.response.start", "status": 405, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-    return 405
-
-
-async def _respond_raw(send: Send, status: int, body: bytes) -> int:
-    headers = response_headers(status, body)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-    return status
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """An answer other than the model's output: its status, its JSON, and `retry_after`:
-    True for a 503 or a full queue's 429 (one second), or the seconds a rate-limited 429
-    should wait."""
-
-    status: int
-    payload: dict[str, Any]
-    retry_after: bool | float = False
-
-
-def refusal_of(exc: BatchError) -> Refusal:
-    """How a failed item is answered (an item the model failed names the model)."""
-    if isinstance(exc, ItemError):
-        return Refusal(exc.status, {"error": exc.message, "model": exc.model})
-    return Refusal(exc.status, {"error": exc.message}, retry_after=True)
-
-
-def timed_out(timeout_s: float) -> Refusal:
-    return Refusal(504, {"error": f"no answer within {timeout_s:g} s."})
-
-
-def too_large(limit: int) -> Refusal:
-    return Refusal(413, {"error": f"the body is over {limit} bytes."})
-
-
-def answered(output: Any, model: Any) -> dict[str, Any]:
-    """A prediction's answer: the model's output for this item and who answered."""
-    return {"output": output, "model": model}
-
-
-def response_headers(
-    status: int, body: bytes, retry_after: bool | float = False
-) -> list[tuple[bytes, bytes]]:
-    """A JSON answer's headers (Retry-After rounded up to whole seconds, as it takes)."""
-    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    if retry_after is True and status in (429, 503):
-        headers.append((b"retry-after", b"1"))
-    elif retry_after is not True and retry_after:
-        headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
-    return headers
-
-
-async def _refuse(send: Send, refusal: Refusal) -> int:
-    return await _respond(send, refusal.status, refusal.payload, retry_after=refusal.retry_after)
-
-
-async def _respond(
-    send: Send, status: int, payload: dict[str, Any], *, retry_after: bool | float = False
-) -> int:
-    body = orjson.dumps(payload)
-    headers = response_headers(status, body, retry_after)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-    return status

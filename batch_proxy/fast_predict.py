@@ -30,16 +30,15 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from batch_proxy.app import (
-    ProxyApp,
+from batch_proxy.answers import (
     Refusal,
     answered,
-    model_of,
     refusal_of,
     response_headers,
     timed_out,
     too_large,
 )
+from batch_proxy.app import ProxyApp, model_of
 from batch_proxy.batcher import BatchError, Pending
 from batch_proxy.slow_clients import guarded_protocol
 
