@@ -37,7 +37,7 @@ class ModelLoadError(NexusError):
     """The model cannot be loaded as configured; the server stops with this message."""
 
 
-class ItemError(Exception):
+class ItemDecodeError(Exception):
     """One item cannot be decoded; it becomes an ItemFailure at its index."""
 
 
@@ -84,7 +84,7 @@ class TensorPredictor(Predictor):
         for index, item in enumerate(items):
             try:
                 array = self._decode(item)
-            except ItemError as exc:
+            except ItemDecodeError as exc:
                 outputs[index] = error_output(str(exc))
                 continue
             groups.setdefault(array.shape, []).append((index, array))
@@ -125,15 +125,17 @@ class TensorPredictor(Predictor):
 
     def _decode(self, item: Any) -> np.ndarray:
         if not isinstance(item, dict) or "input" not in item:
-            raise ItemError('each item must be an object {"input": <nested list of numbers>}.')
+            raise ItemDecodeError(
+                'each item must be an object {"input": <nested list of numbers>}.'
+            )
         try:
             array = np.asarray(item["input"], dtype=self.input_dtype)
         except (TypeError, ValueError):
-            raise ItemError(
+            raise ItemDecodeError(
                 "'input' must be a nested list of numbers with a regular shape."
             ) from None
         if self.item_shape is not None and array.shape != self.item_shape:
-            raise ItemError(
+            raise ItemDecodeError(
                 f"'input' has shape {list(array.shape)}; the model expects {list(self.item_shape)}."
             )
         return array

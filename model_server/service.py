@@ -25,7 +25,7 @@ from batch_proxy import wire
 from control_plane import ModelEntry, NexusError, Registry
 from model_server.delivery.canary import Baseline, BatchFigure, CanaryRules, CanaryWindow, Verdict
 from model_server.inference import (
-    ItemError,
+    ItemDecodeError,
     ItemFailure,
     Predictor,
     TensorPredictor,
@@ -211,7 +211,7 @@ class ModelService:
 
         def run(predictor: Predictor) -> dict[str, np.ndarray]:
             if not isinstance(predictor, TensorPredictor):
-                raise ItemError(
+                raise ItemDecodeError(
                     "the v2 protocol serves TorchScript and ONNX models; this one has a "
                     "handler: use POST /predict."
                 )

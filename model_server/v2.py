@@ -26,7 +26,7 @@ from fastapi.responses import Response
 from batch_proxy import v2wire
 from model_server import openapi_docs as docs
 from model_server.hosting import Models
-from model_server.inference import ItemError, TensorPredictor
+from model_server.inference import ItemDecodeError, TensorPredictor
 from model_server.service import ModelService, NotReadyError
 
 INPUT_NAME = "input"
@@ -146,7 +146,7 @@ def add_v2_routes(
             outputs, version = await service.infer(batch)
         except v2wire.V2Error as exc:
             return respond({"error": str(exc)}, exc.status)
-        except ItemError as exc:
+        except ItemDecodeError as exc:
             return respond({"error": str(exc)}, 400)
         except Exception as exc:  # the model raised on this input: the caller's 400, logged
             return respond({"error": f"the model failed on this input: {exc}"}, 400)
