@@ -8,13 +8,16 @@ from typing import Annotated
 import typer
 
 from control_plane.cli import render as ui
-from control_plane.cli.app import JsonOption, command
+from control_plane.cli.base import JsonOption, command, group
 from control_plane.serving.deployment import fetch_deployment
 
 WATCH_INTERVAL_S = 1.0
 
 
-@command("deployment")
+commands = group()
+
+
+@command(commands, "deployment")
 def deployment(
     url: Annotated[str, typer.Argument(help="The model server, e.g. http://127.0.0.1:8000.")],
     as_json: JsonOption = False,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from control_plane.cli import render as ui
-from control_plane.cli.app import JsonOption, NexusCommand, NexusGroup, app, handle_errors
+from control_plane.cli.base import JsonOption, NexusCommand, NexusGroup, handle_errors
 from control_plane.registry import Registry
 
 events_app = typer.Typer(
@@ -16,7 +16,6 @@ events_app = typer.Typer(
     no_args_is_help=True,
     cls=NexusGroup,
 )
-app.add_typer(events_app, name="events")
 
 
 @events_app.command("list", cls=NexusCommand)

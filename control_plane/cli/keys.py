@@ -9,7 +9,7 @@ import typer
 
 from batch_proxy.admission import KeyFileError, add_key, read_records, revoke_key
 from control_plane.cli import render as ui
-from control_plane.cli.app import JsonOption, NexusCommand, NexusGroup, app, handle_errors
+from control_plane.cli.base import JsonOption, NexusCommand, NexusGroup, handle_errors
 from control_plane.core.errors import UsageError
 from control_plane.web.roles import Role
 from control_plane.web.tokens import (
@@ -26,7 +26,6 @@ keys_app = typer.Typer(
     no_args_is_help=True,
     cls=NexusGroup,
 )
-app.add_typer(keys_app, name="keys")
 
 FileOption = Annotated[Path, typer.Option("--file", help="The key file the proxy reads.")]
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from control_plane.cli import render as ui
-from control_plane.cli.app import JsonOption, KeyOption, command, commit_hint
+from control_plane.cli.base import JsonOption, KeyOption, command, commit_hint, group
 from control_plane.metadata import ModelEntry
 from control_plane.registry import Registry
 
@@ -15,7 +15,10 @@ RefArgument = Annotated[str, typer.Argument(help="latest, staging, production or
 ModelArgument = Annotated[str, typer.Argument(help="The model.")]
 
 
-@command("promote")
+commands = group()
+
+
+@command(commands, "promote")
 def promote(
     ref: RefArgument,
     model_name: ModelArgument,
@@ -33,14 +36,14 @@ def promote(
     commit_hint("Promote model")
 
 
-@command("archive")
+@command(commands, "archive")
 def archive(ref: RefArgument, model_name: ModelArgument) -> None:
     """Archive a version (it stays stored and loadable)."""
     entry = Registry().archive(ref, model_name)
     ui.info(f"{entry.label} is archived.")
 
 
-@command("approve")
+@command(commands, "approve")
 def approve(ref: RefArgument, model_name: ModelArgument, key: KeyOption = None) -> None:
     """Mark a version approved (needed for production when require_approval is on); with a
     key (--key or signing_key) the approval is a signed statement."""
@@ -48,7 +51,7 @@ def approve(ref: RefArgument, model_name: ModelArgument, key: KeyOption = None) 
     ui.info(f"{entry.label} is approved{_signed_by(entry)}.")
 
 
-@command("reject")
+@command(commands, "reject")
 def reject(
     ref: RefArgument,
     model_name: ModelArgument,
@@ -67,7 +70,7 @@ def _signed_by(entry: ModelEntry) -> str:
     return f" (signed by {entry.approval['signer']})" if signed and entry.approval else ""
 
 
-@command("lineage")
+@command(commands, "lineage")
 def lineage(
     model_ref: Annotated[str, typer.Argument(help="MODEL@REF, e.g. resnet@a1b2c3d.")],
     as_json: JsonOption = False,
@@ -80,7 +83,7 @@ def lineage(
         ui.lineage_tree(tree)
 
 
-@command("history")
+@command(commands, "history")
 def history(model_name: ModelArgument, as_json: JsonOption = False) -> None:
     """Every change of stage, status or latest of a model's versions."""
     events = Registry().history(model_name)

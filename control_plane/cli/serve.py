@@ -11,7 +11,7 @@ import typer
 
 from batch_proxy.policies import POLICIES
 from control_plane.cli import render as ui
-from control_plane.cli.app import ModelNameOption, command
+from control_plane.cli.base import ModelNameOption, command, group
 from control_plane.core.errors import NotFoundError
 from control_plane.metadata import ModelEntry
 from control_plane.registry import Registry
@@ -24,7 +24,10 @@ def _check_policy(value: str | None) -> str | None:
     return value
 
 
-@command("serve")
+commands = group()
+
+
+@command(commands, "serve")
 def serve(
     model_name: ModelNameOption = None,
     model_ref: Annotated[

@@ -7,13 +7,13 @@ from typing import Annotated
 import typer
 
 from control_plane.cli import render as ui
-from control_plane.cli.app import (
+from control_plane.cli.base import (
     JsonOption,
     NexusCommand,
     NexusGroup,
-    app,
     command,
     commit_hint,
+    group,
     handle_errors,
 )
 from control_plane.core.errors import UsageError
@@ -21,8 +21,10 @@ from control_plane.core.units import human_size, parse_duration
 from control_plane.registry import Registry
 from control_plane.registry.conflicts import ATTRIBUTE
 
+commands = group()
 
-@command("init")
+
+@command(commands, "init")
 def init() -> None:
     """Set up this clone: ignore .nexus/ and install the merge driver for .nexus_meta.json."""
     registry = Registry()
@@ -33,7 +35,7 @@ def init() -> None:
     ui.info("Branches that each store, promote or delete now merge without conflicts.")
 
 
-@command("resolve")
+@command(commands, "resolve")
 def resolve(as_json: JsonOption = False) -> None:
     """Merge a conflicted or hand-merged .nexus_meta.json by nexus's merge rules."""
     outcome = Registry().resolve_conflicts()
@@ -70,7 +72,6 @@ alias_app = typer.Typer(
     no_args_is_help=True,
     cls=NexusGroup,
 )
-app.add_typer(alias_app, name="alias")
 
 
 @alias_app.command("set", cls=NexusCommand)
@@ -128,7 +129,7 @@ def alias_list(
         ui.info(f"{model}@{alias}  v{entry.version}  {entry.short_hash}")
 
 
-@command("delete")
+@command(commands, "delete")
 def delete(
     model_ref: Annotated[str, typer.Argument(help="MODEL@REF, e.g. my_model@v3.")],
     force: Annotated[
@@ -144,7 +145,7 @@ def delete(
     commit_hint("Delete model version")
 
 
-@command("gc")
+@command(commands, "gc")
 def gc(
     grace: Annotated[
         str, typer.Option(help="Keep unreferenced objects younger than this (7d, 12h, 0).")

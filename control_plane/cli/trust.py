@@ -8,13 +8,15 @@ from typing import Annotated
 import typer
 
 from control_plane.cli import render as ui
-from control_plane.cli.app import KeyOption, command, commit_hint
+from control_plane.cli.base import KeyOption, command, commit_hint, group
 from control_plane.core.errors import UsageError
 from control_plane.core.files import atomic_write
 from control_plane.registry import Registry
 
+commands = group()
 
-@command("sign")
+
+@command(commands, "sign")
 def sign(
     model_ref: Annotated[str, typer.Argument(help="MODEL@REF, e.g. my_model@v3.")],
     key: KeyOption = None,
@@ -40,7 +42,7 @@ def sign(
     commit_hint("Sign model")
 
 
-@command("keygen")
+@command(commands, "keygen")
 def keygen(
     path: Annotated[Path, typer.Argument(help="The private key to write, e.g. ~/.nexus/me.key.")],
 ) -> None:

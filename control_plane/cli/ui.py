@@ -9,12 +9,14 @@ from typing import Annotated
 import typer
 
 from control_plane.cli import render as ui
-from control_plane.cli.app import command
+from control_plane.cli.base import command, group
 from control_plane.registry import Registry
 from control_plane.web import DEFAULT_PORT
 
+commands = group()
 
-@command("ui")
+
+@command(commands, "ui")
 def web_ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = DEFAULT_PORT,
     tokens: Annotated[

@@ -1,197 +1,35 @@
-"""The Typer app, its error handling and the version commands.
-
-Each command parses its options, makes one Registry call and renders the
-result. Expected failures (the NexusError tree) print `Error: ...` and a hint
-to stderr and exit with the error's code; Ctrl-C exits 130.
-"""
+"""The version commands: store, list, load, rollback, show and verify."""
 
 from __future__ import annotations
 
-import functools
-import gc
-import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar, get_args
+from typing import Annotated
 
 import typer
-from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from control_plane.cli import render as ui
-from control_plane.core.errors import NexusError, UsageError
+from control_plane.cli.base import (
+    JsonOption,
+    KeyOption,
+    ModelNameOption,
+    QuietOption,
+    command,
+    commit_hint,
+    group,
+    parse_metrics,
+    parse_pairs,
+    parse_params,
+)
+from control_plane.core.errors import UsageError
 from control_plane.core.units import human_size
-from control_plane.metadata import METADATA_FILENAME, rendered
+from control_plane.metadata import rendered
 from control_plane.registry import Registry, query
 from control_plane.registry.lineage import split_model_ref
 
-P = ParamSpec("P")
-R = TypeVar("R")
+commands = group()
 
 
-class NexusCommand(TyperCommand):
-    """Help that reads like gh's or uv's: `nexus store [OPTIONS] PATH MODEL_NAME`, `--tag TEXT`.
-
-    Typer labels values by their Python type (`<list[str]>`, `{path}`); click's words
-    for values, bare flags and plain argument names read better.
-    """
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        return _tidy(super().get_params(ctx))
-
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        pieces = [self.options_metavar] if self.options_metavar else []
-        for param in self.get_params(ctx):
-            if isinstance(param, TyperArgument):
-                name = param.metavar or ""
-                pieces.append(name if param.required else f"[{name}]")
-        return pieces
-
-
-class NexusGroup(TyperGroup):
-    def get_params(self, ctx: Any) -> list[Any]:
-        return _tidy(super().get_params(ctx))
-
-
-def _tidy(params: list[Any]) -> list[Any]:
-    for param in params:
-        if param.metavar is None:
-            param.metavar = _metavar(param)
-        if isinstance(param, TyperArgument):
-            # The name column already says what it is; no second `<str>` column.
-            setattr(param, "display_type_rich", lambda ctx: None)  # noqa: B010
-    return params
-
-
-def _metavar(param: Any) -> str:
-    if isinstance(param, TyperOption) and param.is_flag:
-        return ""
-    if isinstance(param, TyperArgument):
-        return (param.name or "").upper()
-    described = param.type_descriptor
-    if described.is_path:
-        return "PATH"
-    kind = get_args(described.annotation)[0] if described.is_list else described.annotation
-    return {int: "INTEGER", float: "NUMBER"}.get(kind, "TEXT")
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        ui.info(f"nexus {version('nexusml')}")
-        raise typer.Exit()
-
-
-app = typer.Typer(
-    name="nexus",
-    help="Version model binaries against Git commits, and serve them.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,  # locals may hold credentials
-    add_completion=True,
-    cls=NexusGroup,
-)
-
-
-@app.callback()
-def _main_options(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version",
-            callback=_print_version,
-            is_eager=True,
-            help="Print the version and exit.",
-            metavar="",
-        ),
-    ] = False,
-) -> None:
-    """Version model binaries against Git commits, and serve them."""
-
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-ModelNameOption = Annotated[
-    str | None, typer.Option("--model-name", "-m", help="Restrict to this model.")
-]
-KeyOption = Annotated[
-    Path | None,
-    typer.Option("--key", help="EC private key (PEM) to sign with; default: signing_key."),
-]
-
-
-def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn the NexusError tree into one message and an exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except NexusError as exc:
-            ui.error(exc)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            ui.error(NexusError("interrupted."))
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-def commit_hint(message: str) -> None:
-    """How to commit what a command changed: every file of the registry's own that Git has
-    not committed (a first store writes .gitattributes and .gitignore too), by name."""
-    from control_plane.registry.git import own_files_to_commit
-
-    try:
-        files = own_files_to_commit(Registry().root) or [METADATA_FILENAME]
-    except NexusError:
-        files = [METADATA_FILENAME]
-    ui.info(f"Commit the metadata: git add {' '.join(files)} && git commit -m '{message}'")
-
-
-def command(*args: Any, **kwargs: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """`app.command` with the error handler applied."""
-
-    def register(fn: Callable[P, R]) -> Callable[P, R]:
-        app.command(*args, cls=NexusCommand, **kwargs)(handle_errors(fn))
-        return fn
-
-    return register
-
-
-def parse_pairs(values: list[str] | None, what: str) -> dict[str, str]:
-    """`k=v` options into a dict; a bad pair is a usage error naming the option."""
-    pairs: dict[str, str] = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--{what} expects KEY=VALUE, got '{item}'.")
-        pairs[key.strip()] = value.strip()
-    return pairs
-
-
-def parse_metrics(values: list[str] | None) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for key, value in parse_pairs(values, "metric").items():
-        try:
-            metrics[key] = float(value)
-        except ValueError:
-            raise UsageError(f"--metric {key} must be a number, got '{value}'.") from None
-    return metrics
-
-
-def parse_params(values: list[str] | None) -> dict[str, Any]:
-    """Numbers, booleans and null are read as JSON; anything else stays a string."""
-    params: dict[str, Any] = {}
-    for key, value in parse_pairs(values, "param").items():
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            parsed = value
-        params[key] = parsed if not isinstance(parsed, dict | list) else value
-    return params
-
-
-@command("store")
+@command(commands, "store")
 def store(
     path: Annotated[Path, typer.Argument(help="The model file, or a directory (one version).")],
     model_name: Annotated[str, typer.Argument(help="Name to store it under.")],
@@ -273,7 +111,7 @@ def store(
     commit_hint("Store model")
 
 
-@command("list")
+@command(commands, "list")
 def list_(
     model_name: ModelNameOption = None,
     stage: Annotated[str | None, typer.Option(help="staging, production or archived.")] = None,
@@ -316,7 +154,7 @@ def list_(
             rendered.save(registry.root, data, text, len(rows))
 
 
-@command("load")
+@command(commands, "load")
 def load(
     ref: Annotated[str, typer.Argument(help="'latest', a commit hash or a 4+ char prefix.")],
     dest: Annotated[Path, typer.Argument(help="File or directory to write to.")],
@@ -331,7 +169,7 @@ def load(
     ui.info(f"Loaded [bold]{entry.label}[/] to {path} ({human_size(entry.file_size)}, verified)")
 
 
-@command("rollback")
+@command(commands, "rollback")
 def rollback(
     ref: Annotated[str, typer.Argument(help="The version to make latest.")],
     model_name: Annotated[str, typer.Argument(help="The model.")],
@@ -346,7 +184,7 @@ def rollback(
     commit_hint("Roll back model")
 
 
-@command("show")
+@command(commands, "show")
 def show(
     ref: Annotated[str, typer.Argument(help="'latest', a commit hash or a 4+ char prefix.")],
     model_name: ModelNameOption = None,
@@ -364,7 +202,7 @@ def show(
             ui.trust_lines(report)
 
 
-@command("verify")
+@command(commands, "verify")
 def verify(
     ref: Annotated[
         str | None, typer.Argument(help="One version; default: every stored version.")
@@ -433,11 +271,3 @@ def _verify_signature_file(
         ui.info(f"{entry.label}  signature {path}: {verdict.describe()}")
     if verdict.error is not None:
         raise typer.Exit(verdict.error.exit_code)
-
-
-def main() -> None:
-    """Console-script entry point."""
-    # A short-lived process building 100,000s of acyclic objects (a large metadata file)
-    # gains nothing from cyclic garbage collection but pays ~2x for it.
-    gc.disable()
-    app(prog_name="nexus")
