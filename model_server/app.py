@@ -15,7 +15,6 @@ the same code the contract documents; see docs/decisions.md for why not pydantic
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -31,19 +30,16 @@ from starlette.requests import ClientDisconnect
 from batch_proxy import wire
 from control_plane import NexusError
 from model_server import openapi_docs as docs
+from model_server import v2
 from model_server.body_limit import BodyLimit
 from model_server.hosting import Hosted, Models
+from model_server.responses import bearer_matches, json_response, token_guard
 from model_server.service import ModelService, NotReadyError, load_model
 from model_server.settings import ServerSettings
-from model_server.v2 import add_v2_routes
 
 logger = logging.getLogger("nexus.model_server")
 
 __all__ = ["create_app", "load_model"]
-
-
-def json_response(payload: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status_code=status, media_type=wire.CONTENT_TYPE)
 
 
 def create_app(
@@ -63,25 +59,14 @@ def create_app(
     app = FastAPI(title="NexusML model server", lifespan=lifespan)
     app.state.models = models
     guard = token_guard(settings.server_token)
+    app.state.guard = guard
     _prediction_routes(app, models, guard)
-    add_v2_routes(app, models, guard, json_response)
+    app.include_router(v2.router)
     _probe_routes(app, models)
     _delivery_routes(app, models, settings.admin_token)
     _error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
-
-
-def token_guard(token: str | None) -> Callable[[Request], Response | None]:
-    """The 401 for a caller without the server token (None: let it through)."""
-
-    def guard(request: Request) -> Response | None:
-        if token and not bearer_matches(request, token):
-            refusal = "missing or wrong server token (Bearer): call through the proxy."
-            return json_response({"error": refusal}, 401)
-        return None
-
-    return guard
 
 
 def _prediction_routes(
@@ -213,12 +198,6 @@ def _delivery_routes(app: FastAPI, models: Models, admin_token: str | None) -> N
             return json_response({"error": "missing or wrong admin token (Bearer)."}, 401)
         answers = [await h.rollout.reload() for h in models.hosted if h.rollout is not None]
         return json_response(answers[0] if not models.several else {"models": answers})
-
-
-def bearer_matches(request: Request, token: str) -> bool:
-    """`Authorization: Bearer <token>`, compared in constant time."""
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    return hmac.compare_digest(given.encode(), token.encode())
 
 
 def _error_handlers(app: FastAPI) -> None:

@@ -15,18 +15,19 @@ batch through one version (the canary's share included). Outputs are `output` (o
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
 
 import numpy as np
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from batch_proxy import v2wire
 from model_server import openapi_docs as docs
 from model_server.hosting import Models
 from model_server.inference import ItemDecodeError, TensorPredictor
+from model_server.responses import json_response
 from model_server.service import ModelService, NotReadyError
 
 INPUT_NAME = "input"
@@ -50,123 +51,135 @@ _FROM_NUMPY = {
 }
 
 
-def add_v2_routes(
-    app: FastAPI,
-    models: Models,
-    guard: Callable[[Request], Response | None],
-    respond: Callable[..., Response],
-) -> None:
-    """Mount the protocol's routes; `guard(request)` answers a refused caller (the server
-    token), `respond(payload, status)` writes JSON."""
+router = APIRouter()
 
-    def served(name: str) -> tuple[ModelService, TensorPredictor] | Response:
-        hosted = models.find(name)
-        if hosted is None:
-            return respond({"error": f"no model '{name}' here."}, 404)
-        service = hosted.service
-        predictor = service.require_ready().predictor
-        if not isinstance(predictor, TensorPredictor):
-            return respond(
-                {
-                    "error": "the v2 protocol serves TorchScript and ONNX models; this one has a "
-                    "handler: use POST /predict."
-                },
-                400,
-            )
-        return service, predictor
 
-    @app.get("/v2")
-    async def server_metadata() -> Response:
-        return respond(
-            {"name": "nexusml", "version": _package_version(), "extensions": ["binary_tensor_data"]}
-        )
+def _models(request: Request) -> Models:
+    return request.app.state.models  # type: ignore[no-any-return]
 
-    @app.get("/v2/health/live")
-    async def live() -> Response:
-        return respond({"live": True})
 
-    @app.get("/v2/health/ready", responses=docs.errors(503))
-    async def ready() -> Response:
-        ok = all(h.service.serving is not None for h in models.hosted)
-        return respond({"ready": ok}, 200 if ok else 503)
+ServedModels = Annotated[Models, Depends(_models)]
 
-    @app.get("/v2/models/{name}", responses=docs.errors(400, 404, 503))
-    async def model_metadata(name: str) -> Response:
-        found = served(name)
-        if isinstance(found, Response):
-            return found
-        service, predictor = found
-        dims = list(predictor.item_dims) if predictor.item_dims is not None else []
-        entry = service.require_ready().entry
-        return respond(
+
+def _served(models: Models, name: str) -> tuple[ModelService, TensorPredictor] | Response:
+    hosted = models.find(name)
+    if hosted is None:
+        return json_response({"error": f"no model '{name}' here."}, 404)
+    service = hosted.service
+    predictor = service.require_ready().predictor
+    if not isinstance(predictor, TensorPredictor):
+        return json_response(
             {
-                "name": name,
-                "versions": [entry.commit_hash],
-                "platform": entry.format or "unknown",
-                "inputs": [
-                    {
-                        "name": INPUT_NAME,
-                        "datatype": _FROM_NUMPY[np.dtype(predictor.input_dtype)],
-                        "shape": [-1, *dims],
-                    }
-                ],
-                "outputs": [],
-            }
+                "error": "the v2 protocol serves TorchScript and ONNX models; this one has a "
+                "handler: use POST /predict."
+            },
+            400,
         )
+    return service, predictor
 
-    @app.get("/v2/models/{name}/ready", responses=docs.errors(400, 404, 503))
-    async def model_ready(name: str) -> Response:
-        try:
-            found = served(name)
-        except NotReadyError as exc:
-            return respond({"ready": False, "error": exc.message}, 503)
-        return found if isinstance(found, Response) else respond({"ready": True})
 
-    @app.post(
-        "/v2/models/{name}/infer",
-        responses=docs.errors(400, 401, 404, 413, 503),
-        openapi_extra=docs.json_body(
-            {"type": "object", "required": ["inputs"]},
-            "an Open Inference Protocol request (JSON, or binary tensors after a JSON header)",
-        ),
+@router.get("/v2")
+async def server_metadata() -> Response:
+    return json_response(
+        {"name": "nexusml", "version": _package_version(), "extensions": ["binary_tensor_data"]}
     )
-    async def infer(name: str, request: Request) -> Response:
-        refused = guard(request)
-        if refused is not None:
-            return refused
-        found = served(name)
-        if isinstance(found, Response):
-            return found
-        service, predictor = found
-        try:
-            parsed = v2wire.parse_request(
-                await request.body(), request.headers.get(v2wire.HEADER_LENGTH), orjson.loads
-            )
-            batch = _input_array(parsed, predictor)
-            outputs, version = await service.infer(batch)
-        except v2wire.V2Error as exc:
-            return respond({"error": str(exc)}, exc.status)
-        except ItemDecodeError as exc:
-            return respond({"error": str(exc)}, 400)
-        except Exception as exc:  # the model raised on this input: the caller's 400, logged
-            return respond({"error": f"the model failed on this input: {exc}"}, 400)
-        tensors = [_tensor(out_name, array) for out_name, array in outputs.items()]
-        wanted = {o.get("name") for o in parsed.outputs}
-        if wanted:
-            unknown = wanted - {t.name for t in tensors}
-            if unknown:
-                return respond({"error": f"no output named {sorted(map(str, unknown))}."}, 400)
-            tensors = [t for t in tensors if t.name in wanted]
-        body, header_length = v2wire.encode_response(
-            name, version.entry.commit_hash, tensors, parsed
+
+
+@router.get("/v2/health/live")
+async def live() -> Response:
+    return json_response({"live": True})
+
+
+@router.get("/v2/health/ready", responses=docs.errors(503))
+async def ready(models: ServedModels) -> Response:
+    ok = all(h.service.serving is not None for h in models.hosted)
+    return json_response({"ready": ok}, 200 if ok else 503)
+
+
+@router.get("/v2/models/{name}", responses=docs.errors(400, 404, 503))
+async def model_metadata(name: str, models: ServedModels) -> Response:
+    found = _served(models, name)
+    if isinstance(found, Response):
+        return found
+    service, predictor = found
+    dims = list(predictor.item_dims) if predictor.item_dims is not None else []
+    entry = service.require_ready().entry
+    return json_response(
+        {
+            "name": name,
+            "versions": [entry.commit_hash],
+            "platform": entry.format or "unknown",
+            "inputs": [
+                {
+                    "name": INPUT_NAME,
+                    "datatype": _FROM_NUMPY[np.dtype(predictor.input_dtype)],
+                    "shape": [-1, *dims],
+                }
+            ],
+            "outputs": [],
+        }
+    )
+
+
+@router.get("/v2/models/{name}/ready", responses=docs.errors(400, 404, 503))
+async def model_ready(name: str, models: ServedModels) -> Response:
+    try:
+        found = _served(models, name)
+    except NotReadyError as exc:
+        return json_response({"ready": False, "error": exc.message}, 503)
+    return found if isinstance(found, Response) else json_response({"ready": True})
+
+
+@router.post(
+    "/v2/models/{name}/infer",
+    responses=docs.errors(400, 401, 404, 413, 503),
+    openapi_extra=docs.json_body(
+        {"type": "object", "required": ["inputs"]},
+        "an Open Inference Protocol request (JSON, or binary tensors after a JSON header)",
+    ),
+)
+async def infer(name: str, request: Request, models: ServedModels) -> Response:
+    refused = request.app.state.guard(request)
+    if refused is not None:
+        return refused  # type: ignore[no-any-return]
+    found = _served(models, name)
+    if isinstance(found, Response):
+        return found
+    service, predictor = found
+    try:
+        parsed = v2wire.parse_request(
+            await request.body(), request.headers.get(v2wire.HEADER_LENGTH), orjson.loads
         )
-        if header_length is None:
-            return Response(body, media_type="application/json")
-        return Response(
-            body,
-            media_type=v2wire.BINARY_CONTENT_TYPE,
-            headers={v2wire.HEADER_LENGTH: str(header_length)},
-        )
+        batch = _input_array(parsed, predictor)
+        outputs, version = await service.infer(batch)
+    except v2wire.V2Error as exc:
+        return json_response({"error": str(exc)}, exc.status)
+    except ItemDecodeError as exc:
+        return json_response({"error": str(exc)}, 400)
+    except Exception as exc:  # the model raised on this input: the caller's 400, logged
+        return json_response({"error": f"the model failed on this input: {exc}"}, 400)
+    return _answer(name, version.entry.commit_hash, outputs, parsed)
+
+
+def _answer(
+    name: str, commit: str, outputs: dict[str, np.ndarray], parsed: v2wire.InferRequest
+) -> Response:
+    """The outputs asked for (all when none are named), JSON or binary as asked."""
+    tensors = [_tensor(out_name, array) for out_name, array in outputs.items()]
+    wanted = {o.get("name") for o in parsed.outputs}
+    if wanted:
+        unknown = wanted - {t.name for t in tensors}
+        if unknown:
+            return json_response({"error": f"no output named {sorted(map(str, unknown))}."}, 400)
+        tensors = [t for t in tensors if t.name in wanted]
+    body, header_length = v2wire.encode_response(name, commit, tensors, parsed)
+    if header_length is None:
+        return Response(body, media_type="application/json")
+    return Response(
+        body,
+        media_type=v2wire.BINARY_CONTENT_TYPE,
+        headers={v2wire.HEADER_LENGTH: str(header_length)},
+    )
 
 
 def _input_array(request: v2wire.InferRequest, predictor: TensorPredictor) -> np.ndarray:
