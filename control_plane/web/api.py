@@ -29,7 +29,7 @@ from control_plane.registry.resolve import (
 )
 from control_plane.web import views
 from control_plane.web.changes import Action, Actor, Outcome
-from control_plane.web.state import RegistryState, reader_of
+from control_plane.web.state import RegistryState, presented_token
 
 
 class ErrorBody(BaseModel):
@@ -151,173 +151,215 @@ class AliasBody(BaseModel):
     ref: str = Field(pattern=REF_PATTERN, description="the version: v3, a hash, a stage")
 
 
-def router(state: RegistryState) -> APIRouter:
-    api = APIRouter(responses=ERRORS)
-    reader = Depends(reader_of(state))
+router = APIRouter(responses=ERRORS)
 
-    def result(outcome: Outcome) -> ActionResult:
-        row = VersionRow(**views.version_row(outcome.entry))
-        return ActionResult(
-            version=row, message=outcome.message, commit=outcome.commit, pushed=outcome.pushed
-        )
 
-    @api.get("/models", response_model=list[ModelSummary], summary="Every model")
-    def list_models(_: Actor | None = reader) -> list[dict[str, Any]]:
-        return views.models(state.document())
+def _state(request: Request) -> RegistryState:
+    return request.app.state.registry  # type: ignore[no-any-return]
 
-    @api.get("/versions", response_model=list[VersionRow], summary="Versions, filtered")
-    def list_versions(
-        _: Actor | None = reader,
-        model: Annotated[str | None, Query(pattern=MODEL_NAME_PATTERN)] = None,
-        stage: Stage | None = None,
-        status: Status | None = None,
-        metric: Annotated[
-            list[Annotated[str, Field(pattern=query.METRIC_PATTERN)]] | None,
-            Query(description="NAME OP NUMBER, e.g. accuracy>=0.9; repeatable"),
-        ] = None,
-        tag: Annotated[
-            list[Annotated[str, Field(pattern=r"^[^=]+=.*$")]] | None,
-            Query(description="KEY=VALUE; repeatable"),
-        ] = None,
-        owner: Annotated[str | None, Query(max_length=256)] = None,
-        base_model: Annotated[str | None, Query(max_length=256)] = None,
-        since: Annotated[Moment | None, Query(description="stored at or after")] = None,
-        sort: Annotated[
-            str | None, Query(pattern=query.METRIC_NAME_PATTERN, description="a metric")
-        ] = None,
-        limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
-    ) -> list[dict[str, Any]]:
-        """The filters of `nexus list`: newest first, or by a metric, highest first."""
-        filters = [
-            *([query.stage(stage)] if stage else []),
-            *([query.status(status)] if status else []),
-            *([query.owner(owner)] if owner else []),
-            *([query.base_model(base_model)] if base_model else []),
-            *([query.since(since.isoformat())] if since else []),
-            *(query.tag(t) for t in tag or []),
-            *(query.metric(m) for m in metric or []),
-        ]
-        document = state.document()
-        if model is not None:
-            views.find_model(document, model)
-        entries = query.select(document.entries, model, filters, sort_metric=sort, limit=limit)
-        return [views.version_row(e) for e in entries]
 
-    @api.get(
-        "/models/{model}/versions/{ref}",
-        response_model=VersionDetail,
-        summary="One version in full",
+RegistryDep = Annotated[RegistryState, Depends(_state)]
+
+
+def _reader(request: Request) -> Actor | None:
+    """Who is asking (see `RegistryState.actor`): the dependency every route takes."""
+    return _state(request).actor(presented_token(request))
+
+
+reader = Depends(_reader)
+
+
+def _result(outcome: Outcome) -> ActionResult:
+    row = VersionRow(**views.version_row(outcome.entry))
+    return ActionResult(
+        version=row, message=outcome.message, commit=outcome.commit, pushed=outcome.pushed
     )
-    def show_version(model: Model, ref: Ref, _: Actor | None = reader) -> dict[str, Any]:
-        """Metadata, lineage, history, signature and approval, and the `nexus load` command."""
-        document = state.document()
-        return views.version_detail(document, resolve_ref(document, ref, model))
 
-    @api.get("/models/{model}/timeline", response_model=list[Span], summary="Production over time")
-    def timeline(model: Model, _: Actor | None = reader) -> list[dict[str, Any]]:
-        """Which version held production when, oldest first (`until` null: it still does)."""
-        document = state.document()
+
+@router.get("/models", response_model=list[ModelSummary], summary="Every model")
+def list_models(state: RegistryDep, _: Actor | None = reader) -> list[dict[str, Any]]:
+    return views.models(state.document())
+
+
+@router.get("/versions", response_model=list[VersionRow], summary="Versions, filtered")
+def list_versions(
+    state: RegistryDep,
+    _: Actor | None = reader,
+    model: Annotated[str | None, Query(pattern=MODEL_NAME_PATTERN)] = None,
+    stage: Stage | None = None,
+    status: Status | None = None,
+    metric: Annotated[
+        list[Annotated[str, Field(pattern=query.METRIC_PATTERN)]] | None,
+        Query(description="NAME OP NUMBER, e.g. accuracy>=0.9; repeatable"),
+    ] = None,
+    tag: Annotated[
+        list[Annotated[str, Field(pattern=r"^[^=]+=.*$")]] | None,
+        Query(description="KEY=VALUE; repeatable"),
+    ] = None,
+    owner: Annotated[str | None, Query(max_length=256)] = None,
+    base_model: Annotated[str | None, Query(max_length=256)] = None,
+    since: Annotated[Moment | None, Query(description="stored at or after")] = None,
+    sort: Annotated[
+        str | None, Query(pattern=query.METRIC_NAME_PATTERN, description="a metric")
+    ] = None,
+    limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
+) -> list[dict[str, Any]]:
+    """The filters of `nexus list`: newest first, or by a metric, highest first."""
+    filters = [
+        *([query.stage(stage)] if stage else []),
+        *([query.status(status)] if status else []),
+        *([query.owner(owner)] if owner else []),
+        *([query.base_model(base_model)] if base_model else []),
+        *([query.since(since.isoformat())] if since else []),
+        *(query.tag(t) for t in tag or []),
+        *(query.metric(m) for m in metric or []),
+    ]
+    document = state.document()
+    if model is not None:
         views.find_model(document, model)
-        return views.production_timeline(document, model)
+    entries = query.select(document.entries, model, filters, sort_metric=sort, limit=limit)
+    return [views.version_row(e) for e in entries]
 
-    @api.get("/audit", response_model=list[AuditEvent], summary="The audit log")
-    def audit(
-        _: Actor | None = reader,
-        model: Annotated[str | None, Query(pattern=MODEL_NAME_PATTERN)] = None,
-        kind: Annotated[
-            Literal[
-                "stored", "stage", "status", "latest", "alias", "deleted", "signature", "approval"
-            ]
-            | None,
-            Query(description="the event's `what`"),
-        ] = None,
-        who: Annotated[str | None, Query(max_length=256, description="part of the name")] = None,
-        since: Moment | None = None,
-        until: Moment | None = None,
-    ) -> list[dict[str, Any]]:
-        """Every recorded change of every model, oldest first."""
-        asked = views.AuditQuery(model, kind, who, _aware(since), _aware(until))
-        return views.audit(state.document(), asked)
 
-    @api.get(
-        "/models/{model}/refs/{ref}/watch",
-        response_class=StreamingResponse,
-        summary="A ref's changes, as Server-Sent Events",
-        responses={200: {"content": {"text/event-stream": {}}, "description": "the stream"}},
+@router.get(
+    "/models/{model}/versions/{ref}",
+    response_model=VersionDetail,
+    summary="One version in full",
+)
+def show_version(
+    state: RegistryDep, model: Model, ref: Ref, _: Actor | None = reader
+) -> dict[str, Any]:
+    """Metadata, lineage, history, signature and approval, and the `nexus load` command."""
+    document = state.document()
+    return views.version_detail(document, resolve_ref(document, ref, model))
+
+
+@router.get("/models/{model}/timeline", response_model=list[Span], summary="Production over time")
+def timeline(state: RegistryDep, model: Model, _: Actor | None = reader) -> list[dict[str, Any]]:
+    """Which version held production when, oldest first (`until` null: it still does)."""
+    document = state.document()
+    views.find_model(document, model)
+    return views.production_timeline(document, model)
+
+
+@router.get("/audit", response_model=list[AuditEvent], summary="The audit log")
+def audit(
+    state: RegistryDep,
+    _: Actor | None = reader,
+    model: Annotated[str | None, Query(pattern=MODEL_NAME_PATTERN)] = None,
+    kind: Annotated[
+        Literal["stored", "stage", "status", "latest", "alias", "deleted", "signature", "approval"]
+        | None,
+        Query(description="the event's `what`"),
+    ] = None,
+    who: Annotated[str | None, Query(max_length=256, description="part of the name")] = None,
+    since: Moment | None = None,
+    until: Moment | None = None,
+) -> list[dict[str, Any]]:
+    """Every recorded change of every model, oldest first."""
+    asked = views.AuditQuery(model, kind, who, _aware(since), _aware(until))
+    return views.audit(state.document(), asked)
+
+
+@router.get(
+    "/models/{model}/refs/{ref}/watch",
+    response_class=StreamingResponse,
+    summary="A ref's changes, as Server-Sent Events",
+    responses={200: {"content": {"text/event-stream": {}}, "description": "the stream"}},
+)
+async def watch(
+    state: RegistryDep,
+    model: Model,
+    ref: Ref,
+    request: Request,
+    last_event_id: Annotated[str | None, Header(max_length=32)] = None,
+    _: Actor | None = reader,
+) -> StreamingResponse:
+    """`event: version`, `data: {"ref", "entry"}` (the version the ref names, in full, or
+    null) at once and whenever it changes; `id` is the metadata's newest history seq, so
+    a client that reconnects with `Last-Event-ID` gets the state if it moved meanwhile.
+    A comment line every 15 s keeps idle connections open."""
+    views.find_model(await asyncio.to_thread(state.document), model)
+    return StreamingResponse(
+        watch_ref(state, model, ref, last_event_id, request.is_disconnected),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-    async def watch(
-        model: Model,
-        ref: Ref,
-        request: Request,
-        last_event_id: Annotated[str | None, Header(max_length=32)] = None,
-        _: Actor | None = reader,
-    ) -> StreamingResponse:
-        """`event: version`, `data: {"ref", "entry"}` (the version the ref names, in full, or
-        null) at once and whenever it changes; `id` is the metadata's newest history seq, so
-        a client that reconnects with `Last-Event-ID` gets the state if it moved meanwhile.
-        A comment line every 15 s keeps idle connections open."""
-        views.find_model(await asyncio.to_thread(state.document), model)
-        return StreamingResponse(
-            watch_ref(state, model, ref, last_event_id, request.is_disconnected),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
 
-    def change(action: Action, actor: Actor | None) -> ActionResult:
-        return result(state.apply(action, actor))
 
-    @api.post("/models/{model}/versions/{ref}/promote", response_model=ActionResult)
-    def promote(
-        model: Model, ref: Ref, body: PromoteBody, actor: Actor | None = reader
-    ) -> ActionResult:
-        """Give the version a stage (staging: maintainer; production: approver)."""
-        return change(Action("promote", model, ref, stage=body.stage), actor)
+def _change(state: RegistryState, action: Action, actor: Actor | None) -> ActionResult:
+    return _result(state.apply(action, actor))
 
-    @api.post("/models/{model}/versions/{ref}/archive", response_model=ActionResult)
-    def archive(model: Model, ref: Ref, actor: Actor | None = reader) -> ActionResult:
-        """Retire the version (maintainer)."""
-        return change(Action("archive", model, ref), actor)
 
-    @api.post("/models/{model}/versions/{ref}/approve", response_model=ActionResult)
-    def approve(model: Model, ref: Ref, actor: Actor | None = reader) -> ActionResult:
-        """Approve the version (approver)."""
-        return change(Action("approve", model, ref), actor)
+@router.post("/models/{model}/versions/{ref}/promote", response_model=ActionResult)
+def promote(
+    state: RegistryDep, model: Model, ref: Ref, body: PromoteBody, actor: Actor | None = reader
+) -> ActionResult:
+    """Give the version a stage (staging: maintainer; production: approver)."""
+    return _change(state, Action("promote", model, ref, stage=body.stage), actor)
 
-    @api.post("/models/{model}/versions/{ref}/reject", response_model=ActionResult)
-    def reject(
-        model: Model, ref: Ref, body: RejectBody, actor: Actor | None = reader
-    ) -> ActionResult:
-        """Reject the version, with a reason (approver)."""
-        return change(Action("reject", model, ref, reason=body.reason), actor)
 
-    @api.post("/models/{model}/versions/{ref}/rollback", response_model=ActionResult)
-    def rollback(model: Model, ref: Ref, actor: Actor | None = reader) -> ActionResult:
-        """Make the version the latest again (maintainer)."""
-        return change(Action("rollback", model, ref), actor)
+@router.post("/models/{model}/versions/{ref}/archive", response_model=ActionResult)
+def archive(
+    state: RegistryDep, model: Model, ref: Ref, actor: Actor | None = reader
+) -> ActionResult:
+    """Retire the version (maintainer)."""
+    return _change(state, Action("archive", model, ref), actor)
 
-    @api.delete("/models/{model}/versions/{ref}", response_model=ActionResult)
-    def delete(
-        model: Model, ref: Ref, force: bool = False, actor: Actor | None = reader
-    ) -> ActionResult:
-        """Delete the version from the metadata (admin); `force` for one holding a stage."""
-        return change(Action("delete", model, ref, force=force), actor)
 
-    @api.put("/models/{model}/aliases/{alias}", response_model=ActionResult)
-    def set_alias(
-        model: Model, alias: Alias, body: Annotated[AliasBody, Body()], actor: Actor | None = reader
-    ) -> ActionResult:
-        """Point the alias at a version (maintainer). A name that reads as another ref
-        (latest, a stage, v3, a commit prefix) is a conflict (409)."""
-        _free_alias(alias)
-        return change(Action("alias", model, body.ref, alias=alias), actor)
+@router.post("/models/{model}/versions/{ref}/approve", response_model=ActionResult)
+def approve(
+    state: RegistryDep, model: Model, ref: Ref, actor: Actor | None = reader
+) -> ActionResult:
+    """Approve the version (approver)."""
+    return _change(state, Action("approve", model, ref), actor)
 
-    @api.delete("/models/{model}/aliases/{alias}", response_model=ActionResult)
-    def remove_alias(model: Model, alias: Alias, actor: Actor | None = reader) -> ActionResult:
-        """Remove the alias (maintainer)."""
-        _free_alias(alias)
-        return change(Action("unalias", model, alias, alias=alias), actor)
 
-    return api
+@router.post("/models/{model}/versions/{ref}/reject", response_model=ActionResult)
+def reject(
+    state: RegistryDep, model: Model, ref: Ref, body: RejectBody, actor: Actor | None = reader
+) -> ActionResult:
+    """Reject the version, with a reason (approver)."""
+    return _change(state, Action("reject", model, ref, reason=body.reason), actor)
+
+
+@router.post("/models/{model}/versions/{ref}/rollback", response_model=ActionResult)
+def rollback(
+    state: RegistryDep, model: Model, ref: Ref, actor: Actor | None = reader
+) -> ActionResult:
+    """Make the version the latest again (maintainer)."""
+    return _change(state, Action("rollback", model, ref), actor)
+
+
+@router.delete("/models/{model}/versions/{ref}", response_model=ActionResult)
+def delete(
+    state: RegistryDep, model: Model, ref: Ref, force: bool = False, actor: Actor | None = reader
+) -> ActionResult:
+    """Delete the version from the metadata (admin); `force` for one holding a stage."""
+    return _change(state, Action("delete", model, ref, force=force), actor)
+
+
+@router.put("/models/{model}/aliases/{alias}", response_model=ActionResult)
+def set_alias(
+    state: RegistryDep,
+    model: Model,
+    alias: Alias,
+    body: Annotated[AliasBody, Body()],
+    actor: Actor | None = reader,
+) -> ActionResult:
+    """Point the alias at a version (maintainer). A name that reads as another ref
+    (latest, a stage, v3, a commit prefix) is a conflict (409)."""
+    _free_alias(alias)
+    return _change(state, Action("alias", model, body.ref, alias=alias), actor)
+
+
+@router.delete("/models/{model}/aliases/{alias}", response_model=ActionResult)
+def remove_alias(
+    state: RegistryDep, model: Model, alias: Alias, actor: Actor | None = reader
+) -> ActionResult:
+    """Remove the alias (maintainer)."""
+    _free_alias(alias)
+    return _change(state, Action("unalias", model, alias, alias=alias), actor)
 
 
 WATCH_POLL_S = 0.2

@@ -32,7 +32,7 @@ def create_app(settings: RegistrySettings) -> FastAPI:
         redoc_url=None,
     )
     app.state.registry = state
-    app.include_router(api.router(state), prefix="/api/v1")
+    app.include_router(api.router, prefix="/api/v1")
     app.include_router(pages.router(state))
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import Request
@@ -78,12 +77,3 @@ def presented_token(request: Request) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return request.cookies.get(COOKIE) or None
-
-
-def reader_of(state: RegistryState) -> Callable[[Request], Actor | None]:
-    """The dependency every API route takes: who is asking (see `RegistryState.actor`)."""
-
-    def reader(request: Request) -> Actor | None:
-        return state.actor(presented_token(request))
-
-    return reader
