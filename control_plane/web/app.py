@@ -33,7 +33,7 @@ def create_app(settings: RegistrySettings) -> FastAPI:
     )
     app.state.registry = state
     app.include_router(api.router, prefix="/api/v1")
-    app.include_router(pages.router(state))
+    app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 
     @app.exception_handler(NexusError)
