@@ -28,11 +28,19 @@ from control_plane.registry.provenance import (
     read_training_config,
 )
 from control_plane.registry.resolve import find_version, resolve_ref, validate_model_name
-from control_plane.registry.tree import DIRECTORY, MANIFEST_SUFFIX, content_id, scan_tree
+from control_plane.registry.tree import (
+    DIRECTORY,
+    MANIFEST_SUFFIX,
+    LocalTree,
+    TreeFile,
+    content_id,
+    scan_tree,
+)
 from control_plane.registry.tree_transfer import hash_tree
 from control_plane.registry.workspace import Workspace
 
 if TYPE_CHECKING:
+    from control_plane.registry.git import GitState
     from control_plane.settings import NexusConfig
 
 _EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")
@@ -88,6 +96,41 @@ class StoreResult:
 
 
 @dataclass
+class _Checked:
+    """What the request says, checked, and the Git tree it was trained from."""
+
+    source: Path
+    tree: LocalTree | None
+    metrics: dict[str, float] | None
+    training: TrainingConfig | None
+    params: dict[str, Any]
+    git: GitState
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Content:
+    """The bytes' identity: a file's sha256 (also its content id), or a tree's files."""
+
+    size: int
+    sha256: str | None
+    identity: str
+    hashed: list[TreeFile] | None
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """Where the bytes are now, and what the entry records about them."""
+
+    key: str
+    sha256: str
+    format: str | None
+    file_count: int | None
+    uploaded: bool
+
+
+@dataclass
 class StorePipeline:
     """One store, step by step, over the registry's parts."""
 
@@ -98,6 +141,22 @@ class StorePipeline:
     signer: Signer | None = None
 
     def run(self, request: StoreRequest, progress: ProgressReporter | None) -> StoreResult:
+        """Check, hash, find the lineage, upload, record: each a stage below."""
+        checked = self._check(request)
+        content = self._hash(checked, progress)
+        document = self.metadata.read()
+        existing = find_version(document, request.model_name, checked.git.commit_hash)
+        if existing is not None:
+            return self._already_stored(existing, content.identity, checked.warnings)
+        parents = self._lineage(document, request, checked)
+        placed = self._upload(document, request, checked, content, progress)
+        if isinstance(placed, StoreResult):
+            return placed  # a rival store of this version won the race
+        entry = self._entry(request, checked, content, placed, parents)
+        return self._record(request, checked, content, placed, entry)
+
+    def _check(self, request: StoreRequest) -> _Checked:
+        """The request's values and the Git tree, before a byte is read."""
         validate_model_name(request.model_name)
         source = request.path
         if not source.is_file() and not source.is_dir():
@@ -110,85 +169,113 @@ class StorePipeline:
         training = read_training_config(request.config_file) if request.config_file else None
         params = {**((training.params if training else None) or {}), **(request.params or {})}
         git = self.workspace.git()
-        state = git.state(allow_dirty=request.allow_dirty)
-        warnings: list[str] = []
-        notes: list[str] = []
+        checked = _Checked(
+            source, tree, metrics, training, params, git.state(allow_dirty=request.allow_dirty)
+        )
         if git.is_tracked(source):
-            warnings.append(
+            checked.warnings.append(
                 f"{source} is tracked by Git; binaries belong in the store, not in Git "
                 f"(git rm --cached {source})."
             )
-        document = self.metadata.read()
-        if tree is None:
-            size = source.stat().st_size
-            sha256 = sha256_file(source, callback(progress, "hashing", size))
-            content = sha256
-        else:
-            size = sum(file_size for _, _, file_size in tree.files)
-            hashed = hash_tree(tree, callback(progress, "hashing", size))
-            content = content_id(hashed, tree.dirs)
-        existing = find_version(document, request.model_name, state.commit_hash)
-        if existing is not None:
-            return self._already_stored(existing, content, warnings)
+        return checked
+
+    def _hash(self, checked: _Checked, progress: ProgressReporter | None) -> _Content:
+        """The file's sha256, or every file's and the tree's content id."""
+        if checked.tree is None:
+            size = checked.source.stat().st_size
+            sha256 = sha256_file(checked.source, callback(progress, "hashing", size))
+            return _Content(size, sha256, sha256, None)
+        size = sum(file_size for _, _, file_size in checked.tree.files)
+        hashed = hash_tree(checked.tree, callback(progress, "hashing", size))
+        return _Content(size, None, content_id(hashed, checked.tree.dirs), hashed)
+
+    def _lineage(
+        self, document: MetadataDocument, request: StoreRequest, checked: _Checked
+    ) -> list[ModelEntry]:
+        """The parents named (never the version itself, nor a descendant); a twin config."""
         parents = [
             resolve_ref(document, ref, m) for m, ref in map(split_model_ref, request.parents)
         ]
-        if would_cycle(document, (request.model_name, state.commit_hash), (e.key for e in parents)):
+        key = (request.model_name, checked.git.commit_hash)
+        if would_cycle(document, key, (e.key for e in parents)):
             raise ConflictError(
-                f"{request.model_name}@{state.commit_hash[:7]} cannot be its own ancestor.",
+                f"{request.model_name}@{checked.git.commit_hash[:7]} cannot be its own ancestor.",
                 hint="name parents that are older versions, not this one",
             )
-        if training is not None:
-            warnings.extend(self._config_twin(document, request, training))
+        if checked.training is not None:
+            checked.warnings.extend(self._config_twin(document, request, checked.training))
+        return parents
 
-        key = self._key(request.model_name, state.commit_hash, source)
-        file_count = None
-        if tree is not None:
+    def _upload(
+        self,
+        document: MetadataDocument,
+        request: StoreRequest,
+        checked: _Checked,
+        content: _Content,
+        progress: ProgressReporter | None,
+    ) -> _Placed | StoreResult:
+        """The bytes into the store, once: a tree file by file (those the store lacks), a
+        file under its key, or an identical earlier object reused."""
+        key = self._key(request.model_name, checked.git.commit_hash, checked.source)
+        if checked.tree is not None:
+            assert content.hashed is not None
+            folder = self._folder(request.model_name) + "files/"
             done = self.objects.upload_tree(
-                tree, hashed, key, self._folder(request.model_name) + "files/", document.entries
+                checked.tree, content.hashed, key, folder, document.entries
             )
-            sha256, fmt, file_count = done.manifest_sha256, DIRECTORY, len(hashed)
-            uploaded = done.uploaded_files > 0
-            notes.append(
+            checked.notes.append(
                 f"{done.uploaded_files} file{'' if done.uploaded_files == 1 else 's'} uploaded "
                 f"({human_size(done.uploaded_bytes)}), "
                 f"{done.reused_files} already in the store ({human_size(done.reused_bytes)} "
                 "not uploaded again)."
             )
-        else:
-            fmt = detect_format(source)
-            versions = document.versions(request.model_name)
-            twin = next((e for e in versions if e.sha256 == sha256), None)
-            if twin is not None and self.objects.reuse(twin.storage_uri):
-                key, uploaded = twin.storage_uri, False
-                notes.append(
-                    f"identical bytes to {twin.label}: the new entry points at its object."
-                )
-            else:
-                try:
-                    uploaded = self.objects.upload_once(source, key, sha256, size, progress)
-                except ObjectExistsError:
-                    rival = find_version(
-                        self.metadata.read(), request.model_name, state.commit_hash
-                    )
-                    if rival is None:
-                        raise
-                    return self._already_stored(rival, content, warnings)  # a rival store won
-        entry = ModelEntry(
-            commit_hash=state.commit_hash,
+            return _Placed(
+                key, done.manifest_sha256, DIRECTORY, len(content.hashed), done.uploaded_files > 0
+            )
+        assert content.sha256 is not None
+        fmt = detect_format(checked.source)
+        versions = document.versions(request.model_name)
+        twin = next((e for e in versions if e.sha256 == content.sha256), None)
+        if twin is not None and self.objects.reuse(twin.storage_uri):
+            checked.notes.append(
+                f"identical bytes to {twin.label}: the new entry points at its object."
+            )
+            return _Placed(twin.storage_uri, content.sha256, fmt, None, False)
+        try:
+            uploaded = self.objects.upload_once(
+                checked.source, key, content.sha256, content.size, progress
+            )
+        except ObjectExistsError:
+            rival = find_version(self.metadata.read(), request.model_name, checked.git.commit_hash)
+            if rival is None:
+                raise
+            return self._already_stored(rival, content.identity, checked.warnings)
+        return _Placed(key, content.sha256, fmt, None, uploaded)
+
+    def _entry(
+        self,
+        request: StoreRequest,
+        checked: _Checked,
+        content: _Content,
+        placed: _Placed,
+        parents: list[ModelEntry],
+    ) -> ModelEntry:
+        git, training = checked.git, checked.training
+        return ModelEntry(
+            commit_hash=git.commit_hash,
             model_name=request.model_name,
-            storage_uri=key,
-            file_size=size,
+            storage_uri=placed.key,
+            file_size=content.size,
             timestamp=lifecycle.now(),
-            sha256=sha256,
-            format=fmt,
-            file_count=file_count,
-            metrics=metrics,
-            params=params or None,
+            sha256=placed.sha256,
+            format=placed.format,
+            file_count=placed.file_count,
+            metrics=checked.metrics,
+            params=checked.params or None,
             tags={str(k): str(v) for k, v in request.tags.items()} if request.tags else None,
             message=request.message,
-            author=state.author,
-            dirty=True if state.dirty else None,
+            author=git.author,
+            dirty=True if git.dirty else None,
             owner=request.owner,
             training_data=request.training_data,
             base_model=request.base_model,
@@ -198,25 +285,39 @@ class StorePipeline:
             or None,
             lineage_type=request.lineage_type,
         )
+
+    def _record(
+        self,
+        request: StoreRequest,
+        checked: _Checked,
+        content: _Content,
+        placed: _Placed,
+        entry: ModelEntry,
+    ) -> StoreResult:
+        """Sign (when asked), then add the entry under the lock; a concurrent store of the
+        same version that recorded first wins."""
         signature = None
         if self.signer is not None:
-            files = {f.path: f.sha256 for f in hashed} if tree is not None else {".": sha256}
+            if content.hashed is not None:
+                files = {f.path: f.sha256 for f in content.hashed}
+            else:
+                files = {".": str(content.sha256)}
             signature = self.signer(entry, files)
         self.workspace.prepare()
         with self.metadata.update() as document:
-            existing = find_version(document, request.model_name, state.commit_hash)
-            if existing is not None:  # a concurrent store of the same version won
-                return self._already_stored(existing, content, warnings)
-            recorder = lifecycle.Recorder(document, state.author)
+            existing = find_version(document, request.model_name, checked.git.commit_hash)
+            if existing is not None:
+                return self._already_stored(existing, content.identity, checked.warnings)
+            recorder = lifecycle.Recorder(document, checked.git.author)
             lifecycle.add_version(document, entry, recorder)
             if signature is not None:
                 lifecycle.set_signature(entry, signature, recorder)
         return StoreResult(
             entry,
             already_stored=False,
-            uploaded=uploaded,
-            warnings=tuple(warnings),
-            notes=tuple(notes),
+            uploaded=placed.uploaded,
+            warnings=tuple(checked.warnings),
+            notes=tuple(checked.notes),
             recorded=tuple(recorder.recorded),
         )
 
