@@ -21,7 +21,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from control_plane.cli import render as ui
 from control_plane.core.errors import NexusError, UsageError
 from control_plane.metadata import METADATA_FILENAME
-from control_plane.registry import Registry
+from control_plane.metadata.location import find_root
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -106,10 +106,7 @@ def commit_hint(message: str) -> None:
     not committed (a first store writes .gitattributes and .gitignore too), by name."""
     from control_plane.registry.git import own_files_to_commit
 
-    try:
-        files = own_files_to_commit(Registry().root) or [METADATA_FILENAME]
-    except NexusError:
-        files = [METADATA_FILENAME]
+    files = own_files_to_commit(find_root(Path.cwd())) or [METADATA_FILENAME]
     ui.info(f"Commit the metadata: git add {' '.join(files)} && git commit -m '{message}'")
 
 

@@ -92,12 +92,14 @@ class Changes:
         model_name: str,
         status: str,
         reason: str | None,
-        sign: Callable[[ModelEntry], dict[str, Any] | None],
+        sign: Callable[[ModelEntry], dict[str, Any]] | None,
     ) -> ModelEntry:
-        """Approve or reject; `sign` makes the signed statement's record (None: unsigned),
+        """Approve or reject; `sign` (None: unsigned) makes the signed statement's record,
         before the lock, for the version the ref names now."""
-        entry = resolve_ref(self._metadata.read(), ref, model_name)
-        record, ref = sign(entry), entry.commit_hash
+        record = None
+        if sign is not None:
+            entry = resolve_ref(self._metadata.read(), ref, model_name)
+            record, ref = sign(entry), entry.commit_hash
 
         def change(document: MetadataDocument, entry: ModelEntry, rec: lifecycle.Recorder) -> Any:
             lifecycle.set_status(entry, status, rec, reason)

@@ -247,7 +247,8 @@ class Registry:
         self, ref: str, model_name: str, status: str, reason: str | None, key: Path | None
     ) -> ModelEntry:
         sign = functools.partial(self.trusting.approval, key=key, status=status, reason=reason)
-        return self.changes.decide(ref, model_name, status, reason, sign)
+        signed = sign if self.trusting.signs(key) else None
+        return self.changes.decide(ref, model_name, status, reason, signed)
 
     def set_alias(self, model_ref: str, alias: str) -> tuple[ModelEntry, ModelEntry | None]:
         """Give `alias` to MODEL@REF; return the version and the one that had the alias."""

@@ -139,13 +139,14 @@ class RegistryTrust:
         versions = self.versions
         return versions.sign(entry, versions.content(entry), signing_key, self._who())
 
+    def signs(self, key: Path | None) -> bool:
+        """A decision is signed with `key`, or with `signing_key` when the settings set one."""
+        return key is not None or bool(self._config().signing_key)
+
     def approval(
         self, entry: ModelEntry, key: Path | None, status: str, reason: str | None
-    ) -> dict[str, Any] | None:
-        """A signed approval (or rejection) of the version, with `key` or `signing_key`;
-        None when neither is set (the decision is then recorded unsigned)."""
-        if key is None and not self._config().signing_key:
-            return None
+    ) -> dict[str, Any]:
+        """A signed approval (or rejection) of the version, with `key` or `signing_key`."""
         signing_key = self.signing_key(key)
         when = lifecycle.event_time()
         return self.versions.approve(entry, signing_key, status, self._who(), when, reason)
