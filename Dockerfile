@@ -34,6 +34,7 @@ RUN set -e; \
     fi
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY nexus_common ./nexus_common
 COPY control_plane ./control_plane
 COPY model_server ./model_server
 COPY batch_proxy ./batch_proxy

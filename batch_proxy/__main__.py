@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import uvicorn
 
 from batch_proxy.app import ProxyApp
+from batch_proxy.errors import SettingsError
 from batch_proxy.fast_predict import fast_protocol
-from batch_proxy.memory import freeze_startup_heap
-from batch_proxy.runner import raise_open_files_limit, run_until_signalled
-from batch_proxy.settings import ProxySettings, SettingsError, settings_from
+from batch_proxy.settings import ProxySettings, settings_from
+from nexus_common.memory import freeze_startup_heap
+from nexus_common.runner import raise_open_files_limit, run_until_signalled
 
 
 def build_server(settings: ProxySettings) -> uvicorn.Server:

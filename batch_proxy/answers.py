@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from batch_proxy.batcher import BatchError, ItemError
+from batch_proxy.errors import BatchError, ItemError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from batch_proxy import v2batch, v2wire, wire
+from batch_proxy import v2batch
 from batch_proxy.admission import RELOAD_INTERVAL_S, Admission, presented_key
 from batch_proxy.answers import (
     Headers,
@@ -44,14 +44,16 @@ from batch_proxy.answers import (
     timed_out,
     too_large,
 )
-from batch_proxy.batcher import BatchError, Pending
+from batch_proxy.batcher import Pending
 from batch_proxy.discovery import Resolver, system_resolver
-from batch_proxy.memory import trim_when_idle
+from batch_proxy.errors import BatchError, BodyTooLarge, ClientGone, UnknownModel
 from batch_proxy.metrics import ProxyMetrics
-from batch_proxy.request_cycle import BodyTooLarge, ClientGone, DisconnectWatcher, read_body
-from batch_proxy.routing import Router, UnknownModel
+from batch_proxy.request_cycle import DisconnectWatcher, read_body
+from batch_proxy.routing import Router
 from batch_proxy.settings import ProxySettings
-from batch_proxy.slow_clients import CONNECTION
+from nexus_common import v2wire, wire
+from nexus_common.memory import trim_when_idle
+from nexus_common.slow_clients import CONNECTION
 
 logger = logging.getLogger("nexus.proxy")
 

@@ -22,9 +22,20 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from batch_proxy.backlog import Backlog
+from batch_proxy.errors import (
+    BatchError,
+    DeadlineError,
+    ItemError,
+    NoUpstreamError,
+    QueueFullError,
+    RejectedError,
+    ShuttingDownError,
+    UpstreamError,
+    UpstreamNotReadyError,
+)
 from batch_proxy.policies import BatchPolicy, Decision, Lane
-from batch_proxy.slow_clients import hung_up
-from batch_proxy.wire import BATCH_PATH, BatchReply
+from nexus_common.slow_clients import hung_up
+from nexus_common.wire import BATCH_PATH, BatchReply
 
 __all__ = [
     "BatchError",
@@ -44,65 +55,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("nexus.proxy")
-
-
-class BatchError(Exception):
-    """A failure that answers every caller of a batch (or one caller) with one sentence."""
-
-    status = 502
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class UpstreamError(BatchError):
-    """The upstream could not be reached or answered badly: 502."""
-
-
-class RejectedError(BatchError):
-    """The upstream refused the batch's input (a 4xx): the callers' error, with its status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class UpstreamNotReadyError(UpstreamError):
-    """The upstream is up but serves no version yet (its 503, e.g. nothing stored): 503
-    with Retry-After, so callers wait and retry rather than report a broken gateway."""
-
-    status = 503
-
-
-class NoUpstreamError(UpstreamError):
-    """No healthy upstream exists to take a batch: 502 at once rather than a long wait."""
-
-
-class QueueFullError(BatchError):
-    """The request's priority level holds all it may: 429 with Retry-After, at once."""
-
-    status = 429
-
-
-class ShuttingDownError(BatchError):
-    status = 503
-
-
-class DeadlineError(BatchError):
-    """The item's deadline passed before its batch was formed: 504."""
-
-    status = 504
-
-
-class ItemError(BatchError):
-    """The upstream answered the batch but failed this item (the wire's `errors`): 422."""
-
-    status = 422
-
-    def __init__(self, message: str, model: Any) -> None:
-        super().__init__(message)
-        self.model = model
 
 
 class Slot(Protocol):

@@ -24,19 +24,9 @@ from urllib.parse import quote, urlsplit
 
 import httptools
 
+from batch_proxy.errors import BadReply, ClientError, ConnectionFailed
+
 __all__ = ["BadReply", "ClientError", "ConnectionFailed", "HttpClient", "Reply"]
-
-
-class ClientError(Exception):
-    """An upstream call that got no usable reply."""
-
-
-class ConnectionFailed(ClientError):
-    pass
-
-
-class BadReply(ClientError):
-    pass
 
 
 @dataclass(frozen=True, slots=True)

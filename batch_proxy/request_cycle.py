@@ -7,14 +7,7 @@ import asyncio
 
 from batch_proxy.answers import Receive
 from batch_proxy.batcher import Pending
-
-
-class BodyTooLarge(Exception):
-    """The body passed the limit: the caller answers 413."""
-
-
-class ClientGone(Exception):
-    """The client disconnected before its body arrived."""
+from batch_proxy.errors import BodyTooLarge, ClientGone
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -23,11 +16,11 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientGone
+            raise ClientGone("the client left before its body arrived.")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge("the body passed the limit.")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks) if len(chunks) != 1 else chunks[0]

@@ -16,23 +16,21 @@ import functools
 import logging
 from typing import TypeVar
 
-from batch_proxy import v2batch, wire
-from batch_proxy.batcher import Batcher, BatchObserver, QueueFullError, Transport, send_items
+from batch_proxy import v2batch
+from batch_proxy.batcher import Batcher, BatchObserver, Transport, send_items
 from batch_proxy.discovery import DnsDiscovery, Resolver, system_resolver
+from batch_proxy.errors import QueueFullError, UnknownModel
 from batch_proxy.policies import BatchPolicy, make_policy
 from batch_proxy.settings import ProxySettings
-from batch_proxy.supervise import Supervisor
 from batch_proxy.upstream import UpstreamPool
+from nexus_common import wire
+from nexus_common.supervise import Supervisor
 
 logger = logging.getLogger("nexus.proxy")
 
 K = TypeVar("K")
 
 QUEUES_MAX = 64  # distinct models and v2 input signatures at once; idle ones are dropped
-
-
-class UnknownModel(LookupError):
-    """No upstream serves the model named: 404 with this sentence."""
 
 
 class Router:

@@ -9,22 +9,22 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
-    EnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from pydantic_settings.sources.utils import parse_env_vars
 
+from batch_proxy.errors import SettingsError
 from batch_proxy.policies import DEFAULT_POLICY, POLICIES, PolicyName
-from batch_proxy.slow_clients import DEFAULT_READ_TIMEOUT_S
+from nexus_common.settings import MappingEnvSource
+from nexus_common.slow_clients import DEFAULT_READ_TIMEOUT_S
 
 ENV_PREFIX = "NEXUS_PROXY_"
 
@@ -55,10 +55,6 @@ def _check_model_name(entry: str, model: str | None) -> None:
         raise ValueError(
             f"upstream '{entry}': '{model}' is not a model name (letters, digits, . _ -)."
         )
-
-
-class SettingsError(ValueError):
-    """A setting is out of range or contradicts another."""
 
 
 def _urls(value: Any) -> Any:
@@ -227,17 +223,6 @@ class ProxySettings(BaseSettings):
         return self.max_wait_ms / 1000.0
 
 
-class _Environ(EnvSettingsSource):
-    """pydantic-settings' environment source over a given mapping."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        super().__init__(ProxySettings)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self._environ, False, False, None)
-
-
 _EXPECTED = {
     "bool_parsing": "true or false",
     "int_parsing": "a whole number",
@@ -249,7 +234,9 @@ def settings_from(
     argv: Sequence[str] | None, environ: Mapping[str, str] | None = None, **explicit: Any
 ) -> ProxySettings:
     """Defaults, overridden by NEXUS_PROXY_* variables, then flags, then `explicit` values."""
-    values: dict[str, Any] = dict(_Environ(os.environ if environ is None else environ)())
+    values: dict[str, Any] = dict(
+        MappingEnvSource(ProxySettings, os.environ if environ is None else environ)()
+    )
     flags = {k: v for k, v in vars(_parser().parse_args(argv)).items() if v is not None}
     flags.update(explicit)
     values.update(flags)
@@ -272,7 +259,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Batching proxy: POST /predict items are grouped into "
         "POST <upstream>/predict/batch calls.",
     )
-    add = parser.add_argument
+    _upstream_flags(parser.add_argument)
+    _batching_flags(parser.add_argument)
+    _limit_flags(parser.add_argument)
+    return parser
+
+
+def _upstream_flags(add: Callable[..., Any]) -> None:
+    """Where the proxy listens and where its model servers are."""
     add(
         "--upstream",
         dest="upstreams",
@@ -293,6 +287,10 @@ def _parser() -> argparse.ArgumentParser:
     add("--dns-interval-s", type=float, help="DNS look-ups for --upstream-dns (default 5)")
     add("--host", help="address to listen on (default 127.0.0.1)")
     add("--port", type=int, help="port to listen on (default 8080)")
+
+
+def _batching_flags(add: Callable[..., Any]) -> None:
+    """When a batch leaves, and how many are in flight."""
     add("--max-batch-size", type=int, help="most items in one batch (default 32)")
     add("--max-wait-ms", type=float, help="longest an item waits for a batch (default 50)")
     add(
@@ -315,6 +313,10 @@ def _parser() -> argparse.ArgumentParser:
         help="batches each upstream runs at once, for an upstream that does not say so "
         "(default: its /health header, else 1)",
     )
+
+
+def _limit_flags(add: Callable[..., Any]) -> None:
+    """Queues, priorities, deadlines, sizes, logging and who may call."""
     add(
         "--max-queue", type=int, help="queued requests per priority level before 429 (default 1024)"
     )
@@ -349,4 +351,3 @@ def _parser() -> argparse.ArgumentParser:
         help="admit only requests carrying a key from FILE, each at its own rate (made by "
         "'nexus keys create'; re-read when it changes); default: no keys needed",
     )
-    return parser

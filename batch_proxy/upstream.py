@@ -20,11 +20,17 @@ from dataclasses import dataclass
 
 import orjson
 
-from batch_proxy import wire
-from batch_proxy.batcher import RejectedError, UpstreamError, UpstreamNotReadyError
-from batch_proxy.http_client import ClientError, ConnectionFailed, HttpClient
+from batch_proxy.errors import (
+    ClientError,
+    ConnectionFailed,
+    RejectedError,
+    UpstreamError,
+    UpstreamNotReadyError,
+)
+from batch_proxy.http_client import HttpClient
 from batch_proxy.policies import Lane
-from batch_proxy.wire import BatchReply
+from nexus_common import wire
+from nexus_common.wire import BatchReply
 
 logger = logging.getLogger("nexus.proxy")
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from batch_proxy import v2wire
-from batch_proxy.batcher import Pending, Slot, Transport, UpstreamError
-from batch_proxy.v2wire import BINARY_CONTENT_TYPE, HEADER_LENGTH, InferRequest, Tensor, V2Error
-from batch_proxy.wire import BatchReply
+from batch_proxy.batcher import Pending, Slot, Transport
+from batch_proxy.errors import UpstreamError
+from nexus_common import v2wire
+from nexus_common.v2wire import BINARY_CONTENT_TYPE, HEADER_LENGTH, InferRequest, Tensor, V2Error
+from nexus_common.wire import BatchReply
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from batch_proxy import v2wire
 from bench._common import git_repo, save, table
 from control_plane import Registry
 from model_server.inference import build_predictor
+from nexus_common import v2wire
 
 FEATURES = 64
 

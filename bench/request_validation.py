@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from batch_proxy import wire
 from bench._common import save, table
+from nexus_common import wire
 
 
 class StrictBatch(BaseModel):

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from batch_proxy import wire
+from nexus_common import wire
 
 Message = MutableMapping[str, Any]
 

@@ -26,11 +26,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from batch_proxy.runner import raise_open_files_limit
 from bench._common import git_repo, save, table
 from bench.open_loop import schedule, send, summarise
 from bench.rollout import make_version, rss_mb, start_stack
 from control_plane import Registry
+from nexus_common.runner import raise_open_files_limit
 
 
 def open_files(pid: int) -> int:

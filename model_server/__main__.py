@@ -10,13 +10,13 @@ import uvicorn
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
-from batch_proxy.memory import freeze_startup_heap
-from batch_proxy.runner import run_until_signalled
-from batch_proxy.slow_clients import guarded_protocol
-from control_plane.core.errors import NexusError
-from control_plane.settings import describe
 from model_server.app import create_app
 from model_server.settings import ServerSettings
+from nexus_common.errors import NexusError
+from nexus_common.memory import freeze_startup_heap
+from nexus_common.runner import run_until_signalled
+from nexus_common.settings import describe
+from nexus_common.slow_clients import guarded_protocol
 
 
 def main(argv: Sequence[str] | None = None) -> None:

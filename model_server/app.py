@@ -1,6 +1,6 @@
 """The HTTP face of a `ModelService`: thin routes, one place that reads bodies.
 
-    POST /predict/batch  {"inputs": [item, ...]} -> the wire reply (batch_proxy/wire.py)
+    POST /predict/batch  {"inputs": [item, ...]} -> the wire reply (nexus_common/wire.py)
     POST /predict        item -> {"output": ..., "model": {...}}, or 422 {"error": ...}
     POST /models/{name}/predict[/batch]   the same for one of several models (--models)
     GET  /health /ready /model /models/{name} /metrics
@@ -27,15 +27,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from batch_proxy import wire
 from control_plane import NexusError
 from model_server import openapi_docs as docs
 from model_server import v2
 from model_server.body_limit import BodyLimit
+from model_server.errors import NotReadyError
 from model_server.hosting import Hosted, Models
 from model_server.responses import bearer_matches, json_response, token_guard
-from model_server.service import ModelService, NotReadyError, load_model
+from model_server.service import ModelService, load_model
 from model_server.settings import ServerSettings
+from nexus_common import wire
 
 logger = logging.getLogger("nexus.model_server")
 

@@ -17,11 +17,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from batch_proxy.supervise import Supervisor
 from control_plane import NexusError
 from model_server.delivery.rollout import Rollout
 from model_server.service import ModelService
 from model_server.settings import ServerSettings
+from nexus_common.supervise import Supervisor
 
 logger = logging.getLogger("nexus.model_server")
 

@@ -10,12 +10,10 @@ A user handler (`module:Class`) takes any JSON and runs models that need code.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import importlib
 import logging
 import pickle
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,20 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from control_plane.core.errors import NexusError
 from control_plane.core.formats import ONNX, PICKLE, SAFETENSORS, TORCH, TORCHSCRIPT, detect_format
+from model_server.errors import ItemDecodeError, ModelLoadError
+from nexus_common.memory import trim_c_heap
 
 logger = logging.getLogger("nexus.model_server")
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class ModelLoadError(NexusError):
-    """The model cannot be loaded as configured; the server stops with this message."""
-
-
-class ItemDecodeError(Exception):
-    """One item cannot be decoded; it becomes an ItemFailure at its index."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,21 +265,7 @@ def free_device_memory(device: str) -> None:
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _libc() -> Any:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-    return libc if hasattr(libc, "malloc_trim") else None
-
-
-_LIBC = _libc()
+    trim_c_heap()
 
 
 def resolve_device(requested: str | None) -> str:

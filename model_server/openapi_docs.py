@@ -58,7 +58,7 @@ BATCH_BODY = json_body(
         "required": ["inputs"],
         "properties": {"inputs": {"type": "array", "minItems": 1}},
     },
-    'a batch: {"inputs": [item, ...]} (batch_proxy/wire.py)',
+    'a batch: {"inputs": [item, ...]} (nexus_common/wire.py)',
 )
 ITEM_BODY = json_body({}, "one item, as the model's handler takes it")
 PREDICTION_ERRORS = errors(400, 401, 404, 413, 422, 503)

@@ -11,7 +11,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from batch_proxy import wire
+from nexus_common import wire
 
 
 def json_response(payload: Any, status: int = 200) -> Response:

@@ -21,11 +21,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from batch_proxy import wire
-from control_plane import ModelEntry, NexusError, Registry
+from control_plane import ModelEntry, Registry
 from model_server.delivery.canary import Baseline, BatchFigure, CanaryRules, CanaryWindow, Verdict
+from model_server.errors import ItemDecodeError, NotReadyError
 from model_server.inference import (
-    ItemDecodeError,
     ItemFailure,
     Predictor,
     TensorPredictor,
@@ -36,16 +35,13 @@ from model_server.inference import (
 from model_server.loader import fetch_entry
 from model_server.metrics import ServerMetrics
 from model_server.settings import ServerSettings
+from nexus_common import wire
 
 logger = logging.getLogger("nexus.model_server")
 
 MAX_CONCURRENT_BATCHES = 1  # one inference thread: batches run one at a time
 LOADING = "the model is still loading"  # /ready's reason until the first version serves
 R = TypeVar("R")
-
-
-class NotReadyError(NexusError):
-    """No version is loaded yet (or loading failed): 503."""
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from batch_proxy.slow_clients import DEFAULT_READ_TIMEOUT_S
 from control_plane.registry.resolve import is_moving_ref
+from nexus_common.slow_clients import DEFAULT_READ_TIMEOUT_S
 
 
 def default_cache_dir() -> Path:

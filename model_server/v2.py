@@ -1,5 +1,5 @@
 """The Open Inference Protocol ("KServe v2") over a `ModelService`: metadata, readiness and
-`POST /v2/models/{name}/infer`, JSON and binary tensors (`batch_proxy/v2wire.py`).
+`POST /v2/models/{name}/infer`, JSON and binary tensors (`nexus_common/v2wire.py`).
 
     GET  /v2                         server metadata (name, version, extensions)
     GET  /v2/health/live  /v2/health/ready
@@ -23,12 +23,13 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from batch_proxy import v2wire
 from model_server import openapi_docs as docs
+from model_server.errors import ItemDecodeError, NotReadyError
 from model_server.hosting import Models
-from model_server.inference import ItemDecodeError, TensorPredictor
+from model_server.inference import TensorPredictor
 from model_server.responses import json_response
-from model_server.service import ModelService, NotReadyError
+from model_server.service import ModelService
+from nexus_common import v2wire
 
 INPUT_NAME = "input"
 _TO_NUMPY = {

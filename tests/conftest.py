@@ -20,6 +20,13 @@ pytest_plugins = [
     "tests.other_user",  # shared_tmp: a folder another uid may enter
 ]
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first: `make test` runs on several workers (pytest-xdist), and a
+    minute-long test handed out last would be the whole run's tail."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 _LEAKY_PREFIXES = ("AWS_", "GOOGLE_", "NEXUS_", "STORAGE_EMULATOR_HOST", "GIT_")
 
 

@@ -7,18 +7,17 @@ from typing import Annotated
 
 import typer
 
-from batch_proxy.admission import KeyFileError, add_key, read_records, revoke_key
 from control_plane.cli import render as ui
 from control_plane.cli.base import JsonOption, NexusCommand, NexusGroup, handle_errors
 from control_plane.core.errors import UsageError
 from control_plane.web.roles import Role
 from control_plane.web.tokens import (
-    TokenFileError,
     add_token,
     is_token_file,
     read_tokens,
     revoke_token,
 )
+from nexus_common.keyfiles import add_key, read_records, revoke_key
 
 keys_app = typer.Typer(
     help="API keys for the proxy (a name, a rate, a burst) and, with --role, tokens for the "
@@ -50,13 +49,14 @@ def create(
 ) -> None:
     """Make a key (or, with --role, a registry token), add its record to FILE and print it
     once, on its own line."""
-    try:
-        if role is not None:
-            key = add_token(file, name, Role.named(role), email or f"{name}@users.noreply")
-        else:
-            key = add_key(file, name, rate, burst, tuple(model or ()))
-    except (KeyFileError, TokenFileError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+    if role is not None:
+        try:
+            chosen = Role.named(role)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        key = add_token(file, name, chosen, email or f"{name}@users.noreply")
+    else:
+        key = add_key(file, name, rate, burst, tuple(model or ()))
     what = "token" if role is not None else "key"
     ui.warning(f"the {what} for '{name}' is printed once; it is not stored anywhere in clear.")
     print(key)  # stdout, alone: `KEY=$(nexus keys create …)`
@@ -66,10 +66,7 @@ def create(
 @handle_errors
 def revoke(name: Annotated[str, typer.Argument(help="The key's name.")], file: FileOption) -> None:
     """Remove a key or token; a running proxy or registry refuses it within a second."""
-    try:
-        (revoke_token if is_token_file(file) else revoke_key)(file, name)
-    except (KeyFileError, TokenFileError) as exc:
-        raise UsageError(str(exc)) from None
+    (revoke_token if is_token_file(file) else revoke_key)(file, name)
     ui.info(f"Revoked '{name}' in {file}.")
 
 
@@ -78,19 +75,13 @@ def revoke(name: Annotated[str, typer.Argument(help="The key's name.")], file: F
 def list_keys(file: FileOption, as_json: JsonOption = False) -> None:
     """The keys' names, rates and models, or the tokens' names and roles (never the keys)."""
     if is_token_file(file):
-        try:
-            tokens = read_tokens(file)
-        except TokenFileError as exc:
-            raise UsageError(str(exc)) from None
+        tokens = read_tokens(file)
         if as_json:
             ui.print_json([{k: v for k, v in t.to_json().items() if k != "sha256"} for t in tokens])
         for token in [] if as_json else tokens:
             ui.info(f"{token.name}  {token.role.label}  {token.email}")
         return
-    try:
-        records = read_records(file)
-    except KeyFileError as exc:
-        raise UsageError(str(exc)) from None
+    records = read_records(file)
     if as_json:
         ui.print_json([{k: v for k, v in r.to_json().items() if k != "sha256"} for r in records])
         return

@@ -10,8 +10,8 @@ import typer
 from control_plane.cli import render as ui
 from control_plane.cli.base import KeyOption, command, commit_hint, group
 from control_plane.core.errors import UsageError
-from control_plane.core.files import atomic_write
 from control_plane.registry import Registry
+from nexus_common.files import atomic_write
 
 commands = group()
 

@@ -1,7 +1,7 @@
-"""The one exception tree of NexusML.
+"""The control plane's error tree (the registry, the CLI, its web server, `nexus serve`).
 
-    NexusError(message, hint)          exit code 1: the user can fix it
-    ├── UsageError                     bad input: a name, a ref, a flag value
+    NexusError(message, hint)          nexus_common.errors: the root of every part's tree
+    ├── UsageError                     exit code 2 (as click's): a name, a ref, a flag value
     ├── ConfigError                    .nexusrc or NEXUS_* environment
     ├── GitError                       not a repo, no commits, dirty tree
     ├── MetadataError                  .nexus_meta.json unreadable or inconsistent
@@ -9,16 +9,24 @@
     │   ├── NotFoundError              no version matches a ref
     │   ├── AmbiguousRefError          a ref matches several versions
     │   └── ConflictError              other bytes at an existing version
-    └── StorageError                   exit code 3: the store failed us
-        ├── ObjectNotFoundError        the key is not in the store
-        ├── ObjectExistsError          the key holds other bytes
-        └── IntegrityError             bytes do not match size or sha256
-    TrustError                         exit code 3: a signature or signed approval fails
-    ├── UnsignedError                  required, but there is none
-    ├── SignatureInvalidError          it does not verify (or cannot be read)
-    ├── WrongVersionError              it was made for another version
-    ├── UntrustedSignerError           its key is not among the trusted keys
-    └── ContentChangedError            the bytes are not the ones signed
+    ├── StorageError                   exit code 3: the store failed us
+    │   ├── ObjectNotFoundError        the key is not in the store
+    │   ├── ObjectExistsError          the key holds other bytes
+    │   └── IntegrityError             bytes do not match size or sha256
+    ├── TrustError                     exit code 3: a signature or signed approval fails
+    │   ├── UnsignedError              required, but there is none
+    │   ├── SignatureInvalidError      it does not verify (or cannot be read)
+    │   ├── WrongVersionError          it was made for another version
+    │   ├── UntrustedSignerError       its key is not among the trusted keys
+    │   └── ContentChangedError        the bytes are not the ones signed
+    ├── FileFormatError                nexus_common.errors: a file breaks its format
+    │   ├── TokenFileError             the web server's token file
+    │   └── BundleError                a signature bundle
+    ├── UnauthorizedError              web: no valid token where one is needed (401)
+    ├── ForbiddenError                 web: the role does not allow it (403)
+    ├── ReadOnlyError                  web: started without tokens (403)
+    ├── ServerError                    a model server did not answer as one
+    └── ServeError                     `nexus serve`: a child could not start, or died
 
 Library errors (OSError, boto3, gitpython) are translated where they enter,
 so callers catch this tree and nothing else.
@@ -26,23 +34,15 @@ so callers catch this tree and nothing else.
 
 from __future__ import annotations
 
-
-class NexusError(Exception):
-    """Base of every expected failure: one sentence, an optional hint."""
-
-    exit_code: int = 1
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def __str__(self) -> str:
-        return self.message
+# The root comes from the floor; importing it from here (as callers always did) is the same class.
+from nexus_common.errors import FileFormatError as FileFormatError
+from nexus_common.errors import NexusError as NexusError
 
 
 class UsageError(NexusError):
     """Bad input from the user: a model name, a ref, a key=value pair."""
+
+    exit_code = 2
 
 
 class ConfigError(NexusError):
@@ -116,3 +116,31 @@ class UntrustedSignerError(TrustError):
 
 class ContentChangedError(TrustError):
     """The recorded bytes are not the bytes that were signed."""
+
+
+class TokenFileError(FileFormatError):
+    """The registry's token file cannot be read or breaks its format."""
+
+
+class BundleError(FileFormatError):
+    """A bundle that cannot be read, or whose signature does not verify with the key."""
+
+
+class UnauthorizedError(NexusError):
+    """No valid token where one is needed: 401."""
+
+
+class ForbiddenError(NexusError):
+    """The actor's role does not allow the action: 403."""
+
+
+class ReadOnlyError(NexusError):
+    """The registry was started without tokens: every change is refused (403)."""
+
+
+class ServerError(NexusError):
+    """The model server could not be reached, or did not answer as one."""
+
+
+class ServeError(NexusError):
+    """A child could not start, or died while serving."""

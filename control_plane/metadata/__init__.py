@@ -1,6 +1,5 @@
 """`.nexus_meta.json`: its format, its entries, locked atomic writes, the listing index."""
 
-from control_plane.core.files import atomic_write
 from control_plane.metadata.document import (
     SCHEMA_VERSION,
     MetadataDocument,
@@ -9,6 +8,7 @@ from control_plane.metadata.document import (
 from control_plane.metadata.entry import ModelEntry, VersionFacts, parse_timestamp
 from control_plane.metadata.file import MetadataFile
 from control_plane.metadata.location import METADATA_FILENAME
+from nexus_common.files import atomic_write
 
 __all__ = [
     "METADATA_FILENAME",

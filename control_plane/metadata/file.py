@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from control_plane.core.errors import MetadataError, MetadataFileError
-from control_plane.core.files import atomic_write
 from control_plane.metadata.document import MetadataDocument, parse_document
+from nexus_common.files import atomic_write
 
 __all__ = ["LOCK_TIMEOUT_S", "MetadataFile", "atomic_write"]
 

@@ -22,13 +22,13 @@ from control_plane.core.errors import (
     StorageError,
     UsageError,
 )
-from control_plane.core.files import temp_file_beside
 from control_plane.core.hashing import ProgressCallback, sha256_file
 from control_plane.metadata import ModelEntry
 from control_plane.registry import tree_transfer
 from control_plane.registry.tree import DIRECTORY, LocalTree, Manifest, TreeFile
 from control_plane.registry.workspace import Workspace
 from control_plane.storage import StorageBackend
+from nexus_common.files import temp_file_beside
 
 
 class ProgressReporter(Protocol):

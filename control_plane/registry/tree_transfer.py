@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from control_plane.core.errors import IntegrityError, UsageError
-from control_plane.core.files import temp_dir_beside
 from control_plane.core.hashing import sha256_file
 from control_plane.metadata import ModelEntry
 from control_plane.registry.tree import LocalTree, Manifest, TreeFile, check_path
 from control_plane.registry.workspace import Workspace
 from control_plane.storage import StorageBackend
+from nexus_common.files import temp_dir_beside
 
 WORKERS = 8
 UploadOnce = Callable[[Path, str, str, int], bool]

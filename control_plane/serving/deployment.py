@@ -8,13 +8,9 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from control_plane.core.errors import NexusError
+from control_plane.core.errors import ServerError
 
 TIMEOUT_S = 10.0
-
-
-class ServerError(NexusError):
-    """The model server could not be reached, or did not answer as one."""
 
 
 def fetch_deployment(url: str, since: int = 0) -> dict[str, Any]:

@@ -31,14 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from control_plane.core.errors import NexusError
+from control_plane.core.errors import ServeError
 
 LogSink = Callable[[str, str], None]
 """Called with (child name, one log line)."""
-
-
-class ServeError(NexusError):
-    """A child could not start, or died while serving."""
 
 
 @dataclass

@@ -14,14 +14,15 @@ CONFIG_FILENAME = ".nexusrc"
 
 if TYPE_CHECKING:
     from control_plane.settings.nexusrc import NexusConfig, load_config
-    from control_plane.settings.sources import describe, load_settings, settings_env
+    from control_plane.settings.sources import load_settings
+    from nexus_common.settings import describe, settings_env
 
 _LAZY = {
     "NexusConfig": "control_plane.settings.nexusrc",
     "load_config": "control_plane.settings.nexusrc",
-    "describe": "control_plane.settings.sources",
+    "describe": "nexus_common.settings",
     "load_settings": "control_plane.settings.sources",
-    "settings_env": "control_plane.settings.sources",
+    "settings_env": "nexus_common.settings",
 }
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, EnvSettingsSource
-from pydantic_settings.sources.utils import parse_env_vars
+from pydantic_settings import BaseSettings
 
 from control_plane.core.errors import ConfigError
+from nexus_common.settings import MappingEnvSource, describe
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -38,33 +38,6 @@ CREDENTIALS_HINT = (
     "AZURE_STORAGE_CONNECTION_STRING (or AZURE_STORAGE_ACCOUNT_KEY, or Azure's default "
     "credentials) for Azure"
 )
-# pydantic's error types, said the way a person would.
-_EXPECTED = {
-    "bool_parsing": "must be true or false",
-    "bool_type": "must be true or false",
-    "int_parsing": "must be a whole number",
-    "int_type": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "float_parsing": "must be a number",
-    "float_type": "must be a number",
-    "string_type": "must be a non-empty string",
-    "literal_error": "must be one of {expected}",
-    "greater_than_equal": "must be at least {ge}",
-    "less_than_equal": "must be at most {le}",
-}
-
-
-class MappingEnvSource(EnvSettingsSource):
-    """pydantic-settings' environment source over a given mapping (os.environ by default)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(
-            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
-        )
 
 
 def read_yaml_file(path: Path) -> dict[str, Any]:
@@ -145,39 +118,3 @@ def load_settings(
         return cls.model_validate(values)
     except ValidationError as exc:
         raise ConfigError(describe(exc, origin)) from None
-
-
-def describe(exc: ValidationError, origin: Mapping[str, str] | None = None) -> str:
-    """The first problem as one sentence: the key, what it must be, what it was, and where."""
-    error = exc.errors()[0]
-    key = ".".join(str(part) for part in error["loc"])
-    context = {k: _show(v) for k, v in (error.get("ctx") or {}).items()}
-    if error["type"] == "value_error":
-        expected = str(context.get("error", error["msg"]))
-    else:
-        expected = _EXPECTED.get(error["type"], error["msg"].lower()).format(**context)
-    where = f" (from {origin[key]})" if origin and key in origin else ""
-    subject = f"'{key}' " if key else ""
-    shown = "" if error["type"] == "missing" else f", not {error['input']!r}"
-    return f"{subject}{expected}{shown}{where}."
-
-
-def _show(value: Any) -> str:
-    text = str(value)
-    return text.replace("'", "") if text.startswith("'") else text
-
-
-def settings_env(settings: BaseSettings) -> dict[str, str | None]:
-    """The NEXUS_* variables that reproduce `settings` in a child process (None: unset it)."""
-    prefix = str(settings.model_config.get("env_prefix", ""))
-    env: dict[str, str | None] = {}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, bool):
-            text: str | None = "true" if value else "false"
-        elif isinstance(value, tuple | list):
-            text = ",".join(map(str, value))
-        else:
-            text = None if value is None else str(value)
-        env[prefix + name.upper()] = text
-    return env

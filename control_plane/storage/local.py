@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from control_plane.core.errors import ObjectExistsError, ObjectNotFoundError, StorageError
-from control_plane.core.files import temp_file_beside
 from control_plane.core.hashing import CHUNK_SIZE, ProgressCallback
 from control_plane.storage.base import ObjectInfo, StorageBackend, check_key, writing_to
+from nexus_common.files import temp_file_beside
 
 
 class LocalBackend(StorageBackend):

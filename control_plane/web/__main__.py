@@ -9,10 +9,10 @@ from collections.abc import Sequence
 import uvicorn
 from pydantic import ValidationError
 
-from batch_proxy.runner import run_until_signalled
 from control_plane.core.errors import NexusError
 from control_plane.web.app import create_app
 from control_plane.web.settings import RegistrySettings
+from nexus_common.runner import run_until_signalled
 
 
 def parse(argv: Sequence[str] | None) -> RegistrySettings:
@@ -39,15 +39,18 @@ def parse(argv: Sequence[str] | None) -> RegistrySettings:
 
 
 def build_server(settings: RegistrySettings) -> uvicorn.Server:
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level="warning",
         access_log=False,
         server_header=False,
     )
-    return uvicorn.Server(config)
+    server = uvicorn.Server(config)
+    app.state.registry.stopping = lambda: server.should_exit  # update streams end on SIGTERM
+    return server
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -278,10 +278,15 @@ async def watch(
     """`event: version`, `data: {"ref", "entry"}` (the version the ref names, in full, or
     null) at once and whenever it changes; `id` is the metadata's newest history seq, so
     a client that reconnects with `Last-Event-ID` gets the state if it moved meanwhile.
-    A comment line every 15 s keeps idle connections open."""
+    A comment line every 15 s keeps idle connections open; the stream ends when the
+    client leaves or the server stops (the client reconnects to the next one)."""
     views.find_model(await asyncio.to_thread(state.document), model)
+
+    async def over() -> bool:
+        return state.stopping() or await request.is_disconnected()
+
     return StreamingResponse(
-        watch_ref(state, model, ref, last_event_id, request.is_disconnected),
+        watch_ref(state, model, ref, last_event_id, over),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

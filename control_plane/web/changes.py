@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from control_plane.core.errors import GitError, NexusError
+from control_plane.core.errors import ForbiddenError, GitError, ReadOnlyError
 from control_plane.metadata import ModelEntry
 from control_plane.registry import Registry
 from control_plane.registry.commits import Committer
@@ -21,14 +21,6 @@ from control_plane.web.roles import Role, allows, needed_for
 from control_plane.web.views import name_of
 
 _ARTICLE = {Role.READER: "a", Role.MAINTAINER: "a", Role.APPROVER: "an", Role.ADMIN: "an"}
-
-
-class ForbiddenError(NexusError):
-    """The actor's role does not allow the action: 403."""
-
-
-class ReadOnlyError(NexusError):
-    """The registry was started without tokens: every change is refused (403)."""
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,16 @@ from __future__ import annotations
 from control_plane.core.errors import (
     AmbiguousRefError,
     ConflictError,
+    ForbiddenError,
     GitError,
     NexusError,
     NotFoundError,
+    ReadOnlyError,
     StorageError,
     TrustError,
+    UnauthorizedError,
     UsageError,
 )
-from control_plane.web.changes import ForbiddenError, ReadOnlyError
-from control_plane.web.state import UnauthorizedError
 
 _STATUS: tuple[tuple[type[NexusError], int], ...] = (
     (UnauthorizedError, 401),

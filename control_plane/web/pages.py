@@ -18,14 +18,14 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from control_plane.core.errors import NexusError
+from control_plane.core.errors import NexusError, UnauthorizedError
 from control_plane.registry.lifecycle import APPROVED, ARCHIVED, PRODUCTION, REJECTED, STAGING
 from control_plane.registry.resolve import resolve_ref, validate_model_name
 from control_plane.web import charts, views
 from control_plane.web.changes import Action, Actor
 from control_plane.web.errors import sentence, status_of
 from control_plane.web.roles import Role, allows
-from control_plane.web.state import COOKIE, RegistryState, UnauthorizedError, presented_token
+from control_plane.web.state import COOKIE, RegistryState, presented_token
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
 METRIC_COLUMNS = 6  # metrics shown as columns: the ones most versions on the page have

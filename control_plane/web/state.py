@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import Request
 
-from control_plane.core.errors import NexusError
+from control_plane.core.errors import UnauthorizedError
 from control_plane.metadata import MetadataDocument
 from control_plane.registry import Registry
 from control_plane.web.changes import Action, Actor, ChangeDesk, Outcome
@@ -17,10 +18,6 @@ from control_plane.web.settings import RegistrySettings
 from control_plane.web.tokens import TokenBook
 
 COOKIE = "nexus_token"
-
-
-class UnauthorizedError(NexusError):
-    """No valid token where one is needed: 401."""
 
 
 class RegistryState:
@@ -33,6 +30,9 @@ class RegistryState:
         self.desk.committer.remote = settings.remote
         self._cached: tuple[tuple[int, ...], MetadataDocument] | None = None
         self._cache_lock = threading.Lock()
+        # True once the server is stopping: the update streams end then, or a SIGTERM would
+        # wait on a connected device's never-ending stream (nexus-registry sets it).
+        self.stopping: Callable[[], bool] = lambda: False
 
     def document(self) -> MetadataDocument:
         """The metadata as the file is now, parsed once per change of the file (10,000

@@ -19,22 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batch_proxy.admission import (
-    check_digests_and_names,
-    digest,
-    read_private_json,
-    write_private_json,
-)
+from control_plane.core.errors import TokenFileError
 from control_plane.web.roles import Role
+from nexus_common.files import read_private_text, write_private_json
+from nexus_common.keyfiles import check_digests_and_names, digest
 
 logger = logging.getLogger("nexus.registry")
 
 TOKEN_PREFIX = "nxr_"
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
-
-
-class TokenFileError(ValueError):
-    """The token file cannot be read or breaks its format."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +73,7 @@ def parse_tokens(text: str, source: str) -> list[TokenRecord]:
 
 
 def read_tokens(path: Path) -> list[TokenRecord]:
-    return parse_tokens(read_private_json(path, TokenFileError), str(path))
+    return parse_tokens(read_private_text(path, TokenFileError), str(path))
 
 
 def add_token(path: Path, name: str, role: Role, email: str) -> str:

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from batch_proxy.supervise import Loop
 from control_plane import (
     MetadataFileError,
     ModelEntry,
@@ -41,7 +40,8 @@ from model_server.delivery.canary import Verdict
 from model_server.delivery.events import EventLog
 from model_server.delivery.publish import RolloutPublisher
 from model_server.delivery.stream import StreamFollower
-from model_server.delivery.watch import FileWatcher, FollowError, GitFollower
+from model_server.delivery.watch import FileWatcher, GitFollower
+from model_server.errors import FollowError
 from model_server.service import (
     LoadedVersion,
     ModelService,
@@ -51,6 +51,7 @@ from model_server.service import (
     version_key,
 )
 from model_server.settings import ServerSettings
+from nexus_common.supervise import Loop
 
 logger = logging.getLogger("nexus.model_server")
 

@@ -13,6 +13,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from model_server.errors import FollowError
+
 GIT_TIMEOUT_S = 60.0
 
 
@@ -61,10 +63,6 @@ def _digest(path: Path) -> bytes | str | None:
         return None
     except OSError as exc:
         return f"cannot read {path}: {exc.strerror}"
-
-
-class FollowError(Exception):
-    """The remote could not be fetched; the workspace is left as it was."""
 
 
 class GitFollower:

@@ -12,8 +12,9 @@ import aiohttp
 import pytest
 from typer.testing import CliRunner
 
-from batch_proxy.admission import Admission, KeyFileError, TokenBucket, add_key, revoke_key
+from batch_proxy.admission import Admission, TokenBucket
 from control_plane.cli import app as nexus_app
+from nexus_common.keyfiles import KeyFileError, add_key, revoke_key
 
 
 def test_the_bucket_admits_its_rate_after_its_burst() -> None:

@@ -8,18 +8,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import pytest
 
-from batch_proxy.batcher import (
-    Batcher,
-    BatchReply,
-    NoUpstreamError,
-    Pending,
-    QueueFullError,
-    ShuttingDownError,
-    Slot,
-    UpstreamError,
-)
+from batch_proxy.batcher import Batcher, BatchReply, Pending, Slot
+from batch_proxy.errors import NoUpstreamError, QueueFullError, ShuttingDownError, UpstreamError
 from batch_proxy.policies import AdaptivePolicy, EagerPolicy, Lane
-from batch_proxy.slow_clients import hung_up
+from nexus_common.slow_clients import hung_up
 
 
 class FakeSlot:

@@ -17,7 +17,8 @@ import pytest
 
 from batch_proxy.app import ProxyApp
 from batch_proxy.discovery import system_resolver, upstream_url
-from batch_proxy.settings import ProxySettings, SettingsError, settings_from
+from batch_proxy.errors import SettingsError
+from batch_proxy.settings import ProxySettings, settings_from
 from bench.sim_model import SimModel
 from tests.servers import free_port, serve_in_process, serve_proxy
 

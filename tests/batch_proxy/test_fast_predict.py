@@ -6,11 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httptools
 import orjson
+from uvicorn.protocols.http import httptools_impl
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.server import ServerState
 
 from batch_proxy.app import ProxyApp
 from batch_proxy.settings import ProxySettings
@@ -233,3 +238,32 @@ async def test_a_request_leaves_no_reference_cycle_behind(sim, proxy) -> None:
             gc.enable()
     assert [status for status, _, _ in replies.done] == [200] * 20
     assert left == []
+
+
+# What FastPredictProtocol (and slow_clients' GuardedProtocol) use of uvicorn below its
+# public interface. uvicorn is pinned to a tested range; a release that renames one of these
+# fails here, by name, before any request does.
+PROTOCOL_METHODS = (
+    "_start_asgi_task", "connection_made", "connection_lost", "on_message_begin",
+    "on_headers_complete", "on_body", "on_message_complete", "on_response_complete",
+)  # fmt: skip
+PROTOCOL_STATE = ("cycle", "pipeline", "server_state", "tasks", "loop", "flow", "transport")
+CYCLE_STATE = (
+    "scope", "body", "more_body", "waiting_for_100_continue", "response_started",
+    "response_complete", "message_event", "disconnected", "keep_alive", "on_response", "flow",
+)  # fmt: skip
+
+
+def test_the_uvicorn_internals_the_fast_path_uses_are_there() -> None:
+    protocol, cycle = httptools_impl.HttpToolsProtocol, httptools_impl.RequestResponseCycle
+    for name in PROTOCOL_METHODS:
+        assert callable(getattr(protocol, name, None)), f"HttpToolsProtocol.{name} is gone"
+    for owner, names in ((protocol, PROTOCOL_STATE), (cycle, CYCLE_STATE)):
+        source = inspect.getsource(owner)
+        for name in names:
+            assert re.search(rf"self\.{name}\b\s*[:=]", source), (
+                f"{owner.__name__} no longer sets self.{name}"
+            )
+    assert set(httptools_impl.STATUS_LINE) >= {200, 400, 413, 429, 503, 504}, "STATUS_LINE"
+    assert "default_headers" in inspect.getsource(ServerState), "ServerState.default_headers"
+    assert "write_paused" in inspect.getsource(FlowControl), "FlowControl.write_paused"

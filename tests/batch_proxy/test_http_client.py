@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from batch_proxy.http_client import BadReply, ConnectionFailed, HttpClient
+from batch_proxy.errors import BadReply, ConnectionFailed
+from batch_proxy.http_client import HttpClient
 from tests.servers import free_port
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-Thing: 7\r\n\r\nok"

@@ -7,8 +7,8 @@ import resource
 
 import pytest
 
-from batch_proxy.runner import raise_open_files_limit
 from bench.many_connections import LOW_SOFT_LIMIT, hold, proxy_and_model
+from nexus_common.runner import raise_open_files_limit
 
 CONNECTIONS = 10_000
 

@@ -74,7 +74,7 @@ def test_bad_settings_exit_non_zero_with_one_line() -> None:
 
 def test_the_startup_heap_is_frozen_before_serving() -> None:
     """`nexus-proxy` hides what it imported and built from the cyclic collector before it
-    serves (batch_proxy/memory.py: a full collection under load stalled it ~30 ms)."""
+    serves (nexus_common/memory.py: a full collection under load stalled it ~30 ms)."""
     script = (
         "import gc, batch_proxy.__main__ as m\n"
         "seen = []\n"

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from batch_proxy.settings import ProxySettings, SettingsError, settings_from
+from batch_proxy.errors import SettingsError
+from batch_proxy.settings import ProxySettings, settings_from
 
 
 def test_defaults() -> None:

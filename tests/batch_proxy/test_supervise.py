@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from batch_proxy.supervise import Supervisor
 from batch_proxy.upstream import UpstreamPool
+from nexus_common.supervise import Supervisor
 
 logger = logging.getLogger("test.supervise")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from batch_proxy import wire
+from nexus_common import wire
 
 
 def test_request_is_built_from_raw_items_without_reparsing() -> None:

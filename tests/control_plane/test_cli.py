@@ -106,20 +106,20 @@ def test_repository_without_commits(empty_repo: Path, model_file: Path, monkeypa
 
 @pytest.mark.parametrize("name", ["../evil", ".hidden", "a/b", "x" * 129, "sp ace", ""])
 def test_invalid_model_names_are_refused(repo: Path, model_file: Path, name: str) -> None:
-    result = nexus("store", str(model_file), name, code=1)
+    result = nexus("store", str(model_file), name, code=2)
     assert "not a valid model name" in result.stderr
     assert not (repo / ".nexus").exists() or not any((repo / ".nexus").rglob("*.pt"))
 
 
 def test_missing_model_file(repo: Path) -> None:
-    assert "is not a file" in nexus("store", "nope.pt", "m", code=1).stderr
+    assert "is not a file" in nexus("store", "nope.pt", "m", code=2).stderr
 
 
 def test_bad_metric_is_a_usage_error(repo: Path, model_file: Path) -> None:
     assert (
-        "must be a number" in nexus("store", str(model_file), "m", "--metric", "a=x", code=1).stderr
+        "must be a number" in nexus("store", str(model_file), "m", "--metric", "a=x", code=2).stderr
     )
-    assert "KEY=VALUE" in nexus("store", str(model_file), "m", "--tag", "novalue", code=1).stderr
+    assert "KEY=VALUE" in nexus("store", str(model_file), "m", "--tag", "novalue", code=2).stderr
 
 
 def test_same_bytes_again_is_a_no_op(repo: Path, model_file: Path) -> None:
@@ -151,11 +151,11 @@ def test_load_errors(repo: Path, model_file: Path, tmp_path: Path) -> None:
     assert "b@" in both
     assert "no version at 'ffff'" in nexus("load", "ffff", "x.pt", "-m", "a", code=1).stderr
     assert "no model has a version or alias 'xyz'" in nexus("load", "xyz", "x.pt", code=1).stderr
-    assert "not a version reference" in nexus("load", "x y", "x.pt", code=1).stderr
+    assert "not a version reference" in nexus("load", "x y", "x.pt", code=2).stderr
     assert "no model named 'c'" in nexus("load", "latest", "x.pt", "-m", "c", code=1).stderr
     # Issue 10 made missing parents be created; a parent that is a file is still an error.
     (repo / "afile").write_text("not a folder")
-    assert "not a directory" in nexus("load", "latest", "afile/x.pt", "-m", "a", code=1).stderr
+    assert "not a directory" in nexus("load", "latest", "afile/x.pt", "-m", "a", code=2).stderr
     assert not (repo / "x.pt").exists()
 
 

@@ -86,7 +86,7 @@ def test_every_file_the_registry_writes_is_readable_by_another_user(shared_tmp: 
 
 def test_the_mode_follows_the_umask(shared_tmp: Path) -> None:
     """As `open()` would: a stricter umask gives a stricter file."""
-    from control_plane.core.files import atomic_write
+    from nexus_common.files import atomic_write
 
     os.umask(0o077)
     atomic_write(shared_tmp / "private.json", b"{}")

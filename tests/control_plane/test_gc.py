@@ -162,5 +162,5 @@ def test_gc_cli_is_a_dry_run_without_yes(repo: Path, old_garbage: ModelEntry) ->
     assert "Deleted 1 objects" in done.stdout
     assert not (repo / ".nexus" / "store" / entry.storage_uri).exists()
     bad = runner.invoke(app, ["gc", "--grace", "soon"])
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2
     assert "--grace expects a duration" in bad.stderr

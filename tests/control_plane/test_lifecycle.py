@@ -97,9 +97,9 @@ def test_reject_and_require_approval(repo: Path, model_file: Path) -> None:
 def test_bad_lifecycle_input(repo: Path, model_file: Path) -> None:
     nexus("store", str(model_file), "m")
     assert (
-        "staging or production" in nexus("promote", "latest", "m", "--stage", "prod", code=1).stderr
+        "staging or production" in nexus("promote", "latest", "m", "--stage", "prod", code=2).stderr
     )
-    assert "--reason" in nexus("reject", "latest", "m", "--reason", " ", code=1).stderr
+    assert "--reason" in nexus("reject", "latest", "m", "--reason", " ", code=2).stderr
     assert "no model named 'x'" in nexus("history", "x", code=1).stderr
 
 
@@ -196,7 +196,7 @@ def test_lineage_across_models(repo: Path, tmp_path: Path) -> None:
             "teacher",
             "--lineage-type",
             "merge",
-            code=1,
+            code=2,
         ).stderr
     )
     assert (
@@ -209,7 +209,7 @@ def test_lineage_across_models(repo: Path, tmp_path: Path) -> None:
             "teacher",
             "--lineage-type",
             "copy",
-            code=1,
+            code=2,
         ).stderr
     )
 
@@ -314,7 +314,7 @@ def test_queries_combine_filters(repo: Path) -> None:
 )
 def test_malformed_filters_are_clear_errors(repo: Path, args: list[str], message: str) -> None:
     generate(repo, 5)
-    assert message in nexus("list", *args, code=1).stderr
+    assert message in nexus("list", *args, code=2).stderr
 
 
 def test_old_and_seed_files_take_the_new_commands(repo: Path) -> None:

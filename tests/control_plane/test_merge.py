@@ -265,6 +265,7 @@ class TwoBranches(RuleBasedStateMachine):
                 assert key in expected["live"] or key in expected["deleted"]
 
 
+@pytest.mark.long
 def test_merges_never_conflict_and_follow_the_rule(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("NEXUS_TEST_MERGE_ROOT", str(tmp_path / "machine"))
     run_state_machine_as_test(

@@ -427,10 +427,10 @@ def test_bad_keys_and_settings_get_one_sentence(
     repo: Path, keys: Path, nexus: Nexus, tmp_path: Path
 ) -> None:
     store(repo, "v1", os.urandom(4096), nexus=nexus)
-    missing = nexus("sign", "m@latest", code=1)
+    missing = nexus("sign", "m@latest", code=2)
     assert "signing needs a key: pass --key PATH or set signing_key" in missing.stderr
     (tmp_path / "junk.key").write_text("not a key")
-    junk = nexus("sign", "m@latest", "--key", tmp_path / "junk.key", code=1)
+    junk = nexus("sign", "m@latest", "--key", tmp_path / "junk.key", code=2)
     assert "is not a PEM private key" in junk.stderr
     (repo / ".nexusrc").write_text("require_signature: true\n")
     no_keys = nexus("load", "latest", tmp_path / "x.pt", code=1)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from batch_proxy import wire
+from nexus_common import wire
 from tests.models import IN_FEATURES
 
 

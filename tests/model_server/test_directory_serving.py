@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from control_plane import Registry
-from model_server.inference import ModelLoadError
+from model_server.errors import ModelLoadError
 from model_server.service import load_model
 from model_server.settings import ServerSettings
 

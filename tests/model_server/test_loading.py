@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from control_plane import AmbiguousRefError, IntegrityError, NotFoundError, Registry
-from model_server.inference import ModelLoadError
+from model_server.errors import ModelLoadError
 from model_server.loader import fetch_version
 from model_server.service import load_model
 from model_server.settings import ServerSettings

@@ -19,8 +19,8 @@ import torch
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from batch_proxy import v2wire
 from control_plane import Registry
+from nexus_common import v2wire
 from tests.conftest import commit_all
 from tests.models import make_cnn
 from tests.servers import console_script, free_port, run_process

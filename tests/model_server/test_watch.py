@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from model_server.delivery.watch import FileWatcher, FollowError, GitFollower
+from model_server.delivery.watch import FileWatcher, GitFollower
+from model_server.errors import FollowError
 from tests.conftest import commit_all, git
 
 

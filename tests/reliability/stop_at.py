@@ -49,8 +49,10 @@ def _patch(point: str) -> None:
     elif point == "index":
         write = metadata_file.atomic_write
 
-        def stop_after_rename(path: Path, data: bytes, *, durable: bool = True) -> None:
-            write(path, data, durable=durable)
+        def stop_after_rename(
+            path: Path, data: bytes, *, durable: bool = True, mode: int = 0o666
+        ) -> None:
+            write(path, data, durable=durable, mode=mode)
             if path.name == ".nexus_meta.json":
                 _stop()
 

@@ -132,7 +132,7 @@ def test_paths_that_try_to_leave_are_refused(repo: Path, tmp_path: Path) -> None
     model = tmp_path / "m.bin"
     model.write_bytes(os.urandom(1000))
     for name in ("../evil", "a/../../b", "/etc/passwd", "..", "x\\..\\y"):
-        refused = nexus(repo, "store", str(model), name, code=1)
+        refused = nexus(repo, "store", str(model), name, code=2)
         assert "is not a valid model name" in refused.stderr
     for ref in ("../../etc/passwd", "/etc/passwd", "HEAD~1/../../x"):
         refused = nexus(repo, "load", ref, str(tmp_path / "x.bin"), code=1)

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from batch_proxy.memory import TRIM_INTERVAL_S
-from batch_proxy.runner import raise_open_files_limit
+from nexus_common.memory import TRIM_INTERVAL_S
+from nexus_common.runner import raise_open_files_limit
 from tests.reliability.stack import proxy, simulated_model
 
 STORM = 5_000
@@ -72,6 +73,7 @@ def _storm_items(batches: list[dict[str, Any]]) -> int:
     return sum(1 for b in batches for item in b["inputs"] if "storm" in item)
 
 
+@pytest.mark.long
 async def test_a_disconnect_storm_never_reaches_the_model() -> None:
     raise_open_files_limit()
     with (

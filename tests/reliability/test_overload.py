@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bench.open_loop import Answer, read_answers
 from tests.reliability.stack import ROOT, process_env, proxy, simulated_model
@@ -38,6 +39,7 @@ async def _load(url: str, rate: float, seconds: float, answers: Path) -> None:
     assert await process.wait() == 0
 
 
+@pytest.mark.long
 async def test_twice_the_capacity_for_a_minute(tmp_path: Path) -> None:
     record = tmp_path / "answers.jsonl"
     with (

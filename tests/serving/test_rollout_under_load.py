@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from bench.open_loop import Answer, read_answers
 from control_plane import Registry
@@ -65,6 +66,7 @@ def commands(repo: Path) -> tuple[list[str], list[str], str, str]:
     return model, proxy, model_url, proxy_url
 
 
+@pytest.mark.long
 async def test_promoting_a_version_under_load_loses_nothing(repo: Path, tmp_path: Path) -> None:
     v1 = store_version(repo, name="v1", batch_ms=10)
     v2 = store_version(repo, name="v2", batch_ms=10)

@@ -56,6 +56,7 @@ def test_a_300_mib_model_in_parallel_blocks(
     assert back.hexdigest() == digest.hexdigest()
 
 
+@pytest.mark.long
 def test_azurite_stopped_mid_upload_leaves_nothing_then_a_retry_stores(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -106,7 +106,7 @@ def test_directory_load_refuses_a_non_empty_destination(repo: Path, tmp_path: Pa
     nexus("store", str(tree), "m", "-q")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("mine")
-    failed = nexus("load", "m@v1", str(tmp_path / "busy"), code=1).stderr
+    failed = nexus("load", "m@v1", str(tmp_path / "busy"), code=2).stderr
     assert "never over files" in failed
     assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
     (tmp_path / "empty").mkdir()
@@ -148,7 +148,7 @@ def test_store_refuses_symlinks_leaving_the_tree(repo: Path, tmp_path: Path) -> 
     (tree / "ok.txt").write_text("fine")
     (tmp_path / "secret.txt").write_text("outside")
     (tree / "link.txt").symlink_to(tmp_path / "secret.txt")
-    failed = nexus("store", str(tree), "m", code=1).stderr
+    failed = nexus("store", str(tree), "m", code=2).stderr
     assert "symlink leaving the directory" in failed
     assert not (repo / ".nexus_meta.json").exists()
     (tree / "link.txt").unlink()

@@ -25,7 +25,7 @@ def test_tokens_are_made_listed_and_revoked(tmp_path: Path) -> None:
     assert (record.name, record.role.label, record.email) == ("ada", "approver", "ada@example.com")
     listed = json.loads(nexus("keys", "list", "--file", str(file), "--json").stdout)
     assert listed == [{"name": "ada", "role": "approver", "email": "ada@example.com"}]
-    bad = nexus("keys", "create", "bob", "--role", "boss", "--file", str(file), code=1)
+    bad = nexus("keys", "create", "bob", "--role", "boss", "--file", str(file), code=2)
     assert "'boss' is not a role" in bad.stderr
     nexus("keys", "revoke", "ada", "--file", str(file))
     assert read_tokens(file) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,3 +102,33 @@ def test_a_device_follows_production_through_the_update_stream(
         assert serving(device_url) == "v2"
         running.enter_context(registry_process(empty_repo, tokens, registry_port))
         until(device_url, "v3", 10.0)  # reconnected (Last-Event-ID) and on the latest
+
+
+def test_the_registry_stops_on_sigterm_while_a_device_is_streaming(
+    empty_repo: Path, tmp_path: Path
+) -> None:
+    """A connected device's stream never ends by itself: SIGTERM must end it, not wait on it
+    (it used to hold `nexus-registry` until it was killed)."""
+    version = store_version(empty_repo, name="v1")
+    Registry(empty_repo).promote(version.short_hash, "svc", "production")
+    commit_all(empty_repo, "v1 in production")
+    tokens = tmp_path / "tokens.json"
+    reader = add_token(tokens, "device", Role.READER, "device@example.com")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [console_script("nexus-registry"), "--workspace", str(empty_repo)]
+    command += ["--tokens", str(tokens), "--port", str(port)]
+    with (
+        run_process(command, url + "/login") as registry,
+        httpx.stream(
+            "GET",
+            f"{url}/api/v1/models/svc/refs/production/watch",
+            headers={"Authorization": f"Bearer {reader}"},
+            timeout=30,
+        ) as stream,
+    ):
+        lines = stream.iter_lines()
+        assert next(line for line in lines if line.startswith("event:")) == "event: version"
+        registry.send_signal(signal.SIGTERM)
+        assert registry.wait(timeout=10) == 0  # a clean exit, the stream ended by the server
+        assert not any(line.startswith("event:") for line in lines)

@@ -9,12 +9,13 @@ from typing import Any
 import httpx
 import pytest
 
-from batch_proxy.admission import KeyFileError, parse_records
 from control_plane import Registry
+from control_plane.core.errors import TokenFileError
 from control_plane.web.roles import ACTIONS as NEEDED
 from control_plane.web.roles import Role, allows
 from control_plane.web.settings import RegistrySettings
-from control_plane.web.tokens import TokenFileError, parse_tokens
+from control_plane.web.tokens import parse_tokens
+from nexus_common.keyfiles import KeyFileError, parse_records
 from tests.conftest import git
 from tests.web.conftest import Team, asgi_client, store_versions
 

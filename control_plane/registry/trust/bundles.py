@@ -23,15 +23,12 @@ from model_signing._hashing import hashing as ms_hashing
 from model_signing._signing import sign_ec_key, sign_sigstore_pb, signing
 from sigstore_models.bundle import v1 as bundle_pb
 
+from control_plane.core.errors import BundleError
 from control_plane.registry.trust.keys import PublicKey, SigningKey
 
 APPROVAL_TYPE = "https://nexusml.dev/approval/v1"
 SINGLE_FILE = "."  # model-signing's name for the one resource of a single-file model
 _NO_IGNORED_PATHS: tuple[Path, ...] = ()
-
-
-class BundleError(ValueError):
-    """A bundle that cannot be read, or whose signature does not verify with the key."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from control_plane.core.errors import (
+    BundleError,
     ConfigError,
     ContentChangedError,
     SignatureInvalidError,
@@ -25,7 +26,7 @@ from control_plane.core.errors import (
 )
 from control_plane.metadata import ModelEntry
 from control_plane.registry.trust import bundles
-from control_plane.registry.trust.bundles import BundleError, Content, Signed
+from control_plane.registry.trust.bundles import Content, Signed
 from control_plane.registry.trust.keys import PublicKey, TrustedKeys
 
 SIGNATURE = "signature"

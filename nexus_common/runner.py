@@ -1,7 +1,6 @@
 """Running a uvicorn server as a command: clean exit statuses after a graceful shutdown.
 
-Shared by `nexus-proxy` and `nexus-model-server` (which may import this module
-and `wire`, nothing else of the proxy).
+Shared by `nexus-proxy`, `nexus-model-server` and `nexus-registry`.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import sys
 
 import uvicorn
 
-logger = logging.getLogger("nexus.proxy")
+logger = logging.getLogger("nexus.http")
 
 CONNECTIONS_WANTED = 10_000  # client connections a server should hold at once
 _SPARE_FILES = 512  # upstream connections, the listening socket, logs, libraries

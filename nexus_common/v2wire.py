@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nexus_common.errors import NexusError
+
 HEADER_LENGTH = "inference-header-content-length"
 Loads = Callable[[bytes], Any]
 BINARY_CONTENT_TYPE = "application/octet-stream"
@@ -57,7 +59,7 @@ _STRUCT_CODES = {
 }
 
 
-class V2Error(ValueError):
+class V2Error(NexusError, ValueError):
     """A request that breaks the protocol: answered 400 with this sentence."""
 
     status = 400

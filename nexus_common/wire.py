@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from nexus_common.errors import NexusError
+
 BATCH_PATH = "/predict/batch"
 HEALTH_PATH = "/health"
 READY_PATH = "/ready"  # 200 once a version is loaded and answering
@@ -40,13 +42,12 @@ INVALID = 422
 NOT_READY = 503
 
 
-class WireError(ValueError):
+class WireError(NexusError, ValueError):
     """A request or reply that breaks the contract: a status and one sentence."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,10 +19,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import gc
-import logging
 from collections.abc import Callable
-
-logger = logging.getLogger("nexus.proxy")
 
 TRIM_INTERVAL_S = 5.0
 
@@ -39,6 +36,15 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
+_TRIM: Callable[[int], int] = _malloc_trim() or (lambda _pad: 0)
+
+
+def trim_c_heap() -> None:
+    """Give glibc's free pages back to the system now (a no-op where there is no
+    `malloc_trim`): after a burst, or after a model was dropped."""
+    _TRIM(0)
+
+
 def freeze_startup_heap() -> None:
     """Collect once, then freeze what is left (it lives as long as the process); call it
     once, after startup and before serving."""
@@ -53,7 +59,6 @@ async def trim_when_idle(
     count, moved) and then none for a whole `interval_s`, with none queued or in flight
     (`busy()` is 0). Never under load: a collection and a trim take milliseconds, and the
     pages given back would be faulted in again at once."""
-    trim = _malloc_trim() or (lambda _pad: 0)
     seen = trimmed = requests()
     while True:
         await asyncio.sleep(interval_s)
@@ -63,5 +68,5 @@ async def trim_when_idle(
             # Tasks that ended in an exception sit in reference cycles (exception, traceback,
             # frame) that only a full collection frees; a burst leaves thousands of them.
             gc.collect()
-            trim(0)
+            trim_c_heap()
         seen = count
