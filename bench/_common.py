@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,24 +54,5 @@ def save(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
-def git_repo(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    for args in (
-        ["init", "-q"],
-        ["config", "user.name", "bench"],
-        ["config", "user.email", "bench@example.com"],
-        ["commit", "-q", "--allow-empty", "-m", "bench"],
-    ):
-        subprocess.run(["git", *args], cwd=path, check=True)
-    return path
-
-
 def _cpus() -> int:
     return len(os.sched_getaffinity(0))
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 now (the benches' and the tests' servers bind one)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

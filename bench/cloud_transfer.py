@@ -3,7 +3,7 @@ emulator) against each SDK's own upload and download with the same settings.
 
     python bench/cloud_transfer.py [--size-mib 1024] [--runs 3] [--stores seaweedfs,azurite]
 
-Each store runs as its own process on 127.0.0.1 (bench/stores.py), keeping its data on
+Each store runs as its own process on 127.0.0.1 (tests/harness/stores.py), keeping its data on
 disk. The raw side uses what nexus builds from .nexusrc: boto3's TransferConfig with the
 same parts and threads for S3, a BlobServiceClient with the same block sizes and
 max_concurrency for Azure. `nexus store` adds a sha256 pass and the metadata write;
@@ -27,8 +27,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import git_repo, save, table
-from bench.stores import (
+from bench._common import save, table
+from control_plane import Registry
+from control_plane.core.hashing import sha256_file
+from control_plane.settings import NexusConfig
+from tests.harness.repos import git_repo
+from tests.harness.stores import (
     SEAWEED_KEY,
     SEAWEED_SECRET,
     azurite_connection_string,
@@ -36,9 +40,6 @@ from bench.stores import (
     seaweedfs_client,
     seaweedfs_server,
 )
-from control_plane import Registry
-from control_plane.core.hashing import sha256_file
-from control_plane.settings import NexusConfig
 
 BUCKET = "bench"
 MIB = 2**20

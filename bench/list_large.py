@@ -21,7 +21,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import best_of, git_repo, save, table
+from bench._common import best_of, save, table
+from tests.harness.repos import git_repo
 
 
 def make_metadata(entries: int, models: int = 50, history: bool = False) -> bytes:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import best_of, git_repo, save, table
+from bench._common import best_of, save, table
 from control_plane import Registry
 from control_plane.core.hashing import sha256_file
+from tests.harness.repos import git_repo
 
 
 def main() -> None:

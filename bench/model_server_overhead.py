@@ -27,10 +27,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import git_repo, save, table
+from bench._common import save, table
 from control_plane import Registry
 from model_server.inference import build_predictor
 from nexus_common import v2wire
+from tests.harness.repos import git_repo
 
 FEATURES = 64
 

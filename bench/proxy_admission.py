@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from batch_proxy.admission import Admission, presented_key
 from bench._common import save, table
-from bench.proxy_batching import ITEM, MODELS, _proxy, _sim, wrk
+from bench.proxy_batching import ITEM, _proxy, _sim, wrk
 from nexus_common.keyfiles import add_key
-from tests.servers import free_port, run_process
+from tests.harness.servers import free_port, run_process
+from tests.harness.simulation import MODELS
 
 
 def limiter_cost(keys: Path, key: str) -> dict[str, float]:

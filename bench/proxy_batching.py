@@ -2,14 +2,14 @@
 
     python bench/proxy_batching.py [--duration 5] [--models 20ms,linear,two] [--compare]
 
-For each simulated model (bench/sim_model.py):
+For each simulated model (tests/harness/sim_model.py):
   - 20ms    20 ms a batch whatever its size, one batch at a time (ideal 1,600 items/s),
   - linear  5 ms + 0.5 ms per item, one at a time (a batch of 32 takes 21 ms),
   - two     20 ms a batch, two batches at once (the health header says 2),
 it prints one table: the direct call at one client; the proxy (adaptive, the
 default) with 1, 8, 16, 32, 64, 128 and 256 closed-loop wrk clients (items/s,
 p50, p99, ratio to the ideal: every waiting caller served in as few full runs
-as the slots allow); and open-loop Poisson arrivals from bench/open_loop.py at
+as the slots allow); and open-loop Poisson arrivals from tests/harness/open_loop.py at
 25%, 50% and 90% of capacity (p50, p99); beside each, the simulated device's busy share
 and mean batch size, from its own log. `--compare` adds the eager and fixed
 policies at 8, 32, 64 and 256 clients on the first model. Results go to
@@ -51,18 +51,13 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import save, table
-from bench.open_loop import open_loop
-from tests.batch_proxy.simulation import Model
-from tests.servers import free_port, run_process
+from tests.harness.open_loop import open_loop
+from tests.harness.servers import free_port, run_process
+from tests.harness.simulation import MODELS, Model, open_loop_floor_ms
 
 ITEM = '{"input": [0.1, 0.2, 0.3, 0.4]}'
 CLIENTS = (1, 8, 16, 32, 64, 128, 256)
 LOADS = (0.25, 0.50, 0.90)
-MODELS = {
-    "20ms": Model(fixed_s=0.020),
-    "linear": Model(fixed_s=0.005, per_item_s=0.0005),
-    "two": Model(fixed_s=0.020, concurrency=2),
-}
 
 
 def wrk(
@@ -99,7 +94,7 @@ def _ms(text: str) -> float:
 
 def _sim(model: Model, port: int) -> list[str]:
     return [
-        *(sys.executable, "-m", "bench.sim_model", "--port", str(port)),
+        *(sys.executable, "-m", "tests.harness.sim_model", "--port", str(port)),
         *("--latency-ms", str(model.fixed_s * 1000), "--per-item-ms", str(model.per_item_s * 1000)),
         *("--concurrency", str(model.concurrency)),
     ]
@@ -183,16 +178,6 @@ def _cpu_seconds(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def open_loop_floor_ms(model: Model, direct_ms: float, hop_ms: float) -> float:
-    """The lowest open-loop p50 any batcher can reach here. Batches start at least the
-    shortest batch time C apart on each of k slots, so with Poisson arrivals (which see
-    the time average) at most k·w/C of them wait less than w: the median waits at least
-    C/2k, then runs at least C, plus the direct call's HTTP and the proxy's hop."""
-    shortest_ms = model.seconds(1) * 1000
-    overhead_ms = direct_ms - shortest_ms
-    return shortest_ms * (1 + 1 / (2 * model.concurrency)) + overhead_ms + max(hop_ms, 0.0)
 
 
 def _device_reset(sim_url: str) -> None:
@@ -323,8 +308,8 @@ def main() -> None:
         )
         missed += report(name, model, results[name])
     print(
-        f"\nwrk -t1 (closed loop), bench/open_loop.py (Poisson), {args.duration:.0f} s per row; "
-        f"{os.cpu_count()} cores, {where}"
+        f"\nwrk -t1 (closed loop), tests/harness/open_loop.py (Poisson), "
+        f"{args.duration:.0f} s per row; {os.cpu_count()} cores, {where}"
     )
     print("targets: all met" if not missed else "targets missed: " + "; ".join(missed))
     if cores is not None:  # the machine's cores again, as the results record them

@@ -27,7 +27,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import git_repo, save, table
+from bench._common import save, table
+from tests.harness.repos import git_repo
 
 MODELS = 100
 

@@ -4,7 +4,7 @@
 
 Part 1: a model server (following `production`, canary 10% / 200 items / 10 s,
 the defaults) and the proxy run as real processes on a TorchScript MLP. Clients
-send --rate requests/s open-loop (bench/open_loop.py) through the proxy; after a third of
+send --rate requests/s open-loop (tests/harness/open_loop.py) through the proxy; after a third of
 the run, v2 is promoted to production in the metadata. Printed: p50/p99
 before the change and during the rollout, the time from the metadata change
 to all traffic on v2 (the `promoted` event), and requests lost (non-200).
@@ -32,9 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import free_port, git_repo, save, table
-from bench.open_loop import schedule, send
+from bench._common import save, table
 from control_plane import ModelEntry, Registry
+from tests.harness.open_loop import schedule, send
+from tests.harness.repos import git_repo
+from tests.harness.servers import free_port
 
 BIN = Path(sys.executable).parent
 

@@ -25,10 +25,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import best_of, git_repo, save, table
+from bench._common import best_of, save, table
 from control_plane import Registry
 from control_plane.settings import NexusConfig
 from control_plane.storage.s3 import S3Backend
+from tests.harness.repos import git_repo
 
 BUCKET = "bench"
 

@@ -3,7 +3,7 @@
     python bench/scale_out.py [--duration 10] [--replicas 1,2,4]
 
 Part 1: N = 1, 2, 4 real `nexus-model-server` processes serve one stored version
-whose handler sleeps 200 ms per batch (tests/model_server/faults.py), so one
+whose handler sleeps 200 ms per batch (tests/harness/faults.py), so one
 replica does at most 32 / 0.2 = 160 items/s. One `nexus-proxy` fronts them
 (`--upstream` each). wrk, closed loop, 96 connections per replica (enough to
 keep every replica's two batches in flight full, and a queue besides), so the
@@ -30,10 +30,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from batch_proxy.autoscaling import replicas_for_rate
-from bench._common import git_repo, save, table
+from bench._common import save, table
 from bench.proxy_batching import ITEM, wrk
-from tests.model_server.faults import HANDLER, store_version
-from tests.servers import free_port, run_process
+from tests.harness.faults import HANDLER, store_version
+from tests.harness.repos import git_repo
+from tests.harness.servers import free_port, run_process
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -107,7 +108,7 @@ def ceiling(work: Path, duration: float, clients: int = 256) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         for _ in range(2):
             port = free_port()
-            command = [sys.executable, "-m", "bench.sim_model", "--port", str(port)]
+            command = [sys.executable, "-m", "tests.harness.sim_model", "--port", str(port)]
             command += ["--latency-ms", "1", "--concurrency", "4"]
             url = f"http://127.0.0.1:{port}"
             stack.enter_context(run_process(command, url + "/health", cwd=ROOT))

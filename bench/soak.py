@@ -4,7 +4,7 @@
 
 A model server (a TorchScript MLP, CPU) and the proxy run as real processes. First the
 stack's saturation is found by a ramp (open loop, 250/s more every 5 s, until a step has
-errors or a p99 over 250 ms); then bench/open_loop.py offers --load of that, Poisson,
+errors or a p99 over 250 ms); then tests/harness/open_loop.py offers --load of that, Poisson,
 one minute at a time.
 Printed per minute: requests, errors, p50 and p99, and each server's resident memory and
 open file descriptors. Targets (docs/reliability.md): memory growth under 5% from
@@ -26,11 +26,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import git_repo, save, table
-from bench.open_loop import schedule, send, summarise
+from bench._common import save, table
 from bench.rollout import make_version, rss_mb, start_stack
 from control_plane import Registry
 from nexus_common.runner import raise_open_files_limit
+from tests.harness.open_loop import schedule, send, summarise
+from tests.harness.repos import git_repo
 
 
 def open_files(pid: int) -> int:

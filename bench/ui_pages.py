@@ -24,9 +24,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import git_repo, save, table
+from bench._common import save, table
 from bench.list_large import make_metadata
-from tests.servers import console_script, free_port, run_process
+from tests.harness.repos import git_repo
+from tests.harness.servers import console_script, free_port, run_process
 
 TARGET_MS = 300.0
 PAGES = {
@@ -72,8 +73,8 @@ def screenshots(out: Path, work: Path) -> None:
     from control_plane import Registry
     from control_plane.web.roles import Role
     from control_plane.web.tokens import add_token
-    from tests.web.browser import chromium
-    from tests.web.conftest import store_versions
+    from tests.harness.browser import chromium
+    from tests.harness.repos import store_versions
 
     repo = git_repo(work / "shots")
     store_versions(repo, "resnet", 6, work)

@@ -3,7 +3,7 @@
     python bench/v2_protocol.py [--duration 5] [--clients 8]
 
 One 1x3x224x224 float32 image a request (602 KB as bytes, ~3 MB as JSON text), a small
-TorchScript CNN (tests/models.py's TinyCNN) in `nexus-model-server`, `nexus-proxy` in
+TorchScript CNN (tests/harness/models.py's TinyCNN) in `nexus-model-server`, `nexus-proxy` in
 front, both real processes on loopback; closed-loop aiohttp clients, each sending its next
 request when answered. Side by side, in one run: requests/s, p50 and p99 for
 - `POST /predict`          {"input": nested lists}, the proxy's JSON batch contract,
@@ -32,9 +32,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import git_repo, save, table
-from tests.models import make_cnn
-from tests.servers import console_script, free_port, run_process
+from bench._common import save, table
+from tests.harness.models import make_cnn
+from tests.harness.repos import git_repo
+from tests.harness.servers import console_script, free_port, run_process
 
 SHAPE = (1, 3, 224, 224)
 

@@ -18,7 +18,8 @@ import requests
 from gcp_storage_emulator.server import create_server
 from moto.server import ThreadedMotoServer
 
-from bench.stores import (
+from tests.harness.servers import free_port
+from tests.harness.stores import (
     SEAWEED_KEY,
     SEAWEED_SECRET,
     azurite_connection_string,
@@ -26,7 +27,6 @@ from bench.stores import (
     seaweedfs_client,
     seaweedfs_server,
 )
-from tests.servers import free_port
 
 BUCKET = "nexus-test-models"
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+from tests.harness.repos import commit_all as commit_all
+from tests.harness.repos import git as git
 
 # In CI every property test, state machine and schemathesis run draws the same examples
 # (a failure there reproduces, a pass is not luck); locally each run explores anew.
@@ -40,19 +42,6 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     monkeypatch.setenv("COLUMNS", "200")
-
-
-def git(repo: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout
-    return out.strip()
-
-
-def commit_all(repo: Path, message: str) -> str:
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
 
 
 def make_repo(repo: Path) -> Path:

@@ -9,8 +9,8 @@ import pytest
 
 from batch_proxy.app import ProxyApp
 from batch_proxy.settings import ProxySettings
-from bench.sim_model import SimModel
-from tests.servers import serve_in_process, serve_proxy
+from tests.harness.servers import serve_in_process, serve_proxy
+from tests.harness.sim_model import SimModel
 
 
 @pytest.fixture

@@ -151,7 +151,7 @@ async def test_only_the_proxy_can_call_a_server_with_a_token(
     from control_plane import Registry
     from model_server.app import create_app
     from model_server.settings import ServerSettings
-    from tests.servers import serve_in_process
+    from tests.harness.servers import serve_in_process
 
     (tmp_path / "w.bin").write_bytes(b"any bytes: the handler ignores them")
     Registry(repo).store(tmp_path / "w.bin", "echo")

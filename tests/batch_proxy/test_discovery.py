@@ -19,8 +19,8 @@ from batch_proxy.app import ProxyApp
 from batch_proxy.discovery import system_resolver, upstream_url
 from batch_proxy.errors import SettingsError
 from batch_proxy.settings import ProxySettings, settings_from
-from bench.sim_model import SimModel
-from tests.servers import free_port, serve_in_process, serve_proxy
+from tests.harness.servers import free_port, serve_in_process, serve_proxy
+from tests.harness.sim_model import SimModel
 
 NAME = "model-server-headless"
 A, B = "127.0.0.2", "127.0.0.3"

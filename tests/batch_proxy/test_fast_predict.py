@@ -19,7 +19,7 @@ from uvicorn.server import ServerState
 
 from batch_proxy.app import ProxyApp
 from batch_proxy.settings import ProxySettings
-from tests.servers import serve_in_process, serve_proxy
+from tests.harness.servers import serve_in_process, serve_proxy
 
 
 def request(body: bytes, path: str = "/predict", *extra: str, version: str = "1.1") -> bytes:

@@ -10,7 +10,7 @@ import pytest
 
 from batch_proxy.errors import BadReply, ConnectionFailed
 from batch_proxy.http_client import HttpClient
-from tests.servers import free_port
+from tests.harness.servers import free_port
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-Thing: 7\r\n\r\nok"
 

@@ -7,8 +7,8 @@ import resource
 
 import pytest
 
-from bench.many_connections import LOW_SOFT_LIMIT, hold, proxy_and_model
 from nexus_common.runner import raise_open_files_limit
+from tests.harness.connections import LOW_SOFT_LIMIT, hold, proxy_and_model
 
 CONNECTIONS = 10_000
 

@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 
 from batch_proxy.routing import QUEUES_MAX
-from bench.sim_model import SimModel
 from tests.batch_proxy.conftest import ProxyFactory
-from tests.servers import serve_in_process
+from tests.harness.servers import serve_in_process
+from tests.harness.sim_model import SimModel
 
 
 @contextlib.asynccontextmanager

@@ -1,5 +1,5 @@
 """The open-loop p50 floor bench/proxy_batching.py prints beside its rows: no policy, on
-the fake clock of tests/batch_proxy/simulation.py, answers its median Poisson arrival
+the fake clock of tests/harness/simulation.py, answers its median Poisson arrival
 sooner. Were the floor too high (a slot count forgotten, the wait counted twice), the bench
 would excuse a policy for a target it could meet."""
 
@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 
 from batch_proxy.policies import POLICIES, make_policy
-from bench.proxy_batching import MODELS, open_loop_floor_ms
-from tests.batch_proxy.simulation import Simulation
+from tests.harness.simulation import MODELS, Simulation, open_loop_floor_ms
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -1,4 +1,4 @@
-"""Batching policies on a fake clock against simulated upstreams (tests/batch_proxy/simulation.py).
+"""Batching policies on a fake clock against simulated upstreams (tests/harness/simulation.py).
 
 No test sleeps: time is the simulation's. The ratios asserted are against the
 ideal for each load, after a warm-up second in which the policy learns.
@@ -10,7 +10,7 @@ import pytest
 
 from batch_proxy.estimators import ArrivalRate, BatchTimeModel, ReturnTracker
 from batch_proxy.policies import POLICIES, BatchPolicy, Lane, make_policy
-from tests.batch_proxy.simulation import Model, Simulation
+from tests.harness.simulation import Model, Simulation
 
 FIXED_20MS = Model()
 LINEAR = Model(fixed_s=0.005, per_item_s=0.0005)

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.servers import free_port
+from tests.harness.servers import free_port
 
 
 async def post(client: aiohttp.ClientSession, url: str, item, **kw) -> tuple[int, Any, Any]:
@@ -177,8 +177,8 @@ async def test_disconnected_client_item_is_never_sent(sim, proxy, client) -> Non
 
 
 async def test_two_upstreams_share_load_and_fail_over(proxy, client) -> None:
-    from bench.sim_model import SimModel
-    from tests.servers import serve_in_process
+    from tests.harness.servers import serve_in_process
+    from tests.harness.sim_model import SimModel
 
     a, b = SimModel(latency_ms=30), SimModel(latency_ms=30)
     async with (
@@ -234,8 +234,8 @@ async def test_health_ready_and_metrics(sim, proxy, client) -> None:
 
 
 async def test_the_upstreams_concurrency_comes_from_its_health_header(proxy, client) -> None:
-    from bench.sim_model import SimModel
-    from tests.servers import serve_in_process
+    from tests.harness.servers import serve_in_process
+    from tests.harness.sim_model import SimModel
 
     model = SimModel(latency_ms=100, concurrency=2)
     async with serve_in_process(model) as sim_url, proxy(upstreams=(sim_url,)) as (app, url):

@@ -9,7 +9,7 @@ import threading
 
 import httpx
 
-from tests.servers import console_script, free_port, run_process
+from tests.harness.servers import console_script, free_port, run_process
 
 
 def test_proxy_process_serves_and_drains_on_sigterm() -> None:
@@ -17,7 +17,7 @@ def test_proxy_process_serves_and_drains_on_sigterm() -> None:
     sim_cmd = [
         sys.executable,
         "-m",
-        "bench.sim_model",
+        "tests.harness.sim_model",
         "--port",
         str(sim_port),
         "--latency-ms",

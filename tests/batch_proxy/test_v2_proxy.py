@@ -22,8 +22,8 @@ import tritonclient.http as triton
 
 from control_plane import Registry
 from tests.conftest import commit_all
-from tests.models import make_cnn
-from tests.servers import console_script, free_port, run_process
+from tests.harness.models import make_cnn
+from tests.harness.servers import console_script, free_port, run_process
 
 
 @pytest.fixture

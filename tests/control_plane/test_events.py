@@ -24,7 +24,7 @@ from control_plane.web.settings import RegistrySettings
 from control_plane.web.tokens import add_token
 from tests.conftest import commit_all, git
 from tests.control_plane.test_cli import nexus
-from tests.servers import free_port
+from tests.harness.servers import free_port
 from tests.web.conftest import asgi_client
 
 SECRET = "s3cret-shared-with-the-receiver"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from control_plane.core.formats import detect_format
-from tests.models import make_onnx, make_state_dict, make_torchscript
+from tests.harness.models import make_onnx, make_state_dict, make_torchscript
 
 
 def test_torchscript(tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ def test_the_console_script_replays_the_rendered_listing_only_while_valid(repo: 
     and any change to the metadata file (same size included) is seen at once."""
     import subprocess
 
-    from tests.servers import console_script
+    from tests.harness.servers import console_script
 
     def nexus_list(*args: str) -> str:
         done = subprocess.run(

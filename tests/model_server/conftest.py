@@ -12,8 +12,8 @@ import torch
 from control_plane import Registry
 from model_server.app import create_app
 from model_server.settings import ServerSettings
-from tests.models import TinyMLP, make_onnx, make_state_dict, make_torchscript
-from tests.servers import serve_in_process
+from tests.harness.models import TinyMLP, make_onnx, make_state_dict, make_torchscript
+from tests.harness.servers import serve_in_process
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from tests.models import IN_FEATURES, TinyMLP
+from tests.harness.models import IN_FEATURES, TinyMLP
 
 
 class StateDictMLP:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nexus_common import wire
-from tests.models import IN_FEATURES
+from tests.harness.models import IN_FEATURES
 
 
 def direct(model: torch.nn.Module, inputs: np.ndarray) -> np.ndarray:

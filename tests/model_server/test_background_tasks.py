@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from model_server.delivery.watch import FileWatcher
-from tests.model_server.faults import store_version
+from tests.harness.faults import store_version
 from tests.model_server.test_delivery import running, serving_name, wait_for_event
 
 

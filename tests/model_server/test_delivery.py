@@ -24,8 +24,8 @@ from control_plane import Registry
 from model_server.app import create_app
 from model_server.settings import ServerSettings
 from tests.conftest import git
-from tests.model_server.faults import HANDLER, store_version
-from tests.servers import console_script, free_port, serve_in_process
+from tests.harness.faults import HANDLER, store_version
+from tests.harness.servers import console_script, free_port, serve_in_process
 
 FAST = {
     "handler": HANDLER,

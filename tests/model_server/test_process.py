@@ -8,7 +8,7 @@ import subprocess
 import httpx
 
 from control_plane import Registry
-from tests.servers import console_script, free_port, run_process
+from tests.harness.servers import console_script, free_port, run_process
 
 
 def test_model_server_process(stored, repo, tmp_path) -> None:

@@ -16,8 +16,8 @@ import tritonclient.http as triton
 
 from control_plane import Registry
 from tests.conftest import commit_all
-from tests.models import make_cnn, make_torchscript
-from tests.servers import console_script, free_port, run_process
+from tests.harness.models import make_cnn, make_torchscript
+from tests.harness.servers import console_script, free_port, run_process
 
 
 def test_a_server_of_two_models_behind_a_shared_proxy(repo: Path, tmp_path: Path) -> None:

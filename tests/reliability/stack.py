@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.model_server.faults import HANDLER, store_version
-from tests.servers import console_script, free_port, run_process
+from tests.harness.faults import HANDLER, store_version
+from tests.harness.servers import console_script, free_port, run_process
 
 ROOT = Path(__file__).resolve().parents[2]
 NEXUS = console_script("nexus")
@@ -75,11 +75,11 @@ def model_server(repo: Path, cache: Path, *flags: str, **spec: Any) -> Iterator[
 def simulated_model(
     *flags: str, port: int | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """bench/sim_model.py as a process (20 ms a batch unless `flags` say otherwise):
+    """tests/harness/sim_model.py as a process (20 ms a batch unless `flags` say otherwise):
     (its URL, the process)."""
     port = port or free_port()
     base = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "bench.sim_model", "--port", str(port), *flags]
+    cmd = [sys.executable, "-m", "tests.harness.sim_model", "--port", str(port), *flags]
     with run_process(cmd, base + "/health", cwd=ROOT, env=process_env()) as proc:
         yield base, proc
 

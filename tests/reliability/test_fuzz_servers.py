@@ -26,14 +26,14 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from batch_proxy.app import ProxyApp, openapi_document
 from batch_proxy.settings import ProxySettings
-from bench._common import git_repo
-from bench.sim_model import SimModel
 from control_plane import Registry
 from model_server.app import create_app
 from model_server.settings import ServerSettings
-from tests.models import make_torchscript
+from tests.harness.models import make_torchscript
+from tests.harness.repos import git_repo
+from tests.harness.servers import free_port
+from tests.harness.sim_model import SimModel
 from tests.reliability.threaded import serve_on_thread, stop_all
-from tests.servers import free_port
 
 PROXY_SCHEMA = Path(__file__).resolve().parents[2] / "batch_proxy" / "openapi.json"
 FUZZ = settings(

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.open_loop import Answer, read_answers
+from tests.harness.open_loop import Answer, read_answers
 from tests.reliability.stack import ROOT, process_env, proxy, simulated_model
 from tests.reliability.test_disconnect_storm import _proxy_pid, _rss_kib
 
@@ -29,9 +29,9 @@ QUEUE = 256  # requests the proxy holds before 429
 
 
 async def _load(url: str, rate: float, seconds: float, answers: Path) -> None:
-    """bench/open_loop.py as its own process (uniform arrivals), every answer kept."""
+    """tests/harness/open_loop.py as its own process (uniform arrivals), every answer kept."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.open_loop", "--url", url, "--rate", str(rate),
+        sys.executable, "-m", "tests.harness.open_loop", "--url", url, "--rate", str(rate),
         "--duration", str(seconds), "--arrivals", "uniform", "--body", '{"x": 1}',
         "--answers", str(answers),
         cwd=ROOT, env=process_env(), stdout=subprocess.DEVNULL,

@@ -23,9 +23,9 @@ from hypothesis.stateful import (
     rule,
 )
 
-from bench._common import git_repo
 from control_plane import ConflictError, Registry
 from control_plane.metadata import MetadataFile
+from tests.harness.repos import git_repo
 
 MODELS = ("alpha", "beta")
 

@@ -10,8 +10,8 @@ import time
 
 import httpx
 
+from tests.harness.servers import free_port
 from tests.reliability.stack import proxy, simulated_model
-from tests.servers import free_port
 
 
 async def _burst(base: str, count: int) -> list[int]:

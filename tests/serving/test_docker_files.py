@@ -19,7 +19,7 @@ from pydantic_settings import CliApp
 from batch_proxy.settings import ProxySettings, settings_from
 from control_plane.settings import NexusConfig
 from model_server.settings import ServerSettings
-from tests.servers import free_port
+from tests.harness.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

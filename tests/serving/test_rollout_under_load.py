@@ -1,7 +1,7 @@
 """A rollout under steady load through the proxy, and the compose flow, as real processes.
 
 The model server and the proxy run as their console scripts, the load comes from
-bench/open_loop.py in a process of its own, and the test is the team (it promotes
+tests/harness/open_loop.py in a process of its own, and the test is the team (it promotes
 with the real registry while the load runs).
 """
 
@@ -19,13 +19,13 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.open_loop import Answer, read_answers
 from control_plane import Registry
 from tests.conftest import commit_all, make_repo
-from tests.model_server.faults import HANDLER, store_version
-from tests.models import make_torchscript
+from tests.harness.faults import HANDLER, store_version
+from tests.harness.models import make_torchscript
+from tests.harness.open_loop import Answer, read_answers
+from tests.harness.servers import console_script, free_port, run_process
 from tests.other_user import NOBODY, as_nobody, python_as_nobody, why_not
-from tests.servers import console_script, free_port, run_process
 
 RATE = 200  # requests/s, open loop
 SECONDS = 16.0
@@ -48,7 +48,7 @@ async def open_loop(url: str, answers: Path) -> None:
     the promotion done here can delay an arrival: every latency is the servers'.
     """
     generator = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.open_loop", "--url", url, "--rate", str(RATE),
+        sys.executable, "-m", "tests.harness.open_loop", "--url", url, "--rate", str(RATE),
         "--duration", str(SECONDS), "--arrivals", "uniform", "--answers", str(answers),
         cwd=Path(__file__).parents[2], stdout=asyncio.subprocess.DEVNULL,
     )  # fmt: skip

@@ -19,8 +19,8 @@ import torch
 
 from control_plane import Registry
 from tests.conftest import commit_all
-from tests.models import IN_FEATURES, make_torchscript
-from tests.servers import console_script, free_port
+from tests.harness.models import IN_FEATURES, make_torchscript
+from tests.harness.servers import console_script, free_port
 from tests.storage.conftest import backend_config
 from tests.storage.test_cloud_flow import nexusrc
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from bench.stores import AZURITE_KEY, azurite_connection_string, azurite_server
 from control_plane import Registry, StorageError
 from tests.conftest import commit_all, git
-from tests.servers import free_port
+from tests.harness.servers import free_port
+from tests.harness.stores import AZURITE_KEY, azurite_connection_string, azurite_server
 from tests.storage.test_cloud_flow import configure, nexus
 
 MIB = 1024 * 1024

@@ -16,7 +16,7 @@ from control_plane import Registry, StorageError
 from control_plane.cli import app
 from control_plane.settings import NexusConfig
 from tests.conftest import commit_all, git
-from tests.servers import free_port
+from tests.harness.servers import free_port
 from tests.storage.conftest import backend_config
 
 runner = CliRunner()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,12 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from control_plane import Registry
 from control_plane.web.app import create_app
 from control_plane.web.roles import Role
 from control_plane.web.settings import RegistrySettings
 from control_plane.web.tokens import add_token
-from tests.conftest import commit_all, git
+from tests.conftest import git
+from tests.harness.repos import store_versions as store_versions
 
 
 @dataclass(frozen=True)
@@ -26,20 +25,6 @@ class Team:
 
     def headers(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
-
-
-def store_versions(repo: Path, model: str, count: int, tmp: Path) -> None:
-    """`count` versions of `model`, each at its own commit, with an accuracy metric."""
-    for i in range(count):
-        subprocess.run(
-            ["git", "commit", "-q", "--allow-empty", "-m", f"train {model} {i}"],
-            cwd=repo,
-            check=True,
-        )
-        path = tmp / f"{model}-{i}.bin"
-        path.write_bytes(f"{model} weights {i}".encode())
-        Registry(repo).store(path, model, metrics={"accuracy": 0.80 + i / 100, "loss": 1 - i / 10})
-    commit_all(repo, f"store {model}")
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from control_plane import Registry
 from tests.conftest import git
-from tests.servers import console_script, free_port, run_process
-from tests.web.browser import binaries, chromium
+from tests.harness.browser import binaries, chromium
+from tests.harness.servers import console_script, free_port, run_process
 from tests.web.conftest import Team, head_commit
 
 pytestmark = pytest.mark.skipif(

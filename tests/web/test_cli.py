@@ -9,7 +9,7 @@ import httpx
 
 from control_plane.web.tokens import read_tokens
 from tests.control_plane.test_cli import nexus
-from tests.servers import console_script, free_port, run_process
+from tests.harness.servers import console_script, free_port, run_process
 from tests.web.conftest import Team
 
 

@@ -16,8 +16,8 @@ from control_plane import Registry
 from control_plane.web.roles import Role
 from control_plane.web.tokens import add_token
 from tests.conftest import commit_all, git
-from tests.model_server.faults import HANDLER, store_version
-from tests.servers import console_script, free_port, run_process
+from tests.harness.faults import HANDLER, store_version
+from tests.harness.servers import console_script, free_port, run_process
 
 PICK_UP_S = 2.0  # the bound: a promotion reaches the device within 2 s
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,6 @@ import uvicorn
 
 from batch_proxy.app import ProxyApp
 from batch_proxy.fast_predict import fast_protocol
-from bench._common import free_port as free_port
 
 
 class _QuietServer(uvicorn.Server):
@@ -112,3 +112,10 @@ def run_process(
 
 def console_script(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (the benches' and the tests' servers bind one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

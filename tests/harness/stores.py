@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 
-from bench._common import free_port
+from tests.harness.servers import free_port
 
 SEAWEED_KEY, SEAWEED_SECRET = "nexus-test", "nexus-test-secret"
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from control_plane import ModelEntry, Registry
 
-HANDLER = "tests.model_server.faults:FaultInjectingModel"
+HANDLER = "tests.harness.faults:FaultInjectingModel"
 
 
 class FaultInjectingModel:

@@ -6,7 +6,8 @@ of n takes `latency_ms + n * per_item_ms`; `concurrency` batches run at once
 (and /health says so in the wire's concurrency header). Used by the batching
 benchmark and, with its control endpoint, by the proxy's tests.
 
-    python -m bench.sim_model --port 8000 --latency-ms 20 [--per-item-ms 0.5] [--concurrency 2]
+    python -m tests.harness.sim_model --port 8000 --latency-ms 20
+        [--per-item-ms 0.5] [--concurrency 2]
 
 Each output echoes its input: {"echo": item}. An input {"bad": ...} fails (the
 wire's `errors`); an input {"as_output": X} is answered with X itself, so a

@@ -1,7 +1,8 @@
 """Open-loop load: arrivals at a set rate, each timed from when it was due.
 
-    python -m bench.open_loop --url http://127.0.0.1:8080/predict --rate 800 --duration 5
-    python -m bench.open_loop --url ... --rate 200 --arrivals uniform --answers answers.jsonl
+    python -m tests.harness.open_loop --url http://127.0.0.1:8080/predict --rate 800 --duration 5
+    python -m tests.harness.open_loop --url ... --rate 200 --arrivals uniform
+        --answers answers.jsonl
 
 Closed-loop tools (wrk) send the next request only after an answer, so a slow
 server slows the load down and hides its own queueing. Here arrivals follow a

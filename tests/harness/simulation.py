@@ -214,3 +214,21 @@ class Simulation:
                     self.now + self._return_lag(index), functools.partial(self._arrive, caller)
                 )
         self._step()
+
+
+# The simulated models bench/proxy_batching.py measures the proxy on.
+MODELS = {
+    "20ms": Model(fixed_s=0.020),
+    "linear": Model(fixed_s=0.005, per_item_s=0.0005),
+    "two": Model(fixed_s=0.020, concurrency=2),
+}
+
+
+def open_loop_floor_ms(model: Model, direct_ms: float, hop_ms: float) -> float:
+    """The lowest open-loop p50 any batcher can reach here. Batches start at least the
+    shortest batch time C apart on each of k slots, so with Poisson arrivals (which see
+    the time average) at most k·w/C of them wait less than w: the median waits at least
+    C/2k, then runs at least C, plus the direct call's HTTP and the proxy's hop."""
+    shortest_ms = model.seconds(1) * 1000
+    overhead_ms = direct_ms - shortest_ms
+    return shortest_ms * (1 + 1 / (2 * model.concurrency)) + overhead_ms + max(hop_ms, 0.0)
