@@ -2,8 +2,7 @@
 
 Every part declares a pydantic-settings model; each reads NEXUS_* variables through
 `MappingEnvSource` (a mapping handed in, so tests and `nexus serve` need not touch
-os.environ), says a validation failure with `describe`, and `settings_env` turns a model
-back into the variables that rebuild it in a child process.
+os.environ), says a validation failure with `describe`.
 """
 
 from __future__ import annotations
@@ -62,19 +61,3 @@ def describe(exc: ValidationError, origin: Mapping[str, str] | None = None) -> s
 def _show(value: Any) -> str:
     text = str(value)
     return text.replace("'", "") if text.startswith("'") else text
-
-
-def settings_env(settings: BaseSettings) -> dict[str, str | None]:
-    """The NEXUS_* variables that reproduce `settings` in a child process (None: unset it)."""
-    prefix = str(settings.model_config.get("env_prefix", ""))
-    env: dict[str, str | None] = {}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, bool):
-            text: str | None = "true" if value else "false"
-        elif isinstance(value, tuple | list):
-            text = ",".join(map(str, value))
-        else:
-            text = None if value is None else str(value)
-        env[prefix + name.upper()] = text
-    return env

@@ -9,8 +9,9 @@ stops the proxy first (it drains its queue into a live model server) and the
 model server second. If the supervisor itself dies (kill -9), the kernel stops
 both children (SIGTERM, PR_SET_PDEATHSIG): none is left holding its port.
 
-Children get their settings as NEXUS_* variables produced from their own
-settings models (`ServerSettings`, `ProxySettings`), never as hand-built argv.
+Children get their settings as NEXUS_* variables, never as hand-built argv; `nexus serve`
+imports neither server (it is the composition root above both), and each child validates
+its own settings.
 """
 
 from __future__ import annotations
@@ -69,42 +70,38 @@ class Child:
 
 
 def child_settings(options: ServeOptions) -> tuple[dict[str, str | None], dict[str, str | None]]:
-    """The model server's and the proxy's NEXUS_* variables, from their settings models.
+    """The model server's and the proxy's NEXUS_* variables for what `nexus serve` decides.
 
-    Both models also read the variables already set, so a user's NEXUS_* reach the children.
+    Built here, not from the servers' settings models: `nexus serve` starts the two servers
+    and imports neither. Every other NEXUS_* variable already set reaches the children as it
+    is; each validates its own settings at start, and a child that refuses them exits with
+    its one sentence, which `nexus serve` reports.
     """
-    from pydantic import ValidationError
-
-    from batch_proxy.settings import settings_from
-    from control_plane.settings import describe, settings_env
-    from model_server.settings import ServerSettings
-
     token = secrets.token_urlsafe(24)  # only the proxy may call the model server
-    try:
-        server = ServerSettings(
-            server_token=token,
-            host="127.0.0.1",
-            port=options.model_port,
-            repo=options.repo,
-            model_name=options.model_name,
-            model_ref=options.model_ref,
-            device=options.device,
-            handler=options.handler,
-        )
-        policy: dict[str, Any] = {} if options.policy is None else {"policy": options.policy}
-        proxy = settings_from(
-            [],
-            host=options.host,
-            port=options.port,
-            upstreams=(f"http://127.0.0.1:{options.model_port}",),
-            upstream_token=token,
-            **policy,
-        )
-    except ValidationError as exc:
-        raise ServeError(f"the model server's settings are invalid: {describe(exc)}") from None
-    except ValueError as exc:  # the proxy's SettingsError
-        raise ServeError(f"the proxy's settings are invalid: {exc}") from None
-    return settings_env(server), settings_env(proxy)
+    server: dict[str, str | None] = {
+        "NEXUS_SERVER_TOKEN": token,
+        "NEXUS_HOST": "127.0.0.1",
+        "NEXUS_PORT": str(options.model_port),
+        "NEXUS_REPO": str(options.repo),
+        "NEXUS_MODEL_REF": options.model_ref,
+    }
+    for name, value in (
+        ("NEXUS_MODEL_NAME", options.model_name),
+        ("NEXUS_DEVICE", options.device),
+        ("NEXUS_HANDLER", options.handler),
+    ):
+        if value is not None:
+            server[name] = value
+    proxy: dict[str, str | None] = {
+        "NEXUS_PROXY_HOST": options.host,
+        "NEXUS_PROXY_PORT": str(options.port),
+        "NEXUS_PROXY_UPSTREAMS": f"http://127.0.0.1:{options.model_port}",
+        "NEXUS_PROXY_UPSTREAM_DNS": None,  # the one upstream is the model server started here
+        "NEXUS_PROXY_UPSTREAM_TOKEN": token,
+    }
+    if options.policy is not None:
+        proxy["NEXUS_PROXY_POLICY"] = options.policy
+    return server, proxy
 
 
 class Supervisor:

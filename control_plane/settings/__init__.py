@@ -15,14 +15,13 @@ CONFIG_FILENAME = ".nexusrc"
 if TYPE_CHECKING:
     from control_plane.settings.nexusrc import NexusConfig, load_config
     from control_plane.settings.sources import load_settings
-    from nexus_common.settings import describe, settings_env
+    from nexus_common.settings import describe
 
 _LAZY = {
     "NexusConfig": "control_plane.settings.nexusrc",
     "load_config": "control_plane.settings.nexusrc",
     "describe": "nexus_common.settings",
     "load_settings": "control_plane.settings.sources",
-    "settings_env": "nexus_common.settings",
 }
 
 
@@ -35,5 +34,4 @@ __all__ = [
     "describe",
     "load_config",
     "load_settings",
-    "settings_env",
 ]

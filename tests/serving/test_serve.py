@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 import torch
 
+from batch_proxy.policies import POLICIES
 from control_plane import Registry
+from control_plane.cli.serve import ProxyPolicy
 from tests.conftest import commit_all
 from tests.harness.models import IN_FEATURES, make_torchscript
 from tests.harness.servers import console_script, free_port
@@ -186,6 +188,17 @@ def test_nexus_serve_reports_a_model_server_that_cannot_start(repo: Path, tmp_pa
     assert done.returncode == 1
     assert "the model server exited with code 1" in done.stderr
     assert "not a format the server knows" in done.stderr
+
+
+def test_nexus_serve_names_the_proxys_policies_and_refuses_others(repo: Path) -> None:
+    """`nexus serve` imports no server: its --policy choices are the proxy's, held equal here."""
+    assert tuple(policy.value for policy in ProxyPolicy) == tuple(POLICIES)
+    done = subprocess.run(
+        [console_script("nexus"), "serve", "--policy", "fastest"],
+        cwd=repo, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2  # a usage error, before anything starts
+    assert "'fastest' is not one of 'adaptive', 'eager', 'fixed'" in done.stderr
 
 
 async def all_arrived(client: httpx.AsyncClient, metrics_url: str, count: int) -> None:
