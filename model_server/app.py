@@ -61,6 +61,7 @@ def create_app(
     app.state.models = models
     guard = token_guard(settings.server_token)
     app.state.guard = guard
+    app.state.max_batch_size = settings.max_batch  # /v2/models/{name}/config says it
     _prediction_routes(app, models, guard)
     app.include_router(v2.router)
     _probe_routes(app, models)

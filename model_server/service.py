@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -22,19 +22,16 @@ from typing import Any, TypeVar
 import numpy as np
 
 from control_plane import ModelEntry, Registry
+from control_plane.metadata.tensors import recorded_signature
 from model_server.delivery.canary import Baseline, BatchFigure, CanaryRules, CanaryWindow, Verdict
 from model_server.errors import ItemDecodeError, NotReadyError
-from model_server.inference import (
-    ItemFailure,
-    Predictor,
-    TensorPredictor,
-    build_predictor,
-    free_device_memory,
-    resolve_device,
-)
+from model_server.inference import build_predictor, free_device_memory, resolve_device
 from model_server.loader import fetch_entry
 from model_server.metrics import ServerMetrics
+from model_server.predictor import ItemFailure, Predictor
 from model_server.settings import ServerSettings
+from model_server.stats import InferenceStats
+from model_server.tensors import TensorPredictor
 from nexus_common import wire
 
 logger = logging.getLogger("nexus.model_server")
@@ -100,6 +97,7 @@ def load_entry(settings: ServerSettings, entry: ModelEntry) -> Predictor:
         dtype=settings.dtype,
         handler=settings.handler,
         trust_pickle=settings.trust_pickle,
+        signature=recorded_signature(entry),
     )
     predictor.warmup()
     return predictor
@@ -138,6 +136,7 @@ class ModelService:
     def __init__(self, settings: ServerSettings, metrics: ServerMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or ServerMetrics()
+        self.stats = InferenceStats()
         self.serving: LoadedVersion | None = None
         self.trial: Trial | None = None
         self.not_ready = f"{LOADING}; retry shortly."
@@ -202,8 +201,10 @@ class ModelService:
         errors = {i: o.message for i, o in enumerate(outputs) if isinstance(o, ItemFailure)}
         return BatchResult(outputs, errors, version.info)
 
-    async def infer(self, batch: np.ndarray) -> tuple[dict[str, np.ndarray], LoadedVersion]:
-        """One batch tensor through one version (the v2 protocol): its named outputs."""
+    async def infer(
+        self, inputs: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], LoadedVersion]:
+        """One batch of every input through one version (the v2 protocol): named outputs."""
 
         def run(predictor: Predictor) -> dict[str, np.ndarray]:
             if not isinstance(predictor, TensorPredictor):
@@ -211,9 +212,10 @@ class ModelService:
                     "the v2 protocol serves TorchScript and ONNX models; this one has a "
                     "handler: use POST /predict."
                 )
-            return predictor.run(batch)
+            return predictor.run_named(inputs)
 
-        return await self._on_one_version(len(batch), run, lambda _: 0)
+        rows = len(next(iter(inputs.values())))
+        return await self._on_one_version(rows, run, lambda _: 0)
 
     async def _on_one_version(
         self, size: int, work: Callable[[Predictor], R], failures: Callable[[R], int]
@@ -233,12 +235,15 @@ class ModelService:
         job = asyncio.get_running_loop().run_in_executor(
             self._executor, _timed, work, version.predictor
         )
+        queued = time.perf_counter()
         try:
             result, seconds = await job
         except Exception:
             self._record(trial, to_candidate, BatchFigure(size, size, 0.0))
+            self.stats.record(size, False, time.perf_counter() - queued, 0.0)
             raise
         self._record(trial, to_candidate, BatchFigure(size, failures(result), seconds))
+        self.stats.record(size, True, max(0.0, time.perf_counter() - queued - seconds), seconds)
         self.metrics.inference_seconds.observe(seconds)
         self.metrics.batch_size.observe(size)
         self.metrics.items.inc(size)

@@ -3,54 +3,37 @@
 
     GET  /v2                         server metadata (name, version, extensions)
     GET  /v2/health/live  /v2/health/ready
-    GET  /v2/models/{name}           model metadata: its input and outputs
+    GET  /v2/models/{name}           model metadata: its inputs and outputs (the signature)
     GET  /v2/models/{name}/ready
-    POST /v2/models/{name}/infer     one input tensor (the batch), the model's outputs
+    GET  /v2/models/{name}/stats     the statistics extension (inference and execution counts,
+                                     successes and failures, queue and compute times)
+    GET  /v2/models/{name}/config    the batch size it takes, its instances, its signature
+    POST /v2/models/{name}/infer     every input tensor (the batch), the outputs asked for
 
-The built-in predictors take one tensor, named `input`; a request's whole tensor is one
-batch through one version (the canary's share included). Outputs are `output` (or
-`output0…`, or an ONNX model's own names), raw bytes when asked for
-(`binary_data_output` or an output's `binary_data`), else flat JSON data.
+A request's inputs are checked against the model's signature before anything runs (a
+wrong name, datatype or shape is a 400 naming the tensor); its tensors are one batch
+through one version (the canary's share included). Outputs are named by the signature,
+raw bytes when asked for (`binary_data_output` or an output's `binary_data`), else JSON.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from control_plane.core.invoke import NUMPY_DATATYPES, numpy_dtype
 from model_server import openapi_docs as docs
 from model_server.errors import ItemDecodeError, NotReadyError
 from model_server.hosting import Models
-from model_server.inference import TensorPredictor
 from model_server.responses import json_response
 from model_server.service import ModelService
+from model_server.tensors import TensorPredictor
 from nexus_common import v2wire
-
-INPUT_NAME = "input"
-_TO_NUMPY = {
-    "BOOL": np.dtype("?"),
-    "UINT8": np.dtype("u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
-_FROM_NUMPY = {
-    dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype: name
-    for name, dtype in _TO_NUMPY.items()
-}
-
 
 router = APIRouter()
 
@@ -103,21 +86,47 @@ async def model_metadata(name: str, models: ServedModels) -> Response:
     if isinstance(found, Response):
         return found
     service, predictor = found
-    dims = list(predictor.item_dims) if predictor.item_dims is not None else []
     entry = service.require_ready().entry
+    signature = predictor.signature
     return json_response(
         {
             "name": name,
             "versions": [entry.commit_hash],
             "platform": entry.format or "unknown",
-            "inputs": [
-                {
-                    "name": INPUT_NAME,
-                    "datatype": _FROM_NUMPY[np.dtype(predictor.input_dtype)],
-                    "shape": [-1, *dims],
-                }
+            "inputs": [spec.to_json() for spec in predictor.input_specs],
+            "outputs": [spec.to_json() for spec in signature.outputs] if signature else [],
+        }
+    )
+
+
+@router.get("/v2/models/{name}/stats", responses=docs.errors(400, 404, 503))
+async def model_stats(name: str, models: ServedModels) -> Response:
+    found = _served(models, name)
+    if isinstance(found, Response):
+        return found
+    service, _ = found
+    version = service.require_ready().entry.commit_hash
+    return json_response({"model_stats": [service.stats.to_json(name, version)]})
+
+
+@router.get("/v2/models/{name}/config", responses=docs.errors(400, 404, 503))
+async def model_config(name: str, request: Request, models: ServedModels) -> Response:
+    found = _served(models, name)
+    if isinstance(found, Response):
+        return found
+    service, predictor = found
+    signature = predictor.signature
+    gpu = predictor.device.startswith("cuda")
+    return json_response(
+        {
+            "name": name,
+            "platform": service.require_ready().entry.format or "unknown",
+            "max_batch_size": request.app.state.max_batch_size,
+            "instance_group": [
+                {"count": service.max_concurrent_batches, "kind": "KIND_GPU" if gpu else "KIND_CPU"}
             ],
-            "outputs": [],
+            "input": [_config_tensor(spec.to_json()) for spec in predictor.input_specs],
+            "output": [_config_tensor(s.to_json()) for s in signature.outputs] if signature else [],
         }
     )
 
@@ -151,8 +160,8 @@ async def infer(name: str, request: Request, models: ServedModels) -> Response:
         parsed = v2wire.parse_request(
             await request.body(), request.headers.get(v2wire.HEADER_LENGTH), orjson.loads
         )
-        batch = _input_array(parsed, predictor)
-        outputs, version = await service.infer(batch)
+        inputs = _input_arrays(parsed, predictor)
+        outputs, version = await service.infer(inputs)
     except v2wire.V2Error as exc:
         return json_response({"error": str(exc)}, exc.status)
     except ItemDecodeError as exc:
@@ -183,35 +192,65 @@ def _answer(
     )
 
 
-def _input_array(request: v2wire.InferRequest, predictor: TensorPredictor) -> np.ndarray:
-    if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
-        names = [t.name for t in request.inputs]
-        raise v2wire.V2Error(f"the model takes one input named '{INPUT_NAME}', not {names}.")
-    tensor = request.inputs[0]
-    dtype = _TO_NUMPY[tensor.datatype]
+def _input_arrays(
+    request: v2wire.InferRequest, predictor: TensorPredictor
+) -> dict[str, np.ndarray]:
+    """The request's tensors as arrays, checked against the model's inputs: every one named,
+    of its datatype and shape, and nothing else; the first dimension (the batch) shared."""
+    specs = {spec.name: spec for spec in predictor.input_specs}
+    takes = ", ".join(f"'{n}' ({spec.describe()})" for n, spec in specs.items())
+    arrays: dict[str, np.ndarray] = {}
+    for tensor in request.inputs:
+        spec = specs.get(tensor.name)
+        if spec is None:
+            raise v2wire.V2Error(f"the model has no input '{tensor.name}'; it takes {takes}.")
+        if predictor.signature is not None:
+            wrong = spec.accepts(tensor.datatype, tensor.shape)
+            if wrong is not None:
+                raise v2wire.V2Error(f"input '{tensor.name}' {wrong}.")
+        arrays[tensor.name] = _array(tensor, numpy_dtype(spec.datatype))
+    missing = [name for name in specs if name not in arrays]
+    if missing:
+        raise v2wire.V2Error(f"input '{missing[0]}' is missing; the model takes {takes}.")
+    rows = {len(array) for array in arrays.values()}
+    if len(rows) != 1 or 0 in rows:
+        raise v2wire.V2Error("every input needs the same first (batch) dimension, at least 1.")
+    return arrays
+
+
+def _array(tensor: v2wire.Tensor, dtype: np.dtype[Any]) -> np.ndarray:
+    given = numpy_dtype(tensor.datatype)
     if tensor.raw is not None:
-        array = np.frombuffer(tensor.raw, dtype=dtype).reshape(tensor.shape)
+        array = np.frombuffer(tensor.raw, dtype=given).reshape(tensor.shape)
     else:
         try:
-            array = np.asarray(tensor.data, dtype=dtype).reshape(tensor.shape)
-        except (TypeError, ValueError) as exc:
+            array = np.asarray(tensor.data, dtype=given).reshape(tensor.shape)
+        except (TypeError, ValueError, OverflowError) as exc:
             raise v2wire.V2Error(
                 f"input '{tensor.name}': data does not fit its shape: {exc}."
             ) from None
-    if not array.shape or array.shape[0] == 0:
-        raise v2wire.V2Error(f"input '{tensor.name}' needs a batch dimension of at least 1.")
+    if not array.shape:
+        raise v2wire.V2Error(f"input '{tensor.name}' needs a batch dimension.")
     # torch wants a writable array; a tensor of bytes from the body is read-only (copied here)
-    return np.require(array, dtype=predictor.input_dtype, requirements=["C", "W"])
+    return np.require(array, dtype=dtype, requirements=["C", "W"])
+
+
+def _config_tensor(spec: dict[str, Any]) -> dict[str, Any]:
+    """A signature tensor as Triton's model configuration writes one (dims past the batch)."""
+    return {
+        "name": spec["name"],
+        "data_type": f"TYPE_{spec['datatype']}",
+        "dims": spec["shape"][1:],
+    }
 
 
 def _tensor(name: str, array: np.ndarray) -> v2wire.Tensor:
     array = np.ascontiguousarray(array)
-    dtype = array.dtype.newbyteorder("<") if array.dtype.itemsize > 1 else array.dtype
-    datatype = _FROM_NUMPY.get(dtype)
+    datatype = NUMPY_DATATYPES.get(array.dtype.name)
     if datatype is None:
         array = array.astype(np.float32)
         datatype = "FP32"
-    little = array.astype(_TO_NUMPY[datatype], copy=False)
+    little = array.astype(numpy_dtype(datatype), copy=False)
     return v2wire.Tensor(name, list(array.shape), datatype, raw=little.tobytes())
 
 

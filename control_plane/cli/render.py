@@ -21,6 +21,7 @@ from control_plane.core.units import human_size
 from control_plane.metadata import ModelEntry
 from control_plane.metadata.listing import DISPLAY_FIELDS, Summary
 from control_plane.metadata.rendered import RICH_TABLE_MAX_ROWS
+from control_plane.metadata.tensors import Signature
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -158,6 +159,8 @@ def entry_details(entry: ModelEntry) -> None:
         elif key in ("signature", "approval") and isinstance(value, dict):
             decision = f"{value['decision']} " if value.get("decision") else ""
             shown = f"{decision}by {value.get('signer')} (key {str(value.get('key'))[:12]}…)"
+        elif key == "tensors" and isinstance(value, dict):
+            shown = Signature.from_json(value).summary()
         console.print(f"[bold]{key:<{width}}[/]  {_escape(shown)}")
 
 

@@ -23,7 +23,8 @@ from control_plane.cli.base import (
 from control_plane.core.errors import UsageError
 from control_plane.core.units import human_size
 from control_plane.metadata import rendered
-from control_plane.registry import Registry, query
+from control_plane.metadata.tensors import Signature
+from control_plane.registry import Registry, StoreResult, query
 from control_plane.registry.lineage import split_model_ref
 
 commands = group()
@@ -65,10 +66,19 @@ def store(
         bool, typer.Option("--sign", help="Sign the version (with --key or signing_key).")
     ] = False,
     key: KeyOption = None,
+    signature: Annotated[
+        Path | None,
+        typer.Option(help="The model's inputs and outputs (JSON/YAML); checked against it."),
+    ] = None,
+    example_input: Annotated[
+        Path | None,
+        typer.Option(help="An .npz of named arrays: a TorchScript model is run on it once."),
+    ] = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Upload a model file or directory and link it to the current Git commit."""
+    """Upload a model file or directory and link it to the current Git commit; record its
+    signature (an ONNX graph's own, or learned with --example-input, or --signature)."""
     registry = Registry()
     with ui.transfer_progress(not quiet and not as_json) as progress:
         result = registry.store(
@@ -88,8 +98,14 @@ def store(
             force=force,
             sign=sign,
             signing_key=key,
+            signature=signature,
+            example_input=example_input,
             progress=progress,
         )
+    _report_store(registry, result, as_json)
+
+
+def _report_store(registry: Registry, result: StoreResult, as_json: bool) -> None:
     for text in result.warnings:
         ui.warning(text)
     if not as_json:
@@ -106,6 +122,8 @@ def store(
     ui.info(f"Stored [bold]{entry.model_name}[/] at commit [bold]{entry.commit_hash}[/]{note}")
     ui.info(f"  uri:  {registry.backend.uri(entry.storage_uri)}")
     ui.info(f"  size: {human_size(entry.file_size)}   sha256: {entry.sha256}")
+    if entry.tensors:
+        ui.info(f"  signature: {Signature.from_json(entry.tensors).summary()}")
     if entry.signature:
         ui.info(f"  signed by {entry.signature['signer']} (key {entry.signature['key'][:12]}…)")
     commit_hint("Store model")

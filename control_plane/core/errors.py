@@ -2,6 +2,7 @@
 
     NexusError(message, hint)          nexus_common.errors: the root of every part's tree
     ├── UsageError                     exit code 2 (as click's): a name, a ref, a flag value
+    │   └── SignatureError             a model signature that is not one, or contradicts the model
     ├── ConfigError                    .nexusrc or NEXUS_* environment
     ├── GitError                       not a repo, no commits, dirty tree
     ├── MetadataError                  .nexus_meta.json unreadable or inconsistent
@@ -43,6 +44,10 @@ class UsageError(NexusError):
     """Bad input from the user: a model name, a ref, a key=value pair."""
 
     exit_code = 2
+
+
+class SignatureError(UsageError):
+    """A model signature that is not one, or that contradicts the model: one sentence."""
 
 
 class ConfigError(NexusError):

@@ -112,7 +112,8 @@ class ModelEntry(VersionFacts):
     aliases = _Field[list[str]]()
     file_count = _Field[int]()
     # trust: the signature and the signed approval, each a bundle in the store
-    signature = _Field[dict[str, Any]]()
+    signature = _Field[dict[str, Any]]()  # the trust record of a signed version
+    tensors = _Field[dict[str, Any]]()  # the model's signature: its inputs and outputs
     approval = _Field[dict[str, Any]]()
 
     def __init__(self, commit_hash: str, model_name: str, storage_uri: str, **fields: Any) -> None:

@@ -19,6 +19,7 @@ from control_plane.core.formats import detect_format
 from control_plane.core.hashing import sha256_file
 from control_plane.core.units import human_size
 from control_plane.metadata import MetadataDocument, MetadataFile, ModelEntry
+from control_plane.metadata.tensors import Signature
 from control_plane.registry import lifecycle
 from control_plane.registry.lineage import split_model_ref, would_cycle
 from control_plane.registry.objects import Objects, ProgressReporter, callback, model_folder
@@ -28,6 +29,7 @@ from control_plane.registry.provenance import (
     read_training_config,
 )
 from control_plane.registry.resolve import find_version, resolve_ref, validate_model_name
+from control_plane.registry.signatures import signature_for
 from control_plane.registry.tree import (
     DIRECTORY,
     MANIFEST_SUFFIX,
@@ -66,6 +68,8 @@ class StoreRequest:
     force: bool = False
     sign: bool = False
     signing_key: Path | None = None
+    signature: Path | None = None  # a JSON or YAML file declaring the inputs and outputs
+    example_input: Path | None = None  # an .npz a TorchScript module is run on, once
 
     @classmethod
     def of(
@@ -105,6 +109,7 @@ class _Checked:
     training: TrainingConfig | None
     params: dict[str, Any]
     git: GitState
+    tensors: Signature | None = None
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -169,8 +174,20 @@ class StorePipeline:
         training = read_training_config(request.config_file) if request.config_file else None
         params = {**((training.params if training else None) or {}), **(request.params or {})}
         git = self.workspace.git()
+        tensors = signature_for(
+            source,
+            None if tree is not None else detect_format(source),
+            request.signature,
+            request.example_input,
+        )
         checked = _Checked(
-            source, tree, metrics, training, params, git.state(allow_dirty=request.allow_dirty)
+            source,
+            tree,
+            metrics,
+            training,
+            params,
+            git.state(allow_dirty=request.allow_dirty),
+            tensors,
         )
         if git.is_tracked(source):
             checked.warnings.append(
@@ -284,6 +301,7 @@ class StorePipeline:
             parents=[{"model": e.model_name, "commit_hash": e.commit_hash} for e in parents]
             or None,
             lineage_type=request.lineage_type,
+            tensors=checked.tensors.to_json() if checked.tensors is not None else None,
         )
 
     def _record(

@@ -8,7 +8,6 @@ calling the model alone would give, and requests of different shapes never share
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ import tritonclient.http as triton
 from control_plane import Registry
 from tests.conftest import commit_all
 from tests.harness.models import make_cnn
-from tests.harness.servers import console_script, free_port, run_process
+from tests.harness.servers import server_and_proxy
 
 
 @pytest.fixture
@@ -32,19 +31,8 @@ def stack(repo: Path, tmp_path: Path) -> Iterator[tuple[str, torch.jit.ScriptMod
     module = make_cnn(tmp_path / "cnn.pt")
     Registry(repo).store(tmp_path / "cnn.pt", "vision")
     commit_all(repo, "store vision")
-    server_port, proxy_port = free_port(), free_port()
-    server = f"http://127.0.0.1:{server_port}"
-    env = dict(os.environ, NEXUS_CACHE_DIR=str(tmp_path / "cache"), NEXUS_SERVER_TOKEN="t0k")
-    serve = [console_script("nexus-model-server"), "--port", str(server_port), "--repo", str(repo)]
-    proxy = [
-        console_script("nexus-proxy"),
-        *("--port", str(proxy_port), "--upstream", server, "--upstream-token", "t0k"),
-    ]
-    with (
-        run_process(serve, server + "/ready", env=env),
-        run_process(proxy, f"http://127.0.0.1:{proxy_port}/ready"),
-    ):
-        yield f"127.0.0.1:{proxy_port}", module
+    with server_and_proxy(repo, tmp_path / "cache") as (address, _):
+        yield address, module
 
 
 def images(n: int, seed: int, side: int = 32) -> np.ndarray:

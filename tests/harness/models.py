@@ -74,3 +74,51 @@ def make_state_dict(path: Path) -> torch.nn.Module:
     model = TinyMLP().eval()
     torch.save(model.state_dict(), path)
     return model
+
+
+SUM_DIFF_WIDTH = 16
+
+
+def make_sum_diff_onnx(path: Path) -> None:
+    """Triton's own example model ("simple"): INT32 `INPUT0` and `INPUT1` [-1, 16] in,
+    `OUTPUT0` (their sum) and `OUTPUT1` (their difference) out. Built with onnx.helper,
+    no exporter."""
+    from onnx import TensorProto, ValueInfoProto, helper, save
+
+    def tensor(name: str) -> ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.INT32, ["batch", SUM_DIFF_WIDTH])
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+            helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
+        ],
+        "sum_diff",
+        [tensor("INPUT0"), tensor("INPUT1")],
+        [tensor("OUTPUT0"), tensor("OUTPUT1")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # what the onnxruntime here reads
+    save(model, str(path))
+
+
+class PairModel(torch.nn.Module):
+    """A TorchScript model of two named float inputs and two outputs (a tuple)."""
+
+    def forward(self, left: torch.Tensor, right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return left + right, left * right
+
+
+class DictModel(torch.nn.Module):
+    """A TorchScript model taking a dict of two inputs and answering a dict of two."""
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"total": inputs["a"] + inputs["b"], "scaled": inputs["a"] * 2.0}
+
+
+def make_pair_torchscript(path: Path) -> None:
+    torch.jit.save(torch.jit.script(PairModel()), str(path))
+
+
+def make_dict_torchscript(path: Path) -> None:
+    torch.jit.save(torch.jit.script(DictModel()), str(path))

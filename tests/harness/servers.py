@@ -119,3 +119,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server_and_proxy(
+    repo: Path, cache: Path, proxy_flags: Sequence[str] = ()
+) -> Iterator[tuple[str, str]]:
+    """`nexus-model-server` (token-guarded) serving `repo` and `nexus-proxy` in front of it,
+    as processes: (the proxy's host:port, the server's URL)."""
+    server_port, proxy_port = free_port(), free_port()
+    server = f"http://127.0.0.1:{server_port}"
+    env = dict(os.environ, NEXUS_CACHE_DIR=str(cache), NEXUS_SERVER_TOKEN="t0k")
+    serve = [console_script("nexus-model-server"), "--port", str(server_port), "--repo", str(repo)]
+    proxy = [
+        console_script("nexus-proxy"),
+        *("--port", str(proxy_port), "--upstream", server, "--upstream-token", "t0k"),
+        *proxy_flags,
+    ]
+    with (
+        run_process(serve, server + "/ready", env=env),
+        run_process(proxy, f"http://127.0.0.1:{proxy_port}/ready"),
+    ):
+        yield f"127.0.0.1:{proxy_port}", server

@@ -73,7 +73,7 @@ async def test_malformed_items_get_errors_at_their_index(stored, server) -> None
     assert len(outputs) == 6
     assert "nested list of numbers" in outputs[1]["error"]
     assert "regular shape" in outputs[2]["error"]
-    assert "failed on input of shape [2]" in outputs[3]["error"]
+    assert "'input' has shape [2]; the model expects [4]" in outputs[3]["error"]
     assert "error" in outputs[4]
     assert outputs[0] == outputs[5]
     assert len(outputs[0]) == 3

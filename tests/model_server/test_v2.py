@@ -80,7 +80,9 @@ def test_metadata_readiness_and_errors(server: str) -> None:
     assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
     wrong = triton.InferInput("pixels", [1, 3, 32, 32], "FP32")
     wrong.set_data_from_numpy(images(1))
-    with pytest.raises(InferenceServerException, match="one input named 'input'"):
+    with pytest.raises(
+        InferenceServerException, match="the model has no input 'pixels'; it takes 'input'"
+    ):
         client.infer("vision", [wrong])
     header = (
         b'{"inputs":[{"name":"input","shape":[1,3,32,32],"datatype":"FP32",'

@@ -1,0 +1,150 @@
+"""How a model file is called with named arrays, and what its outputs are called.
+
+One convention for `nexus store` (which runs a TorchScript module once on an example to
+learn its signature, and reads an ONNX graph's) and for the model server (which serves
+them): an ONNX session is fed by its graph's input names; a TorchScript module by its
+`forward`'s parameters: a dict parameter gets every input as a dict, a tuple parameter
+gets them as a tuple in signature order, plain parameters get one input each, by name
+where the names match and in order where they do not. Outputs: a tensor is `output` (or
+the signature's one output), a tuple is `output0`, `output1`, … (or the signature's names,
+in order), a dict keeps its keys. torch, numpy and onnxruntime load on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from control_plane.core.errors import SignatureError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# ONNX TensorProto element types -> Open Inference Protocol datatypes.
+ONNX_DATATYPES = {
+    1: "FP32", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64",
+    8: "BYTES", 9: "BOOL", 10: "FP16", 11: "FP64", 12: "UINT32", 13: "UINT64", 16: "BF16",
+}  # fmt: skip
+# onnxruntime's type strings -> the same.
+ORT_DATATYPES = {
+    "tensor(float)": "FP32", "tensor(uint8)": "UINT8", "tensor(int8)": "INT8",
+    "tensor(uint16)": "UINT16", "tensor(int16)": "INT16", "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64", "tensor(string)": "BYTES", "tensor(bool)": "BOOL",
+    "tensor(float16)": "FP16", "tensor(double)": "FP64", "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64", "tensor(bfloat16)": "BF16",
+}  # fmt: skip
+NUMPY_DATATYPES = {
+    "bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32",
+    "uint64": "UINT64", "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
+    "float16": "FP16", "float32": "FP32", "float64": "FP64",
+}  # fmt: skip
+
+
+def numpy_dtype(datatype: str) -> np.dtype[Any]:
+    """The numpy type of an Open Inference Protocol datatype (little-endian; BYTES: object,
+    BF16: float32, which numpy lacks)."""
+    import numpy as np
+
+    if datatype == "BYTES":
+        return np.dtype(object)
+    if datatype == "BF16":
+        return np.dtype("<f4")
+    names = {v: k for k, v in NUMPY_DATATYPES.items()}
+    if datatype not in names:
+        raise SignatureError(f"'{datatype}' is not an Open Inference Protocol datatype.")
+    return np.dtype(names[datatype]).newbyteorder("<")
+
+
+def datatype_of(array: np.ndarray) -> str:
+    """An array's Open Inference Protocol datatype (strings and bytes: BYTES)."""
+    if array.dtype.kind in "OSU":
+        return "BYTES"
+    name = NUMPY_DATATYPES.get(array.dtype.name)
+    if name is None:
+        raise SignatureError(f"arrays of {array.dtype} have no Open Inference Protocol datatype.")
+    return name
+
+
+def onnx_tensors(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """An ONNX graph's inputs and outputs as `{"name", "datatype", "shape"}` (-1 for a
+    symbolic dimension), read with onnx where installed, else onnxruntime."""
+    try:
+        import onnx
+    except ImportError:
+        return _ort_tensors(path)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    constants = {initializer.name for initializer in graph.initializer}
+
+    def spec(value: Any) -> dict[str, Any]:
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+        return {
+            "name": value.name,
+            "datatype": ONNX_DATATYPES.get(tensor.elem_type, "FP32"),
+            "shape": dims,
+        }
+
+    inputs = [spec(v) for v in graph.input if v.name not in constants]
+    return inputs, [spec(v) for v in graph.output]
+
+
+def _ort_tensors(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort_tensors(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+
+
+def ort_tensors(session: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """An onnxruntime session's inputs and outputs, as `onnx_tensors` gives them."""
+
+    def spec(arg: Any) -> dict[str, Any]:
+        shape = [d if isinstance(d, int) and d > 0 else -1 for d in (arg.shape or [])]
+        return {"name": arg.name, "datatype": ORT_DATATYPES.get(arg.type, "FP32"), "shape": shape}
+
+    return [spec(a) for a in session.get_inputs()], [spec(a) for a in session.get_outputs()]
+
+
+def call_torch(
+    module: Any, inputs: Mapping[str, Any], output_names: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Call a TorchScript (or eager) module with named tensors; its outputs, named."""
+    return name_outputs(module(*_arguments(module, inputs)), output_names)
+
+
+def _arguments(module: Any, inputs: Mapping[str, Any]) -> list[Any]:
+    values = list(inputs.values())
+    parameters = _parameters(module)
+    if len(parameters) == 1 and len(values) > 1:
+        kind = parameters[0][1]
+        if kind.startswith("Dict"):
+            return [dict(inputs)]
+        if kind.startswith("Tuple") or kind.startswith("List"):
+            return [tuple(values)]
+    if len(parameters) == 1 and parameters[0][1].startswith("Dict"):
+        return [dict(inputs)]
+    names = [name for name, _ in parameters]
+    if names and set(names) == set(inputs):
+        return [inputs[name] for name in names]
+    return values
+
+
+def _parameters(module: Any) -> list[tuple[str, str]]:
+    """`forward`'s parameters past self, with their TorchScript types ('' when unknown)."""
+    schema = getattr(getattr(module, "forward", None), "schema", None)
+    if schema is None:
+        return []
+    return [(arg.name, str(arg.type)) for arg in schema.arguments if arg.name != "self"]
+
+
+def name_outputs(result: Any, names: Sequence[str] = ()) -> dict[str, Any]:
+    """A model's result as named outputs (see the module's docstring)."""
+    if isinstance(result, Mapping):
+        return {str(key): value for key, value in result.items()}
+    if isinstance(result, tuple | list):
+        if names and len(names) == len(result):
+            return dict(zip(names, result, strict=True))
+        return {f"output{i}": value for i, value in enumerate(result)}
+    return {names[0] if len(names) == 1 else "output": result}

@@ -1,0 +1,45 @@
+"""What every predictor is: a batch of items in, an output or a named failure per item."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFailure:
+    """The result for an item the model could not compute: the wire's `errors[index]`."""
+
+    message: str
+
+
+def error_output(message: str) -> ItemFailure:
+    return ItemFailure(message)
+
+
+class Predictor(ABC):
+    """Runs one batch at a time; callers serialize access (one worker thread per device)."""
+
+    device: str = "cpu"
+
+    @abstractmethod
+    def predict(self, items: Sequence[Any]) -> list[Any]:
+        """An output (or an ItemFailure) for every item, in order."""
+
+    def warmup(self) -> None:  # noqa: B027  # optional hook
+        """Run one small batch so the first request does not pay for lazy initialisation."""
+
+    def example_item(self) -> Any:
+        """An item this model accepts (for docs and `nexus serve`'s curl line), if known."""
+        return None
+
+    def close(self) -> None:  # noqa: B027  # optional hook
+        """Drop the model's weights; the predictor answers nothing after this."""
+
+
+def summary(exc: BaseException) -> str:
+    """One line: TorchScript puts the real cause on the last line of a long message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(exc).__name__

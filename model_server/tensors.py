@@ -1,0 +1,237 @@
+"""The built-in predictors: TorchScript (and trusted torch) modules and ONNX graphs, any
+number of named inputs and outputs, described by the model's signature.
+
+An ONNX graph says its own signature. A torch module's comes from the version's record
+(`nexus store --example-input` or `--signature`); without one it is taken as one float
+input named `input` and its outputs are learned at warm-up, when its first layer shows
+the input's width. Items for `/predict`: `{"input": <nested list>}` for a one-input model,
+`{"<name>": <nested list>, ...}` with every input for others; answers are the output's row
+(one output) or `{"<output>": row, ...}`. Items are grouped by their inputs' shapes and
+each group runs as one forward pass, so a malformed item fails alone.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from control_plane.core.invoke import call_torch, datatype_of, numpy_dtype, ort_tensors
+from control_plane.metadata.tensors import Signature, TensorSpec
+from model_server.errors import ItemDecodeError
+from model_server.predictor import Predictor, error_output, summary
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+INPUT_NAME = "input"  # a one-input model's input, when nothing names it
+
+
+class TensorPredictor(Predictor):
+    """Decoding, grouping and naming shared by the models that take tensors."""
+
+    signature: Signature | None = None  # the tensors served; None until known
+
+    @abstractmethod
+    def run_named(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One forward pass over a batch of every input: the named output arrays."""
+
+    @property
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        if self.signature is not None:
+            return self.signature.inputs
+        return (TensorSpec(INPUT_NAME, "FP32", (-1, *(self.item_dims or ()))),)
+
+    @property
+    def item_dims(self) -> tuple[int, ...] | None:
+        """One item's shape of the first input, where known (fixed dimensions only)."""
+        if self.signature is None:
+            return None
+        dims = self.signature.inputs[0].shape[1:]
+        return None if any(d < 0 for d in dims) else dims
+
+    def predict(self, items: Sequence[Any]) -> list[Any]:
+        specs = self.input_specs
+        known = self.signature is not None or self.item_dims is not None  # else any shape
+        outputs: list[Any] = [None] * len(items)
+        groups: dict[tuple[tuple[int, ...], ...], list[tuple[int, list[np.ndarray]]]] = {}
+        for index, item in enumerate(items):
+            try:
+                arrays = [_decode(item, spec, len(specs), known) for spec in specs]
+            except ItemDecodeError as exc:
+                outputs[index] = error_output(str(exc))
+                continue
+            groups.setdefault(tuple(a.shape for a in arrays), []).append((index, arrays))
+        for shapes, members in groups.items():
+            batch = {
+                spec.name: np.stack([arrays[i] for _, arrays in members])
+                for i, spec in enumerate(specs)
+            }
+            try:
+                named = self.run_named(batch)
+            except Exception as exc:
+                shown = ", ".join(str(list(shape)) for shape in shapes)
+                message = f"the model failed on input of shape {shown}: {summary(exc)}"
+                for index, _ in members:
+                    outputs[index] = error_output(message)
+                continue
+            for row, (index, _) in enumerate(members):
+                outputs[index] = _answer(named, row)
+        return outputs
+
+    def synthetic(self, rows: int) -> dict[str, np.ndarray] | None:
+        """Inputs of `rows` rows made from the signature (variable dimensions 1), for
+        warm-up; None when a shape or a type is not known."""
+        if self.signature is None:
+            return None
+        made = {}
+        for spec in self.signature.inputs:
+            if spec.datatype == "BYTES":
+                return None
+            shape = (rows, *(1 if d < 0 else d for d in spec.shape[1:]))
+            made[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
+        return made
+
+    def warmup(self) -> None:
+        inputs = self.synthetic(1)
+        if inputs is not None:
+            self.run_named(inputs)
+
+    def example_item(self) -> Any:
+        inputs = self.synthetic(1)
+        if inputs is None:
+            return None
+        if len(inputs) == 1:
+            return {INPUT_NAME: next(iter(inputs.values()))[0].tolist()}
+        return {name: array[0].tolist() for name, array in inputs.items()}
+
+
+class TorchPredictor(TensorPredictor):
+    """A TorchScript or (trusted) eager torch module."""
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        device: str,
+        dtype: str = "float32",
+        warmup_shape: tuple[int, ...] | None = None,
+        signature: Signature | None = None,
+    ) -> None:
+        self.device = device
+        self._dtype = _DTYPES[dtype]
+        self._module = module.to(device=device, dtype=self._dtype).eval()
+        self._warmup_shape = warmup_shape
+        self.signature = signature
+
+    @property
+    def item_dims(self) -> tuple[int, ...] | None:
+        return super().item_dims if self.signature is not None else self._warmup_shape
+
+    def run_named(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [spec.name for spec in self.signature.outputs] if self.signature else []
+        with torch.inference_mode():
+            tensors = {name: self._tensor(array) for name, array in inputs.items()}
+            result = call_torch(self._module, tensors, names)
+            return {name: _array(value) for name, value in result.items()}
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.require(array, requirements=["C", "W"]))
+        if tensor.is_floating_point():
+            return tensor.to(self.device, self._dtype, non_blocking=True)
+        return tensor.to(self.device, non_blocking=True)
+
+    def warmup(self) -> None:
+        if self.signature is None and self._warmup_shape is not None:
+            # Nothing recorded: one float input of the first layer's width; the outputs
+            # are learned from this run, so the v2 metadata can list them.
+            inputs = {INPUT_NAME: np.zeros((1, *self._warmup_shape), dtype=np.float32)}
+            outputs = self.run_named(inputs)
+            self.signature = Signature(
+                (TensorSpec(INPUT_NAME, "FP32", (-1, *self._warmup_shape)),),
+                tuple(
+                    TensorSpec(name, datatype_of(array), (-1, *array.shape[1:]))
+                    for name, array in outputs.items()
+                ),
+            )
+            return
+        super().warmup()
+
+    def close(self) -> None:
+        del self._module
+
+
+class OnnxPredictor(TensorPredictor):
+    """An ONNX graph under onnxruntime: its inputs and outputs by the graph's names."""
+
+    def __init__(self, path: Path, device: str) -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda") and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        self.device = device if providers[0].startswith("CUDA") else "cpu"
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), options, providers=providers)
+        inputs, outputs = ort_tensors(self._session)
+        self.signature = Signature.from_json({"inputs": inputs, "outputs": outputs}, path.name)
+        self._output_names = [spec.name for spec in self.signature.outputs]
+
+    def run_named(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self._session.run(None, dict(inputs))
+        return dict(zip(self._output_names, results, strict=True))
+
+    def close(self) -> None:
+        del self._session
+
+
+def _decode(item: Any, spec: TensorSpec, inputs: int, check_shape: bool) -> np.ndarray:
+    """One item's value of one input, as the signature's type and shape."""
+    only = inputs == 1
+    key = INPUT_NAME if only and isinstance(item, dict) and INPUT_NAME in item else spec.name
+    if not isinstance(item, dict) or key not in item:
+        if only:
+            raise ItemDecodeError(
+                'each item must be an object {"input": <nested list of numbers>}.'
+            )
+        raise ItemDecodeError(f"each item must be an object with the input '{spec.name}'.")
+    try:
+        array = np.asarray(item[key], dtype=numpy_dtype(spec.datatype))
+    except (TypeError, ValueError, OverflowError):
+        raise ItemDecodeError(
+            f"'{key}' must be a nested list of {spec.datatype} values with a regular shape."
+        ) from None
+    dims = spec.shape[1:]
+    if check_shape and (
+        len(array.shape) != len(dims)
+        or any(d >= 0 and a != d for a, d in zip(array.shape, dims, strict=True))
+    ):
+        expected = [d if d >= 0 else "any" for d in dims]
+        raise ItemDecodeError(
+            f"'{key}' has shape {list(array.shape)}; the model expects {expected}."
+        )
+    return array
+
+
+def _answer(named: dict[str, np.ndarray], row: int) -> Any:
+    """One item's answer: its row of the one output, or of every output by name."""
+    if len(named) == 1:
+        return _json(next(iter(named.values()))[row])
+    return {name: _json(array[row]) for name, array in named.items()}
+
+
+def _json(value: np.ndarray) -> Any:
+    if value.dtype.kind == "f" and value.dtype != np.float64:
+        value = value.astype(np.float32)
+    return value.tolist()
+
+
+def _array(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bfloat16:  # numpy has no bfloat16
+            value = value.float()
+        return value.detach().cpu().numpy()  # type: ignore[no-any-return]
+    raise TypeError(f"the model returned {type(value).__name__}, not tensors")
