@@ -64,7 +64,7 @@ class HandlerPredictor(Predictor):
                 outputs[index] = error_output(f"cannot encode this output: {summary(exc)}")
         return outputs
 
-    def warmup(self) -> None:
+    def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
         hook = getattr(self._handler, "warmup", None)
         if hook is not None:
             hook()

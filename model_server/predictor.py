@@ -28,8 +28,10 @@ class Predictor(ABC):
     def predict(self, items: Sequence[Any]) -> list[Any]:
         """An output (or an ItemFailure) for every item, in order."""
 
-    def warmup(self) -> None:  # noqa: B027  # optional hook
-        """Run one small batch so the first request does not pay for lazy initialisation."""
+    warmup_seconds: float = 0.0  # what the warm-up took (model_server.service.load_entry)
+
+    def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:  # noqa: B027  # optional hook
+        """Run batches of these sizes so no request pays for lazy initialisation."""
 
     def example_item(self) -> Any:
         """An item this model accepts (for docs and `nexus serve`'s curl line), if known."""

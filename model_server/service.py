@@ -24,11 +24,11 @@ import numpy as np
 from control_plane import ModelEntry, Registry
 from control_plane.metadata.tensors import recorded_signature
 from model_server.delivery.canary import Baseline, BatchFigure, CanaryRules, CanaryWindow, Verdict
-from model_server.errors import ItemDecodeError, NotReadyError
+from model_server.errors import ItemDecodeError, ModelLoadError, NotReadyError
 from model_server.inference import build_predictor, free_device_memory, resolve_device
 from model_server.loader import fetch_entry
 from model_server.metrics import ServerMetrics
-from model_server.predictor import ItemFailure, Predictor
+from model_server.predictor import ItemFailure, Predictor, summary
 from model_server.settings import ServerSettings
 from model_server.stats import InferenceStats
 from model_server.tensors import TensorPredictor
@@ -99,7 +99,20 @@ def load_entry(settings: ServerSettings, entry: ModelEntry) -> Predictor:
         trust_pickle=settings.trust_pickle,
         signature=recorded_signature(entry),
     )
-    predictor.warmup()
+    sizes = sorted({1, settings.warmup_batch})
+    started = time.perf_counter()
+    try:
+        predictor.warmup(sizes)
+    except Exception as exc:
+        predictor.close()
+        raise ModelLoadError(f"{entry.label} failed its warm-up: {summary(exc)}") from exc
+    predictor.warmup_seconds = time.perf_counter() - started
+    logger.info(
+        "%s warmed up in %.3f s (batches of %s rows)",
+        entry.label,
+        predictor.warmup_seconds,
+        " and ".join(map(str, sizes)),
+    )
     return predictor
 
 
@@ -262,6 +275,7 @@ class ModelService:
             **version.entry.to_dict(),
             "device": version.predictor.device,
             "load_seconds": round(version.load_seconds, 3),
+            "warmup_seconds": round(version.predictor.warmup_seconds, 3),
             "example_input": version.predictor.example_item(),
         }
 

@@ -106,6 +106,12 @@ class ServerSettings(BaseSettings):
     max_batch: int = Field(
         default=256, ge=1, description="largest batch accepted by /predict/batch"
     )
+    warmup_batch: int = Field(
+        default=32,
+        ge=1,
+        description="before it serves, a version runs synthetic batches of 1 and of this many "
+        "rows (the proxy's --max-batch-size), so no caller pays for the first run",
+    )
     max_body_bytes: int = Field(
         default=256 * 1024 * 1024, ge=1, description="largest request body (413 above it)"
     )

@@ -94,10 +94,11 @@ class TensorPredictor(Predictor):
             made[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
         return made
 
-    def warmup(self) -> None:
-        inputs = self.synthetic(1)
-        if inputs is not None:
-            self.run_named(inputs)
+    def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
+        for rows in batch_sizes:
+            inputs = self.synthetic(rows)
+            if inputs is not None:
+                self.run_named(inputs)
 
     def example_item(self) -> Any:
         inputs = self.synthetic(1)
@@ -142,7 +143,7 @@ class TorchPredictor(TensorPredictor):
             return tensor.to(self.device, self._dtype, non_blocking=True)
         return tensor.to(self.device, non_blocking=True)
 
-    def warmup(self) -> None:
+    def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
         if self.signature is None and self._warmup_shape is not None:
             # Nothing recorded: one float input of the first layer's width; the outputs
             # are learned from this run, so the v2 metadata can list them.
@@ -155,8 +156,7 @@ class TorchPredictor(TensorPredictor):
                     for name, array in outputs.items()
                 ),
             )
-            return
-        super().warmup()
+        super().warmup(batch_sizes)
 
     def close(self) -> None:
         del self._module

@@ -102,6 +102,7 @@ def version_detail(document: MetadataDocument, entry: ModelEntry) -> dict[str, A
         "history": history,
         "signature": entry.signature,
         "approval": entry.approval,
+        "tensors": entry.tensors,
         "load_command": f"nexus load {ref} ./{entry.model_name} --model-name {entry.model_name}",
     }
 

@@ -122,3 +122,16 @@ def make_pair_torchscript(path: Path) -> None:
 
 def make_dict_torchscript(path: Path) -> None:
     torch.jit.save(torch.jit.script(DictModel()), str(path))
+
+
+class NeedsNonZero(torch.nn.Module):
+    """A model that fails on an all-zero batch: its warm-up (synthetic zeros) fails."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x == 0).all()):
+            raise RuntimeError("an all-zero batch is not a real input")
+        return x * 2
+
+
+def make_needs_nonzero_torchscript(path: Path) -> None:
+    torch.jit.save(torch.jit.script(NeedsNonZero()), str(path))

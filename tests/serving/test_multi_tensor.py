@@ -22,14 +22,20 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from control_plane import Registry
+from control_plane.web.settings import RegistrySettings
+from model_server.errors import ModelLoadError
+from model_server.service import load_model
+from model_server.settings import ServerSettings
 from tests.conftest import commit_all
 from tests.harness.models import (
     SUM_DIFF_WIDTH,
     make_dict_torchscript,
+    make_needs_nonzero_torchscript,
     make_pair_torchscript,
     make_sum_diff_onnx,
 )
 from tests.harness.servers import console_script, server_and_proxy
+from tests.web.conftest import asgi_client
 
 SUM_DIFF = {
     "inputs": [
@@ -83,6 +89,38 @@ def test_a_torchscript_model_is_stored_with_what_its_example_input_shows(
     assert [t["name"] for t in tensors["outputs"]] == expected[1]
     width = next(iter(arrays.values())).shape[1]
     assert all(t["shape"] == [-1, width] and t["datatype"] == "FP32" for t in tensors["inputs"])
+
+
+async def test_the_signature_is_in_list_json_the_registry_api_and_the_version_page(
+    repo: Path, tmp_path: Path
+) -> None:
+    make_sum_diff_onnx(tmp_path / "simple.onnx")
+    Registry(repo).store(tmp_path / "simple.onnx", "simple")
+    listed = json.loads(_nexus(repo, "list", "--json").stdout)
+    assert listed[0]["tensors"] == SUM_DIFF
+    async with asgi_client(RegistrySettings(workspace=repo)) as client:
+        api = (await client.get("/api/v1/models/simple/versions/latest")).json()
+        assert api["entry"]["tensors"] == SUM_DIFF
+        page = (await client.get("/models/simple/versions/latest")).text
+    assert "<h2>Signature</h2>" in page
+    assert "<td>input</td><td>INPUT1</td><td>INT32</td><td>-1, 16</td>" in page
+    assert "<td>output</td><td>OUTPUT1</td><td>INT32</td><td>-1, 16</td>" in page
+
+
+def test_warm_up_runs_the_proxys_batch_sizes_and_a_failing_one_never_serves(
+    repo: Path, tmp_path: Path
+) -> None:
+    make_pair_torchscript(tmp_path / "pair.pt")
+    np.savez(tmp_path / "example.npz", left=np.ones((1, 3), "f4"), right=np.ones((1, 3), "f4"))
+    Registry(repo).store(tmp_path / "pair.pt", "pair", example_input=tmp_path / "example.npz")
+    settings = ServerSettings(repo=repo, cache_dir=tmp_path / "cache", model_name="pair")
+    _, predictor = load_model(settings)
+    assert predictor.warmup_seconds > 0
+    make_needs_nonzero_torchscript(tmp_path / "picky.pt")
+    np.savez(tmp_path / "x.npz", x=np.ones((1, 3), "f4"))
+    Registry(repo).store(tmp_path / "picky.pt", "picky", example_input=tmp_path / "x.npz")
+    with pytest.raises(ModelLoadError, match=r"failed its warm-up: .*an all-zero batch"):
+        load_model(ServerSettings(repo=repo, cache_dir=tmp_path / "cache", model_name="picky"))
 
 
 def test_a_signature_that_contradicts_the_model_is_refused_and_nothing_is_stored(
