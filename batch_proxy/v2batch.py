@@ -4,7 +4,8 @@ bytes, sent upstream as one binary request, the outputs sliced back per caller.
 Requests batch together only when every input has the same name, datatype and shape
 past the first dimension (their `Signature`); each signature has its own queue, so
 tensors that cannot be stacked are never mixed. No tensor is decoded: JSON inputs are
-packed to bytes once, binary ones are joined as they came.
+packed to bytes once, binary ones are joined as they came; BYTES elements keep their
+length prefixes, and an output's rows are found by walking them.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def combine(requests: list[InferRequest]) -> list[Tensor]:
 
 
 def split(outputs: list[Tensor], sizes: list[int]) -> list[list[Tensor]]:
-    """Each caller's rows of every output."""
+    """Each caller's rows of every output (BYTES rows found by walking their elements)."""
     total = sum(sizes)
     per_caller: list[list[Tensor]] = [[] for _ in sizes]
     for tensor in outputs:
@@ -90,14 +91,14 @@ def split(outputs: list[Tensor], sizes: list[int]) -> list[list[Tensor]]:
                 f"{total} rows needs {total} first."
             )
         raw = v2wire.to_raw(tensor)
-        row_bytes = len(raw) // total if total else 0
-        start = 0
+        offsets = tensor.row_offsets()
+        row = 0
         for index, size in enumerate(sizes):
-            end = start + size * row_bytes
+            part = raw[offsets[row] : offsets[row + size]]
             per_caller[index].append(
-                Tensor(tensor.name, [size, *tensor.shape[1:]], tensor.datatype, raw[start:end])
+                Tensor(tensor.name, [size, *tensor.shape[1:]], tensor.datatype, part)
             )
-            start = end
+            row += size
     return per_caller
 
 

@@ -20,7 +20,7 @@ from control_plane.core.formats import ONNX, PICKLE, SAFETENSORS, TORCH, TORCHSC
 from control_plane.metadata.tensors import Signature
 from model_server.errors import ModelLoadError
 from model_server.predictor import Predictor, error_output, summary
-from model_server.tensors import OnnxPredictor, TorchPredictor
+from model_server.tensors import NamedHandlerPredictor, OnnxPredictor, TorchPredictor
 from nexus_common.memory import trim_c_heap
 
 logger = logging.getLogger("nexus.model_server")
@@ -128,7 +128,10 @@ def build_predictor(
 ) -> Predictor:
     """The predictor for a verified model file, refusing unsafe or code-less formats."""
     if handler:
-        return HandlerPredictor(load_handler(handler), path, device)
+        instance = load_handler(handler)
+        if getattr(instance, "signature", None) is not None:
+            return NamedHandlerPredictor(instance, path, device)
+        return HandlerPredictor(instance, path, device)
     if path.is_dir():
         raise ModelLoadError(
             f"{path.name} is a directory model; the server loads one through a handler.",

@@ -82,16 +82,16 @@ class TensorPredictor(Predictor):
         return outputs
 
     def synthetic(self, rows: int) -> dict[str, np.ndarray] | None:
-        """Inputs of `rows` rows made from the signature (variable dimensions 1), for
-        warm-up; None when a shape or a type is not known."""
+        """Inputs of `rows` rows made from the signature (variable dimensions 1; zeros,
+        BYTES empty), for warm-up; None when the signature is not known."""
         if self.signature is None:
             return None
         made = {}
         for spec in self.signature.inputs:
-            if spec.datatype == "BYTES":
-                return None
             shape = (rows, *(1 if d < 0 else d for d in spec.shape[1:]))
             made[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
+            if spec.datatype == "BYTES":
+                made[spec.name][...] = b""  # empty strings
         return made
 
     def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
@@ -188,6 +188,36 @@ class OnnxPredictor(TensorPredictor):
         del self._session
 
 
+class NamedHandlerPredictor(TensorPredictor):
+    """A handler that declares its `signature` (the JSON form `nexus store --signature`
+    reads) and whose `predict` takes one batch as a dict of arrays (BYTES: arrays of
+    bytes objects) and returns a dict of output arrays: served over v2 and `/predict` as
+    the built-in predictors are."""
+
+    def __init__(self, handler: Any, path: Path, device: str) -> None:
+        self.device = device
+        self._handler = handler
+        self.signature = Signature.from_json(handler.signature, "the handler's signature")
+        handler.load(path, device)
+
+    def run_named(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self._handler.predict(dict(inputs))
+        return {str(name): np.asarray(value) for name, value in result.items()}
+
+    def warmup(self, batch_sizes: Sequence[int] = (1,)) -> None:
+        hook = getattr(self._handler, "warmup", None)
+        if hook is not None:
+            hook()
+        else:
+            super().warmup(batch_sizes)
+
+    def close(self) -> None:
+        hook = getattr(self._handler, "close", None)
+        if hook is not None:
+            hook()
+        del self._handler
+
+
 def _decode(item: Any, spec: TensorSpec, inputs: int, check_shape: bool) -> np.ndarray:
     """One item's value of one input, as the signature's type and shape."""
     only = inputs == 1
@@ -223,7 +253,13 @@ def _answer(named: dict[str, np.ndarray], row: int) -> Any:
     return {name: _json(array[row]) for name, array in named.items()}
 
 
-def _json(value: np.ndarray) -> Any:
+def _json(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if not isinstance(value, np.ndarray):
+        return value.item() if isinstance(value, np.generic) else value
+    if value.dtype.kind == "O":
+        return [_json(element) for element in value.tolist()]
     if value.dtype.kind == "f" and value.dtype != np.float64:
         value = value.astype(np.float32)
     return value.tolist()

@@ -220,6 +220,11 @@ def _input_arrays(
 
 def _array(tensor: v2wire.Tensor, dtype: np.dtype[Any]) -> np.ndarray:
     given = numpy_dtype(tensor.datatype)
+    if tensor.datatype == v2wire.BYTES:
+        elements = v2wire.unpack_bytes(v2wire.to_raw(tensor))
+        array = np.empty(len(elements), dtype=object)
+        array[:] = elements
+        return array.reshape(tensor.shape)
     if tensor.raw is not None:
         array = np.frombuffer(tensor.raw, dtype=given).reshape(tensor.shape)
     else:
@@ -245,6 +250,9 @@ def _config_tensor(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tensor(name: str, array: np.ndarray) -> v2wire.Tensor:
+    if array.dtype.kind in "OSU":  # strings or bytes: BYTES
+        raw = v2wire.pack_bytes(name, list(array.reshape(-1)))
+        return v2wire.Tensor(name, list(array.shape), v2wire.BYTES, raw=raw)
     array = np.ascontiguousarray(array)
     datatype = NUMPY_DATATYPES.get(array.dtype.name)
     if datatype is None:

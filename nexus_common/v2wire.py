@@ -25,8 +25,9 @@ HEADER_LENGTH = "inference-header-content-length"
 Loads = Callable[[bytes], Any]
 BINARY_CONTENT_TYPE = "application/octet-stream"
 
-# Bytes per element of each fixed-size datatype (BYTES, variable-length strings, is not
-# batched by the proxy and not served by the built-in predictors).
+BYTES = "BYTES"  # variable-length elements: each a 4-byte little-endian length, then its bytes
+_LENGTH = struct.Struct("<I")
+# Bytes per element of each fixed-size datatype.
 ITEM_SIZES = {
     "BOOL": 1,
     "UINT8": 1,
@@ -83,6 +84,23 @@ class Tensor:
     @property
     def item_size(self) -> int:
         return ITEM_SIZES[self.datatype]
+
+    def row_offsets(self) -> list[int]:
+        """Where each row (an index of the first dimension) starts in `raw`, and its end:
+        rows of a fixed-size datatype are all one size, BYTES elements are walked."""
+        raw = to_raw(self)
+        rows = self.shape[0] if self.shape else 1
+        if self.datatype != BYTES:
+            size = len(raw) // rows if rows else 0
+            return [row * size for row in range(rows + 1)]
+        per_row = math.prod(self.shape[1:])
+        starts = [0]
+        offset = 0
+        for _ in range(rows):
+            for _ in range(per_row):
+                offset += _LENGTH.size + _LENGTH.unpack_from(raw, offset)[0]
+            starts.append(offset)
+        return starts
 
 
 @dataclass
@@ -191,7 +209,8 @@ def encode_response(
 
 
 def to_raw(tensor: Tensor) -> bytes:
-    """The tensor's little-endian bytes (packed from its JSON data if need be)."""
+    """The tensor's little-endian bytes (packed from its JSON data if need be); BYTES
+    elements each as a 4-byte length and its bytes (a JSON string as UTF-8)."""
     if tensor.raw is None:
         flat = _flatten(tensor.data or [])
         if len(flat) != tensor.elements:
@@ -199,6 +218,9 @@ def to_raw(tensor: Tensor) -> bytes:
                 f"'{tensor.name}' has {len(flat)} values for shape {tensor.shape}, which "
                 f"needs {tensor.elements}."
             )
+        if tensor.datatype == BYTES:
+            tensor.raw = pack_bytes(tensor.name, flat)
+            return tensor.raw
         try:
             tensor.raw = struct.pack(f"<{len(flat)}{_STRUCT_CODES[tensor.datatype]}", *flat)
         except struct.error as exc:
@@ -206,12 +228,39 @@ def to_raw(tensor: Tensor) -> bytes:
     return tensor.raw
 
 
+def pack_bytes(name: str, elements: list[Any]) -> bytes:
+    """BYTES elements (str as UTF-8, or bytes) with their 4-byte length prefixes."""
+    parts: list[bytes] = []
+    for element in elements:
+        if isinstance(element, str):
+            element = element.encode()
+        elif not isinstance(element, bytes | bytearray):
+            raise V2Error(f"'{name}': a BYTES element must be a string, not {element!r}.")
+        parts += (_LENGTH.pack(len(element)), bytes(element))
+    return b"".join(parts)
+
+
+def unpack_bytes(raw: bytes) -> list[bytes]:
+    """The elements of a BYTES tensor's raw bytes (checked already: `_check_raw`)."""
+    elements = []
+    offset = 0
+    while offset < len(raw):
+        (length,) = _LENGTH.unpack_from(raw, offset)
+        offset += _LENGTH.size
+        elements.append(raw[offset : offset + length])
+        offset += length
+    return elements
+
+
 def values(tensor: Tensor) -> list[Any]:
-    """The tensor's elements as a flat JSON list (decoded from its raw bytes if need be)."""
+    """The tensor's elements as a flat JSON list (decoded from its raw bytes if need be);
+    BYTES elements as strings (UTF-8; bytes that are not are decoded with replacement)."""
     if tensor.data is not None:
         return tensor.data
     if tensor.raw is None:
         return []
+    if tensor.datatype == BYTES:
+        return [e.decode("utf-8", "replace") for e in unpack_bytes(tensor.raw)]
     code = _STRUCT_CODES[tensor.datatype]
     return list(struct.unpack(f"<{len(tensor.raw) // tensor.item_size}{code}", tensor.raw))
 
@@ -283,8 +332,8 @@ def _tensor(spec: Any, role: str) -> Tensor:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise V2Error(f"{role} '{name}': 'shape' must be a list of non-negative integers.")
-    if not isinstance(datatype, str) or datatype not in ITEM_SIZES:  # a list is unhashable
-        known = ", ".join(ITEM_SIZES)
+    if not isinstance(datatype, str) or (datatype not in ITEM_SIZES and datatype != BYTES):
+        known = ", ".join([*ITEM_SIZES, BYTES])  # (a list datatype is unhashable: str first)
         raise V2Error(f"{role} '{name}': datatype '{datatype}' is not one of {known}.")
     parameters = spec.get("parameters") or {}
     if not isinstance(parameters, dict):
@@ -297,9 +346,34 @@ def _tensor(spec: Any, role: str) -> Tensor:
 
 def _check_raw(tensor: Tensor, role: str) -> None:
     assert tensor.raw is not None
+    if tensor.datatype == BYTES:
+        _check_bytes(tensor, role)
+        return
     expected = tensor.elements * tensor.item_size
     if len(tensor.raw) != expected:
         raise V2Error(
             f"{role} '{tensor.name}': {len(tensor.raw)} bytes for shape {tensor.shape} of "
             f"{tensor.datatype}, which needs {expected}."
+        )
+
+
+def _check_bytes(tensor: Tensor, role: str) -> None:
+    """Every element's length prefix within the data, and as many elements as the shape."""
+    raw = tensor.raw
+    assert raw is not None
+    offset = count = 0
+    while offset < len(raw):
+        if offset + _LENGTH.size > len(raw):
+            raise V2Error(f"{role} '{tensor.name}': a BYTES length prefix is cut short.")
+        (length,) = _LENGTH.unpack_from(raw, offset)
+        offset += _LENGTH.size + length
+        if offset > len(raw):
+            raise V2Error(
+                f"{role} '{tensor.name}': a BYTES element's length ({length}) runs past its data."
+            )
+        count += 1
+    if count != tensor.elements:
+        raise V2Error(
+            f"{role} '{tensor.name}': {count} BYTES elements for shape {tensor.shape}, which "
+            f"needs {tensor.elements}."
         )

@@ -123,14 +123,20 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def server_and_proxy(
-    repo: Path, cache: Path, proxy_flags: Sequence[str] = ()
+    repo: Path,
+    cache: Path,
+    proxy_flags: Sequence[str] = (),
+    server_flags: Sequence[str] = (),
 ) -> Iterator[tuple[str, str]]:
     """`nexus-model-server` (token-guarded) serving `repo` and `nexus-proxy` in front of it,
-    as processes: (the proxy's host:port, the server's URL)."""
+    as processes: (the proxy's host:port, the server's URL). The server imports handlers
+    from this checkout (`tests.harness...`)."""
     server_port, proxy_port = free_port(), free_port()
     server = f"http://127.0.0.1:{server_port}"
     env = dict(os.environ, NEXUS_CACHE_DIR=str(cache), NEXUS_SERVER_TOKEN="t0k")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     serve = [console_script("nexus-model-server"), "--port", str(server_port), "--repo", str(repo)]
+    serve += server_flags
     proxy = [
         console_script("nexus-proxy"),
         *("--port", str(proxy_port), "--upstream", server, "--upstream-token", "t0k"),
