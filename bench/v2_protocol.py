@@ -11,6 +11,12 @@ request when answered. Side by side, in one run: requests/s, p50 and p99 for
 - `POST /v2/.../infer`     the binary data extension, binary output,
 and, as the raw baseline, the model's own forward rate at batch 1 in this process.
 Target (the v2 issue): binary at least 5x the JSON route's requests/s.
+
+Then models of several tensors, binary v2 requests of one row, through the proxy and
+straight to the model server at 1, 16 and 64 clients (items/s, p50, p99): Triton's
+two-input INT32 model (`INPUT0`, `INPUT1` [-1, 16] -> sum and difference, ONNX) and a
+BYTES model (tests/harness/text.py's handler: text in, text and INT32 out). Last, warm-up:
+the CNN's first request after /ready against its steady p50.
 """
 
 from __future__ import annotations
@@ -27,15 +33,18 @@ import time
 from pathlib import Path
 
 import aiohttp
+import httpx
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import save, table
-from tests.harness.models import make_cnn
+from nexus_common import v2wire
+from tests.harness.models import SUM_DIFF_WIDTH, make_cnn, make_sum_diff_onnx
 from tests.harness.repos import git_repo
-from tests.harness.servers import console_script, free_port, run_process
+from tests.harness.servers import console_script, free_port, run_process, server_and_proxy
+from tests.harness.text import HANDLER
 
 SHAPE = (1, 3, 224, 224)
 
@@ -187,6 +196,96 @@ def main() -> None:
         {"clients": args.clients, "duration_s": args.duration, "results": results, "raw": raw},
     )
     print(f"wrote {saved}")
+    tensors = tensor_models(args.duration)
+    warm = warm_up()
+    saved = save("v2_tensors", {"duration_s": args.duration, "models": tensors, "warm_up": warm})
+    print(f"wrote {saved}")
+
+
+def tensor_body(model: str) -> tuple[bytes, dict[str, str]]:
+    """One row, every input binary, every output asked for as binary."""
+    if model == "simple":
+        inputs = [
+            v2wire.Tensor(name, [1, SUM_DIFF_WIDTH], "INT32", np.arange(16, dtype="<i4").tobytes())
+            for name in ("INPUT0", "INPUT1")
+        ]
+    else:
+        inputs = [v2wire.Tensor("TEXT", [1, 1], "BYTES", v2wire.pack_bytes("TEXT", ["hello"]))]
+    body, length = v2wire.encode_request(inputs, {"binary_data_output": True})
+    headers = {v2wire.HEADER_LENGTH: str(length), "Authorization": "Bearer t0k"}
+    return body, headers
+
+
+def tensor_models(duration: float) -> dict[str, dict[str, dict[str, float]]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        repo = git_repo(root / "repo")
+        make_sum_diff_onnx(root / "simple.onnx")
+        (root / "suffix.txt").write_bytes(b"!")
+        from control_plane import Registry
+
+        Registry(repo).store(root / "simple.onnx", "simple")
+        Registry(repo).store(root / "suffix.txt", "shout")
+        results: dict[str, dict[str, dict[str, float]]] = {}
+        for model, flags in (("simple", ()), ("shout", ("--handler", HANDLER))):
+            server_flags = ("--model-name", model, "--log-level", "warning", *flags)
+            body, headers = tensor_body(model)
+            with server_and_proxy(
+                repo, root / "cache", ("--log-level", "warning"), server_flags
+            ) as (address, server):
+                for clients in (1, 16, 64):
+                    for where, base in (("proxy", f"http://{address}"), ("direct", server)):
+                        url = f"{base}/v2/models/{model}/infer"
+                        asyncio.run(closed_loop(url, body, headers, clients, 0.5))  # warm
+                        results.setdefault(model, {})[f"{where} {clients}"] = asyncio.run(
+                            closed_loop(url, body, headers, clients, duration)
+                        )
+    rows = [
+        [model, key, f"{r['rps']:.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}"]
+        for model, by in results.items()
+        for key, r in by.items()
+    ]
+    print(f"\nmodels of several tensors: binary v2, one row a request, {duration:.0f} s per row")
+    print(table(["model", "route, clients", "items/s", "p50 ms", "p99 ms"], rows))
+    return results
+
+
+def warm_up() -> dict[str, float]:
+    """The CNN's first request after /ready against its steady p50, through the model
+    server: stored without a signature (nothing to warm up with) and with one
+    (`--example-input`: warm-up runs batches of 1 and 32 before /ready)."""
+    result: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_cnn(root / "cnn.pt")
+        np.savez(root / "example.npz", input=np.zeros(SHAPE, dtype=np.float32))
+        body, headers, path = bodies()["v2 binary"]
+        headers = {**headers, "Authorization": "Bearer t0k"}
+        from control_plane import Registry
+
+        for label, example in (("no signature", None), ("signature", root / "example.npz")):
+            repo = git_repo(root / label.replace(" ", "-"))
+            Registry(repo).store(root / "cnn.pt", "vision", example_input=example)
+            with server_and_proxy(repo, root / f"cache-{label}") as (_, server):
+                first = _timed_post(server + path, body, headers)
+                steady = sorted(_timed_post(server + path, body, headers) for _ in range(50))
+            result[f"{label}: first_ms"] = first * 1e3
+            result[f"{label}: steady_p50_ms"] = statistics.median(steady) * 1e3
+    print("\nwarm-up (TinyCNN, 1x3x224x224, binary v2 straight to the model server):")
+    for label in ("no signature", "signature"):
+        print(
+            f"  stored with {label}: first request after /ready "
+            f"{result[f'{label}: first_ms']:.1f} ms, steady p50 "
+            f"{result[f'{label}: steady_p50_ms']:.1f} ms"
+        )
+    return result
+
+
+def _timed_post(url: str, body: bytes, headers: dict[str, str]) -> float:
+    started = time.perf_counter()
+    reply = httpx.post(url, content=body, headers=headers, timeout=60)
+    reply.raise_for_status()
+    return time.perf_counter() - started
 
 
 if __name__ == "__main__":

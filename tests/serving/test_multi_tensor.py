@@ -26,6 +26,7 @@ from control_plane.web.settings import RegistrySettings
 from model_server.errors import ModelLoadError
 from model_server.service import load_model
 from model_server.settings import ServerSettings
+from model_server.tensors import TensorPredictor
 from tests.conftest import commit_all
 from tests.harness.models import (
     SUM_DIFF_WIDTH,
@@ -121,6 +122,33 @@ def test_warm_up_runs_the_proxys_batch_sizes_and_a_failing_one_never_serves(
     Registry(repo).store(tmp_path / "picky.pt", "picky", example_input=tmp_path / "x.npz")
     with pytest.raises(ModelLoadError, match=r"failed its warm-up: .*an all-zero batch"):
         load_model(ServerSettings(repo=repo, cache_dir=tmp_path / "cache", model_name="picky"))
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict"])
+def test_a_torchscript_model_of_two_tensors_is_served_by_name(
+    repo: Path, tmp_path: Path, kind: str
+) -> None:
+    left = np.arange(6, dtype="f4").reshape(2, 3)
+    right = np.full((2, 3), 2.0, "f4")
+    if kind == "tuple":
+        make_pair_torchscript(tmp_path / "m.pt")
+        inputs, expected = {"left": left, "right": right}, {"output0": left + right}
+        expected["output1"] = left * right
+    else:
+        make_dict_torchscript(tmp_path / "m.pt")
+        inputs, expected = {"a": left, "b": right}, {"total": left + right, "scaled": left * 2}
+    np.savez(tmp_path / "example.npz", *(), **inputs)  # type: ignore[arg-type]
+    Registry(repo).store(tmp_path / "m.pt", "m", example_input=tmp_path / "example.npz")
+    settings = ServerSettings(repo=repo, cache_dir=tmp_path / "cache", model_name="m")
+    _, predictor = load_model(settings)
+    assert isinstance(predictor, TensorPredictor)
+    outputs = predictor.run_named(inputs)
+    assert set(outputs) == set(expected)
+    for name, array in expected.items():
+        np.testing.assert_allclose(outputs[name], array)
+    items = [{name: array[row].tolist() for name, array in inputs.items()} for row in range(2)]
+    answers = predictor.predict(items)
+    assert answers[1] == {name: array[1].tolist() for name, array in expected.items()}
 
 
 def test_a_signature_that_contradicts_the_model_is_refused_and_nothing_is_stored(
