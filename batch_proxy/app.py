@@ -51,8 +51,10 @@ from batch_proxy.metrics import ProxyMetrics
 from batch_proxy.request_cycle import DisconnectWatcher, read_body
 from batch_proxy.routing import Router
 from batch_proxy.settings import ProxySettings
+from batch_proxy.signatures import Signatures
 from nexus_common import v2wire, wire
 from nexus_common.memory import trim_when_idle
+from nexus_common.signature import check_request
 from nexus_common.slow_clients import CONNECTION
 
 logger = logging.getLogger("nexus.proxy")
@@ -64,6 +66,8 @@ class ProxyApp:
     def __init__(self, settings: ProxySettings, resolver: Resolver = system_resolver) -> None:
         self.settings = settings
         self.router = Router(settings, resolver=resolver)
+        # the models' signatures, so a v2 request that does not fit is refused before batching
+        self.signatures = Signatures(lambda model: self.router.pool_for(model).get)
         self.pool = self.router.pools[self.router.default_model]
         self.batcher = self.router.default
         self.metrics = ProxyMetrics(
@@ -321,6 +325,9 @@ class ProxyApp:
         try:
             timeout = self.settings.timeout_s(priority)
             queue = self.router.v2_queue(group)
+            problem = await self._misfit(model, request)
+            if problem is not None:
+                return await respond(send, 400, {"error": problem})
             item = queue.submit(
                 request, timeout, size=rows, priority=priority, connection=_connection(scope)
             )
@@ -346,6 +353,15 @@ class ProxyApp:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         return 200
+
+    async def _misfit(self, model: str, request: v2wire.InferRequest) -> str | None:
+        """What keeps a v2 request from fitting the model's signature, checked before it is
+        batched (None: it fits, or the signature is not known here)."""
+        expected = await self.signatures.of(model)
+        if expected is None:
+            return None
+        inputs = [(t.name, t.datatype, t.shape) for t in request.inputs]
+        return check_request(expected, inputs, (str(o.get("name")) for o in request.outputs))
 
     async def _await_answer(self, item: Pending, receive: Receive, send: Send) -> int:
         answer = await self._answer_of(item, receive, send)

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from control_plane.core.formats import ONNX, PICKLE, SAFETENSORS, TORCH, TORCHSCRIPT, detect_format
-from control_plane.metadata.tensors import Signature
 from model_server.errors import ModelLoadError
 from model_server.predictor import Predictor, error_output, summary
 from model_server.tensors import NamedHandlerPredictor, OnnxPredictor, TorchPredictor
 from nexus_common.memory import trim_c_heap
+from nexus_common.signature import Signature
 
 logger = logging.getLogger("nexus.model_server")
 

@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 import numpy as np
 
 from control_plane import ModelEntry, Registry
-from control_plane.metadata.tensors import recorded_signature
 from model_server.delivery.canary import Baseline, BatchFigure, CanaryRules, CanaryWindow, Verdict
 from model_server.errors import ItemDecodeError, ModelLoadError, NotReadyError
 from model_server.inference import build_predictor, free_device_memory, resolve_device
@@ -33,6 +32,7 @@ from model_server.settings import ServerSettings
 from model_server.stats import InferenceStats
 from model_server.tensors import TensorPredictor
 from nexus_common import wire
+from nexus_common.signature import Signature
 
 logger = logging.getLogger("nexus.model_server")
 
@@ -97,7 +97,7 @@ def load_entry(settings: ServerSettings, entry: ModelEntry) -> Predictor:
         dtype=settings.dtype,
         handler=settings.handler,
         trust_pickle=settings.trust_pickle,
-        signature=recorded_signature(entry),
+        signature=None if entry.tensors is None else Signature.from_json(entry.tensors),
     )
     sizes = sorted({1, settings.warmup_batch})
     started = time.perf_counter()

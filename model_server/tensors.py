@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from control_plane.core.invoke import call_torch, datatype_of, numpy_dtype, ort_tensors
-from control_plane.metadata.tensors import Signature, TensorSpec
 from model_server.errors import ItemDecodeError
 from model_server.predictor import Predictor, error_output, summary
+from nexus_common.signature import Signature, TensorSpec
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 INPUT_NAME = "input"  # a one-input model's input, when nothing names it

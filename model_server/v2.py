@@ -18,6 +18,7 @@ raw bytes when asked for (`binary_data_output` or an output's `binary_data`), el
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
@@ -34,6 +35,7 @@ from model_server.responses import json_response
 from model_server.service import ModelService
 from model_server.tensors import TensorPredictor
 from nexus_common import v2wire
+from nexus_common.signature import Signature, check_request
 
 router = APIRouter()
 
@@ -95,6 +97,8 @@ async def model_metadata(name: str, models: ServedModels) -> Response:
             "platform": entry.format or "unknown",
             "inputs": [spec.to_json() for spec in predictor.input_specs],
             "outputs": [spec.to_json() for spec in signature.outputs] if signature else [],
+            # "known": the proxy checks requests against it before batching them
+            "parameters": {"signature": "known" if signature else "unknown"},
         }
     )
 
@@ -195,27 +199,30 @@ def _answer(
 def _input_arrays(
     request: v2wire.InferRequest, predictor: TensorPredictor
 ) -> dict[str, np.ndarray]:
-    """The request's tensors as arrays, checked against the model's inputs: every one named,
-    of its datatype and shape, and nothing else; the first dimension (the batch) shared."""
-    specs = {spec.name: spec for spec in predictor.input_specs}
-    takes = ", ".join(f"'{n}' ({spec.describe()})" for n, spec in specs.items())
-    arrays: dict[str, np.ndarray] = {}
-    for tensor in request.inputs:
-        spec = specs.get(tensor.name)
-        if spec is None:
-            raise v2wire.V2Error(f"the model has no input '{tensor.name}'; it takes {takes}.")
-        if predictor.signature is not None:
-            wrong = spec.accepts(tensor.datatype, tensor.shape)
-            if wrong is not None:
-                raise v2wire.V2Error(f"input '{tensor.name}' {wrong}.")
-        arrays[tensor.name] = _array(tensor, numpy_dtype(spec.datatype))
-    missing = [name for name in specs if name not in arrays]
-    if missing:
-        raise v2wire.V2Error(f"input '{missing[0]}' is missing; the model takes {takes}.")
+    """The request's tensors as arrays, checked against the model's signature first (the
+    proxy makes the same check before it batches): every input named, of its datatype and
+    shape, nothing else; the outputs asked for are ones the model returns."""
+    signature = predictor.signature
+    inputs: list[tuple[str, str, Sequence[int]]]
+    if signature is None:  # not known: a one-input model of any shape (the names checked)
+        signature = Signature(predictor.input_specs, ())
+        inputs = [(t.name, signature.inputs[0].datatype, _any(t.shape)) for t in request.inputs]
+    else:
+        inputs = [(t.name, t.datatype, t.shape) for t in request.inputs]
+    problem = check_request(signature, inputs, (str(o.get("name")) for o in request.outputs))
+    if problem is not None:
+        raise v2wire.V2Error(problem)
+    specs = {spec.name: spec for spec in signature.inputs}
+    arrays = {t.name: _array(t, numpy_dtype(specs[t.name].datatype)) for t in request.inputs}
     rows = {len(array) for array in arrays.values()}
     if len(rows) != 1 or 0 in rows:
         raise v2wire.V2Error("every input needs the same first (batch) dimension, at least 1.")
     return arrays
+
+
+def _any(shape: list[int]) -> tuple[int, ...]:
+    """A shape that passes an unknown signature's check (its rank is not known either)."""
+    return (-1,) if shape else ()
 
 
 def _array(tensor: v2wire.Tensor, dtype: np.dtype[Any]) -> np.ndarray:

@@ -223,7 +223,7 @@ def to_raw(tensor: Tensor) -> bytes:
             return tensor.raw
         try:
             tensor.raw = struct.pack(f"<{len(flat)}{_STRUCT_CODES[tensor.datatype]}", *flat)
-        except struct.error as exc:
+        except (struct.error, OverflowError) as exc:  # FP16 overflows rather than errs
             raise V2Error(f"'{tensor.name}': a value is not {tensor.datatype}: {exc}.") from None
     return tensor.raw
 

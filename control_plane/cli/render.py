@@ -21,7 +21,7 @@ from control_plane.core.units import human_size
 from control_plane.metadata import ModelEntry
 from control_plane.metadata.listing import DISPLAY_FIELDS, Summary
 from control_plane.metadata.rendered import RICH_TABLE_MAX_ROWS
-from control_plane.metadata.tensors import Signature
+from nexus_common.signature import Signature
 
 if TYPE_CHECKING:
     from rich.progress import Progress

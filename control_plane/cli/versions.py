@@ -23,9 +23,9 @@ from control_plane.cli.base import (
 from control_plane.core.errors import UsageError
 from control_plane.core.units import human_size
 from control_plane.metadata import rendered
-from control_plane.metadata.tensors import Signature
 from control_plane.registry import Registry, StoreResult, query
 from control_plane.registry.lineage import split_model_ref
+from nexus_common.signature import Signature
 
 commands = group()
 

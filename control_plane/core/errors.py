@@ -2,7 +2,6 @@
 
     NexusError(message, hint)          nexus_common.errors: the root of every part's tree
     ├── UsageError                     exit code 2 (as click's): a name, a ref, a flag value
-    │   └── SignatureError             a model signature that is not one, or contradicts the model
     ├── ConfigError                    .nexusrc or NEXUS_* environment
     ├── GitError                       not a repo, no commits, dirty tree
     ├── MetadataError                  .nexus_meta.json unreadable or inconsistent
@@ -20,6 +19,7 @@
     │   ├── WrongVersionError          it was made for another version
     │   ├── UntrustedSignerError       its key is not among the trusted keys
     │   └── ContentChangedError        the bytes are not the ones signed
+    ├── SignatureError                 nexus_common.signature: exit 2, a signature that is not one
     ├── FileFormatError                nexus_common.errors: a file breaks its format
     │   ├── TokenFileError             the web server's token file
     │   └── BundleError                a signature bundle
@@ -44,10 +44,6 @@ class UsageError(NexusError):
     """Bad input from the user: a model name, a ref, a key=value pair."""
 
     exit_code = 2
-
-
-class SignatureError(UsageError):
-    """A model signature that is not one, or that contradicts the model: one sentence."""
 
 
 class ConfigError(NexusError):

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from control_plane.core.errors import SignatureError
+from nexus_common.signature import SignatureError
 
 if TYPE_CHECKING:
     import numpy as np

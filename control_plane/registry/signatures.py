@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from control_plane.core.errors import SignatureError, UsageError
+from control_plane.core.errors import UsageError
 from control_plane.core.formats import ONNX, TORCHSCRIPT
 from control_plane.core.invoke import call_torch, datatype_of, onnx_tensors
-from control_plane.metadata.tensors import Signature, TensorSpec
+from nexus_common.signature import Signature, SignatureError, TensorSpec
 
 
 def signature_for(

@@ -19,7 +19,6 @@ from control_plane.core.formats import detect_format
 from control_plane.core.hashing import sha256_file
 from control_plane.core.units import human_size
 from control_plane.metadata import MetadataDocument, MetadataFile, ModelEntry
-from control_plane.metadata.tensors import Signature
 from control_plane.registry import lifecycle
 from control_plane.registry.lineage import split_model_ref, would_cycle
 from control_plane.registry.objects import Objects, ProgressReporter, callback, model_folder
@@ -40,6 +39,7 @@ from control_plane.registry.tree import (
 )
 from control_plane.registry.tree_transfer import hash_tree
 from control_plane.registry.workspace import Workspace
+from nexus_common.signature import Signature
 
 if TYPE_CHECKING:
     from control_plane.registry.git import GitState

@@ -24,10 +24,10 @@ from batch_proxy import v2batch
 from batch_proxy.app import ProxyApp
 from batch_proxy.settings import ProxySettings
 from control_plane import Registry
-from control_plane.metadata.tensors import DATATYPES
 from model_server.app import create_app
 from model_server.settings import ServerSettings
 from nexus_common import v2wire
+from nexus_common.signature import DATATYPES
 from tests.harness.models import make_sum_diff_onnx
 from tests.harness.repos import git_repo
 from tests.harness.text import HANDLER

@@ -314,9 +314,23 @@ def test_a_wrong_input_name_or_datatype_is_a_400_naming_it(
     first.set_data_from_numpy(a)
     second = triton.InferInput(name, list(a.shape), datatype)
     second.set_data_from_numpy(a.astype(np.float32 if datatype == "FP32" else np.int32))
+    batches = _proxy_batches(stack[0])
     with pytest.raises(InferenceServerException, match=re.escape(message)) as raised:
         client.infer("simple", [first, second])
     assert raised.value.status() == "400"
+    assert _proxy_batches(stack[0]) == batches  # refused by the proxy: nothing was batched
+    good = triton.InferInput("INPUT1", list(a.shape), "INT32")
+    good.set_data_from_numpy(a)
+    with pytest.raises(InferenceServerException, match="the model has no output 'NOPE'"):
+        client.infer("simple", [first, good], outputs=[triton.InferRequestedOutput("NOPE")])
+    assert _proxy_batches(stack[0]) == batches
+
+
+def _proxy_batches(address: str) -> float:
+    """Batches the proxy has sent upstream (its batch-size histogram's count)."""
+    text = httpx.get(f"http://{address}/metrics", timeout=10).text
+    counts = [line for line in text.splitlines() if line.startswith("nexus_proxy_batch_size_count")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in counts)
 
 
 def test_predict_items_carry_every_input_by_name(stack: tuple[str, str]) -> None:

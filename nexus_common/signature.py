@@ -9,7 +9,9 @@ variable dimension (the first is the batch). Stored in an entry as `tensors`:
 (`signature` in an entry is the trust record of a signed version, older than this.)
 `nexus store` derives it from the file where the file says it (an ONNX graph; a
 TorchScript module run once on an example input) or reads it from `--signature FILE`, and
-refuses one that contradicts the model (SignatureError).
+refuses one that contradicts the model (SignatureError). On the floor: the registry records
+it, the model server serves by it, and the proxy checks requests against it before they
+are batched (`check_request`, one set of sentences for both servers).
 """
 
 from __future__ import annotations
@@ -18,8 +20,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from control_plane.core.errors import SignatureError
-from control_plane.metadata.entry import ModelEntry
+from nexus_common.errors import NexusError
+
+
+class SignatureError(NexusError, ValueError):
+    """A model signature that is not one, or that contradicts the model: one sentence.
+    A usage error where a person gave it (`nexus store --signature`): exit code 2."""
+
+    exit_code = 2
+
 
 DATATYPES = (
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -156,7 +165,29 @@ def _unique(names: Iterable[str], source: str, role: str) -> None:
         seen.add(name)
 
 
-def recorded_signature(entry: ModelEntry) -> Signature | None:
-    """The signature stored with a version, or None when it was stored without one."""
-    raw = entry.tensors
-    return None if raw is None else Signature.from_json(raw, f"{entry.label}'s signature")
+def check_request(
+    signature: Signature, inputs: Sequence[tuple[str, str, Sequence[int]]], outputs: Iterable[str]
+) -> str | None:
+    """What is wrong with a v2 request of these inputs (name, datatype, shape) asking for
+    these outputs, as one sentence naming the tensor and what the model takes; None when
+    nothing is. Outputs are checked only where the signature lists them."""
+    specs = {spec.name: spec for spec in signature.inputs}
+    takes = ", ".join(f"'{n}' ({spec.describe()})" for n, spec in specs.items())
+    given = set()
+    for name, datatype, shape in inputs:
+        spec = specs.get(name)
+        if spec is None:
+            return f"the model has no input '{name}'; it takes {takes}."
+        wrong = spec.accepts(datatype, shape)
+        if wrong is not None:
+            return f"input '{name}' {wrong}."
+        given.add(name)
+    missing = [name for name in specs if name not in given]
+    if missing:
+        return f"input '{missing[0]}' is missing; the model takes {takes}."
+    returns = [spec.name for spec in signature.outputs]
+    for name in outputs:
+        if returns and name not in returns:
+            listed = ", ".join(f"'{n}'" for n in returns)
+            return f"the model has no output '{name}'; it returns {listed}."
+    return None
