@@ -107,6 +107,13 @@ def load_entry(settings: ServerSettings, entry: ModelEntry) -> Predictor:
         predictor.close()
         raise ModelLoadError(f"{entry.label} failed its warm-up: {summary(exc)}") from exc
     predictor.warmup_seconds = time.perf_counter() - started
+    if isinstance(predictor, TensorPredictor) and predictor.signature is None:
+        logger.warning(
+            "%s has no recorded signature and does not show its input: served as one input, "
+            "'input', of any shape, its outputs unnamed in the v2 metadata and not warmed up "
+            "(store it with --example-input or --signature)",
+            entry.label,
+        )
     logger.info(
         "%s warmed up in %.3f s (batches of %s rows)",
         entry.label,

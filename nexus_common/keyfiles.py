@@ -18,13 +18,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nexus_common.errors import FileFormatError
+from nexus_common.errors import KeyFileError as KeyFileError  # the key file's own error
 from nexus_common.files import read_private_text, write_private_json
 
 KEY_PREFIX = "nxk_"
-
-
-class KeyFileError(FileFormatError):
-    """The key file cannot be read or breaks its format."""
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nexus_common.errors import NexusError
-
-
-class SignatureError(NexusError, ValueError):
-    """A model signature that is not one, or that contradicts the model: one sentence.
-    A usage error where a person gave it (`nexus store --signature`): exit code 2."""
-
-    exit_code = 2
-
+from nexus_common.errors import SignatureError as SignatureError  # a signature's own error
 
 DATATYPES = (
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",

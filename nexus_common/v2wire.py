@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nexus_common.errors import NexusError
+from nexus_common.errors import V2Error as V2Error  # (its users name it v2wire.V2Error)
 
 HEADER_LENGTH = "inference-header-content-length"
 Loads = Callable[[bytes], Any]
@@ -58,12 +58,6 @@ _STRUCT_CODES = {
     "FP32": "f",
     "FP64": "d",
 }
-
-
-class V2Error(NexusError, ValueError):
-    """A request that breaks the protocol: answered 400 with this sentence."""
-
-    status = 400
 
 
 @dataclass

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nexus_common.errors import NexusError
+from nexus_common.errors import WireError as WireError  # (its users name it wire.WireError)
 
 BATCH_PATH = "/predict/batch"
 HEALTH_PATH = "/health"
@@ -40,14 +40,6 @@ UNAUTHORIZED = 401
 TOO_LARGE = 413
 INVALID = 422
 NOT_READY = 503
-
-
-class WireError(NexusError, ValueError):
-    """A request or reply that breaks the contract: a status and one sentence."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
