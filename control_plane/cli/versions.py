@@ -74,6 +74,10 @@ def store(
         Path | None,
         typer.Option(help="An .npz of named arrays: a TorchScript model is run on it once."),
     ] = None,
+    handler: Annotated[
+        str | None,
+        typer.Option(help="module:Class serving it: the signature it declares is recorded."),
+    ] = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -100,6 +104,7 @@ def store(
             signing_key=key,
             signature=signature,
             example_input=example_input,
+            handler=handler,
             progress=progress,
         )
     _report_store(registry, result, as_json)

@@ -2,13 +2,15 @@
 
 An ONNX graph names its inputs and outputs; a TorchScript module is run once on the
 `--example-input` (an `.npz` of named arrays) and its outputs are read off the result; a
-`--signature FILE` (JSON or YAML) is taken as declared, but refused when it contradicts
+handler class (`--handler module:Class`) declares its own; a `--signature FILE` (JSON or
+YAML) is taken as declared, but refused when it contradicts
 what the model says. All of it before a byte is uploaded: a refused signature stores
 nothing.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,23 @@ from nexus_common.signature import Signature, SignatureError, TensorSpec
 
 
 def signature_for(
-    source: Path, fmt: str | None, declared_file: Path | None, example_input: Path | None
+    source: Path,
+    fmt: str | None,
+    declared_file: Path | None,
+    example_input: Path | None,
+    handler: str | None = None,
 ) -> Signature | None:
     """The signature to record with a version stored from `source` (None: none known)."""
     declared = read_signature_file(declared_file) if declared_file is not None else None
+    if handler is not None:
+        declared_by_handler = handler_signature(handler)
+        if declared is not None:
+            problem = declared.contradiction(declared_by_handler)
+            if problem is not None:
+                raise SignatureError(
+                    f"the signature in {declared_file} and {handler}'s differ: {problem}"
+                )
+        return declared or declared_by_handler
     if example_input is not None and fmt != TORCHSCRIPT:
         raise UsageError(
             "--example-input runs a TorchScript module once to learn its signature; "
@@ -41,6 +56,25 @@ def signature_for(
             f"the signature in {declared_file} does not match the model: {problem}"
         )
     return declared
+
+
+def handler_signature(spec: str) -> Signature:
+    """The signature a handler class declares (its `signature` attribute), read without
+    making one: `module:Class`, importable here as the model server will import it."""
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise UsageError(f"--handler must look like package.module:Class, not '{spec}'.")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"cannot import the handler '{spec}': {exc}.") from None
+    raw = getattr(cls, "signature", None)
+    if raw is None:
+        raise UsageError(
+            f"the handler '{spec}' declares no signature (a class attribute 'signature').",
+            hint="declare one, or give the model's inputs and outputs with --signature FILE",
+        )
+    return Signature.from_json(raw, f"{spec}'s signature")
 
 
 def read_signature_file(path: Path) -> Signature:

@@ -70,6 +70,7 @@ class StoreRequest:
     signing_key: Path | None = None
     signature: Path | None = None  # a JSON or YAML file declaring the inputs and outputs
     example_input: Path | None = None  # an .npz a TorchScript module is run on, once
+    handler: str | None = None  # module:Class whose declared signature is recorded
 
     @classmethod
     def of(
@@ -179,6 +180,7 @@ class StorePipeline:
             None if tree is not None else detect_format(source),
             request.signature,
             request.example_input,
+            request.handler,
         )
         checked = _Checked(
             source,

@@ -11,6 +11,7 @@ import struct
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -20,11 +21,12 @@ import tritonclient.http as triton
 from control_plane import Registry
 from tests.conftest import commit_all
 from tests.harness.servers import server_and_proxy
-from tests.harness.text import HANDLER
+from tests.harness.text import HANDLER, ShoutHandler
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def shout_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding the text model, stored with the signature its handler declares."""
     root = tmp_path_factory.mktemp("bytes")
     repo = root / "repo"
     repo.mkdir()
@@ -33,10 +35,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]
     (repo / ".gitignore").write_text(".nexus/\n")
     commit_all(repo, "start")
     (root / "suffix.txt").write_bytes(b"!")
-    Registry(repo).store(root / "suffix.txt", "shout")
+    Registry(repo).store(root / "suffix.txt", "shout", handler=HANDLER)
     commit_all(repo, "store shout")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def stack(shout_repo: Path) -> Iterator[tuple[str, str]]:
     flags = ("--policy", "fixed", "--max-wait-ms", "20")
-    with server_and_proxy(repo, root / "cache", flags, ("--handler", HANDLER)) as addresses:
+    cache = shout_repo.parent / "cache"
+    with server_and_proxy(shout_repo, cache, flags, ("--handler", HANDLER)) as addresses:
         yield addresses
 
 
@@ -118,6 +126,11 @@ def test_a_length_prefix_past_the_body_is_a_400(stack: tuple[str, str], where: s
     )
     assert reply.status_code == 400, reply.text
     assert "runs past its data" in reply.json()["error"]
+
+
+def test_the_store_records_the_signature_a_handler_declares(shout_repo: Path) -> None:
+    entry = Registry(shout_repo).resolve("latest", "shout")
+    assert entry.tensors == ShoutHandler.signature
 
 
 def test_predict_items_of_text(stack: tuple[str, str]) -> None:
