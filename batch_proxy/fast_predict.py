@@ -108,14 +108,14 @@ class FastPredictProtocol(GuardedProtocol):
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
         call = self._call
-        if (
-            call is not None
-            and call.cycle is self.cycle
-            and call.item is None
-            and len(call.cycle.body) > self.limit
-            and not call.cycle.response_complete
-        ):
+        if call is None or call.cycle is not self.cycle or call.item is not None:
+            return
+        if len(call.cycle.body) > self.limit and not call.cycle.response_complete:
             self._too_large(call)
+        else:
+            # uvicorn stops reading past 64 KiB until an app's receive() asks for more; here
+            # no app receives (the body is taken whole, up to the limit), so read on.
+            self.flow.resume_reading()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -183,8 +183,11 @@ def _describe(hosted: Hosted) -> Response:
 
 
 def _delivery_routes(app: FastAPI, models: Models, admin_token: str | None) -> None:
-    @app.get("/deployment", responses=docs.errors(404))
-    async def deployment(since: int = 0, model: str | None = None) -> Response:
+    @app.get("/deployment", responses=docs.errors(400, 404))
+    async def deployment(request: Request, since: int = 0, model: str | None = None) -> Response:
+        repeated = [k for k in ("since", "model") if len(request.query_params.getlist(k)) > 1]
+        if repeated:  # which one was meant? (FastAPI would take the last in silence)
+            return json_response({"error": f"give ?{repeated[0]}= once."}, 400)
         hosted = models.default if model is None else models.find(model)
         if hosted is None or hosted.rollout is None:
             return json_response({"error": f"no model '{model}' here."}, 404)

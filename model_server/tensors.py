@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from control_plane.core.invoke import call_torch, datatype_of, numpy_dtype, ort_tensors
+from control_plane.core.invoke import TorchCall, datatype_of, numpy_dtype, ort_tensors
 from model_server.errors import ItemDecodeError
 from model_server.predictor import Predictor, error_output, summary
 from nexus_common.signature import Signature, TensorSpec
@@ -77,8 +77,12 @@ class TensorPredictor(Predictor):
                 for index, _ in members:
                     outputs[index] = error_output(message)
                 continue
+            columns = {name: _json(array) for name, array in named.items()}  # one tolist each
+            one = next(iter(columns.values())) if len(columns) == 1 else None
             for row, (index, _) in enumerate(members):
-                outputs[index] = _answer(named, row)
+                outputs[index] = (
+                    one[row] if one is not None else {n: c[row] for n, c in columns.items()}
+                )
         return outputs
 
     def synthetic(self, rows: int) -> dict[str, np.ndarray] | None:
@@ -125,6 +129,7 @@ class TorchPredictor(TensorPredictor):
         self._module = module.to(device=device, dtype=self._dtype).eval()
         self._warmup_shape = warmup_shape
         self.signature = signature
+        self._call = TorchCall(self._module)
 
     @property
     def item_dims(self) -> tuple[int, ...] | None:
@@ -134,7 +139,7 @@ class TorchPredictor(TensorPredictor):
         names = [spec.name for spec in self.signature.outputs] if self.signature else []
         with torch.inference_mode():
             tensors = {name: self._tensor(array) for name, array in inputs.items()}
-            result = call_torch(self._module, tensors, names)
+            result = self._call(tensors, names)
             return {name: _array(value) for name, value in result.items()}
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
@@ -235,9 +240,13 @@ def _decode(item: Any, spec: TensorSpec, inputs: int, check_shape: bool) -> np.n
             f"'{key}' must be a nested list of {spec.datatype} values with a regular shape."
         ) from None
     dims = spec.shape[1:]
-    if check_shape and (
-        len(array.shape) != len(dims)
-        or any(d >= 0 and a != d for a, d in zip(array.shape, dims, strict=True))
+    if (
+        check_shape
+        and array.shape != dims
+        and (  # the common case: fixed dims, equal
+            len(array.shape) != len(dims)
+            or any(d >= 0 and a != d for a, d in zip(array.shape, dims, strict=True))
+        )
     ):
         expected = [d if d >= 0 else "any" for d in dims]
         raise ItemDecodeError(
@@ -246,22 +255,16 @@ def _decode(item: Any, spec: TensorSpec, inputs: int, check_shape: bool) -> np.n
     return array
 
 
-def _answer(named: dict[str, np.ndarray], row: int) -> Any:
-    """One item's answer: its row of the one output, or of every output by name."""
-    if len(named) == 1:
-        return _json(next(iter(named.values()))[row])
-    return {name: _json(array[row]) for name, array in named.items()}
-
-
 def _json(value: Any) -> Any:
+    """An output array (or part of one) as JSON values: BYTES elements as strings."""
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
+    if isinstance(value, list):
+        return [_json(element) for element in value]
     if not isinstance(value, np.ndarray):
         return value.item() if isinstance(value, np.generic) else value
     if value.dtype.kind == "O":
-        return [_json(element) for element in value.tolist()]
-    if value.dtype.kind == "f" and value.dtype != np.float64:
-        value = value.astype(np.float32)
+        return _json(value.tolist())
     return value.tolist()
 
 

@@ -12,6 +12,7 @@ in order), a dict keeps its keys. torch, numpy and onnxruntime load on first use
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ NUMPY_DATATYPES = {
 }  # fmt: skip
 
 
+@functools.cache
 def numpy_dtype(datatype: str) -> np.dtype[Any]:
     """The numpy type of an Open Inference Protocol datatype (little-endian; BYTES: object,
     BF16: float32, which numpy lacks)."""
@@ -111,24 +113,41 @@ def call_torch(
     module: Any, inputs: Mapping[str, Any], output_names: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Call a TorchScript (or eager) module with named tensors; its outputs, named."""
-    return name_outputs(module(*_arguments(module, inputs)), output_names)
+    return TorchCall(module)(inputs, output_names)
 
 
-def _arguments(module: Any, inputs: Mapping[str, Any]) -> list[Any]:
-    values = list(inputs.values())
-    parameters = _parameters(module)
-    if len(parameters) == 1 and len(values) > 1:
-        kind = parameters[0][1]
-        if kind.startswith("Dict"):
+class TorchCall:
+    """A module's calling convention, read once from its `forward` (the server calls it for
+    every batch)."""
+
+    __slots__ = ("module", "names", "whole")
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        parameters = _parameters(module)
+        # "dict" / "tuple": one parameter takes every input at once; None: one each
+        self.whole: str | None = None
+        if len(parameters) == 1:
+            kind = parameters[0][1]
+            if kind.startswith("Dict"):
+                self.whole = "dict"
+            elif kind.startswith(("Tuple", "List")):
+                self.whole = "tuple"
+        self.names = [name for name, _ in parameters]
+
+    def __call__(
+        self, inputs: Mapping[str, Any], output_names: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        return name_outputs(self.module(*self._arguments(inputs)), output_names)
+
+    def _arguments(self, inputs: Mapping[str, Any]) -> list[Any]:
+        if self.whole == "dict":
             return [dict(inputs)]
-        if kind.startswith("Tuple") or kind.startswith("List"):
-            return [tuple(values)]
-    if len(parameters) == 1 and parameters[0][1].startswith("Dict"):
-        return [dict(inputs)]
-    names = [name for name, _ in parameters]
-    if names and set(names) == set(inputs):
-        return [inputs[name] for name in names]
-    return values
+        if self.whole == "tuple" and len(inputs) > 1:
+            return [tuple(inputs.values())]
+        if len(inputs) > 1 and set(self.names) == set(inputs):
+            return [inputs[name] for name in self.names]
+        return list(inputs.values())
 
 
 def _parameters(module: Any) -> list[tuple[str, str]]:

@@ -133,6 +133,19 @@ async def test_a_body_over_the_limit_is_refused_before_it_is_all_sent(sim, proxy
     assert model.batches == []
 
 
+async def test_a_body_of_megabytes_under_the_limit_is_read_whole_and_answered(sim, proxy) -> None:
+    """uvicorn pauses reading past 64 KiB until an app receives; the fast path has no app
+    receiving, so it must read on (a 3 MB image as JSON waited for the 408 deadline)."""
+    model, sim_url = sim
+    item = orjson.dumps({"input": [0.5] * 400_000})  # 2.4 MB
+    async with proxy(upstreams=(sim_url,)) as (_, url), connection(url) as (reader, writer):
+        writer.write(request(item))
+        replies = await read_replies(reader, 1)
+    status, _, body = replies.done[0]
+    assert status == 200, body[:200]
+    assert len(model.batches) == 1
+
+
 async def test_a_caller_that_leaves_is_never_sent_and_its_connection_is_let_go(sim, proxy) -> None:
     model, sim_url = sim
     model.latency_s = 0.3
