@@ -56,22 +56,35 @@ class TensorPredictor(Predictor):
         specs = self.input_specs
         known = self.signature is not None or self.item_dims is not None  # else any shape
         outputs: list[Any] = [None] * len(items)
-        groups: dict[tuple[tuple[int, ...], ...], list[tuple[int, list[np.ndarray]]]] = {}
+        groups: dict[Any, list[tuple[int, Any]]] = {}
+        first, count = specs[0], len(specs)
+        # each input's spec, numpy type and item shape (None: any), worked out once a batch
+        plan = [(s, numpy_dtype(s.datatype), s.shape[1:] if known else None) for s in specs]
+        lone = plan[0] if count == 1 else None
         for index, item in enumerate(items):
             try:
-                arrays = [_decode(item, spec, len(specs), known) for spec in specs]
+                if lone is not None:  # the common case, kept lean: one array, its shape the key
+                    value: Any = _decode(item, *lone, only=True)
+                    key: Any = value.shape
+                else:
+                    value = [_decode(item, *step, only=False) for step in plan]
+                    key = tuple(array.shape for array in value)
             except ItemDecodeError as exc:
                 outputs[index] = error_output(str(exc))
                 continue
-            groups.setdefault(tuple(a.shape for a in arrays), []).append((index, arrays))
-        for shapes, members in groups.items():
-            batch = {
-                spec.name: np.stack([arrays[i] for _, arrays in members])
-                for i, spec in enumerate(specs)
-            }
+            groups.setdefault(key, []).append((index, value))
+        for key, members in groups.items():
+            if count == 1:
+                batch = {first.name: np.stack([value for _, value in members])}
+            else:
+                batch = {
+                    spec.name: np.stack([value[i] for _, value in members])
+                    for i, spec in enumerate(specs)
+                }
             try:
                 named = self.run_named(batch)
             except Exception as exc:
+                shapes = [key] if count == 1 else key
                 shown = ", ".join(str(list(shape)) for shape in shapes)
                 message = f"the model failed on input of shape {shown}: {summary(exc)}"
                 for index, _ in members:
@@ -143,7 +156,9 @@ class TorchPredictor(TensorPredictor):
             return {name: _array(value) for name, value in result.items()}
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(np.require(array, requirements=["C", "W"]))
+        if not (array.flags.c_contiguous and array.flags.writeable):  # torch needs both
+            array = np.array(array, order="C")
+        tensor = torch.from_numpy(array)
         if tensor.is_floating_point():
             return tensor.to(self.device, self._dtype, non_blocking=True)
         return tensor.to(self.device, non_blocking=True)
@@ -223,25 +238,24 @@ class NamedHandlerPredictor(TensorPredictor):
         del self._handler
 
 
-def _decode(item: Any, spec: TensorSpec, inputs: int, check_shape: bool) -> np.ndarray:
-    """One item's value of one input, as the signature's type and shape."""
-    only = inputs == 1
-    key = INPUT_NAME if only and isinstance(item, dict) and INPUT_NAME in item else spec.name
-    if not isinstance(item, dict) or key not in item:
-        if only:
-            raise ItemDecodeError(
-                'each item must be an object {"input": <nested list of numbers>}.'
-            )
-        raise ItemDecodeError(f"each item must be an object with the input '{spec.name}'.")
+def _decode(
+    item: Any, spec: TensorSpec, dtype: np.dtype[Any], dims: tuple[int, ...] | None, only: bool
+) -> np.ndarray:
+    """One item's value of one input, as the signature's type and shape (`dims`: one item's
+    shape, -1 for any size; None: any shape)."""
+    if not isinstance(item, dict):
+        raise ItemDecodeError(_needs(spec, only))
+    key = INPUT_NAME if only and INPUT_NAME in item else spec.name
+    if key not in item:
+        raise ItemDecodeError(_needs(spec, only))
     try:
-        array = np.asarray(item[key], dtype=numpy_dtype(spec.datatype))
+        array = np.asarray(item[key], dtype=dtype)
     except (TypeError, ValueError, OverflowError):
         raise ItemDecodeError(
             f"'{key}' must be a nested list of {spec.datatype} values with a regular shape."
         ) from None
-    dims = spec.shape[1:]
     if (
-        check_shape
+        dims is not None
         and array.shape != dims
         and (  # the common case: fixed dims, equal
             len(array.shape) != len(dims)
@@ -253,6 +267,12 @@ def _decode(item: Any, spec: TensorSpec, inputs: int, check_shape: bool) -> np.n
             f"'{key}' has shape {list(array.shape)}; the model expects {expected}."
         )
     return array
+
+
+def _needs(spec: TensorSpec, only: bool) -> str:
+    if only:
+        return 'each item must be an object {"input": <nested list of numbers>}.'
+    return f"each item must be an object with the input '{spec.name}'."
 
 
 def _json(value: Any) -> Any:

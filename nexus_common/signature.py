@@ -44,7 +44,9 @@ class TensorSpec:
         """None when a tensor of `datatype` and `shape` fits this spec; else what is wrong."""
         if datatype != self.datatype:
             return f"is {datatype}; the model takes {self.describe()}"
-        if len(shape) != len(self.shape) or any(
+        if len(shape) != len(self.shape):
+            return f"has shape {list(shape)}; the model takes {self.describe()}"
+        if any(
             want != -1 and got != want for got, want in zip(shape[1:], self.shape[1:], strict=False)
         ):
             return f"has shape {list(shape)}; the model takes {self.describe()}"
@@ -162,24 +164,28 @@ def check_request(
 ) -> str | None:
     """What is wrong with a v2 request of these inputs (name, datatype, shape) asking for
     these outputs, as one sentence naming the tensor and what the model takes; None when
-    nothing is. Outputs are checked only where the signature lists them."""
-    specs = {spec.name: spec for spec in signature.inputs}
-    takes = ", ".join(f"'{n}' ({spec.describe()})" for n, spec in specs.items())
-    given = set()
+    nothing is. Outputs are checked only where the signature lists them. (On every request
+    of both servers: the sentences are made only when one is needed.)"""
+    specs = signature.inputs
     for name, datatype, shape in inputs:
-        spec = specs.get(name)
+        spec = next((s for s in specs if s.name == name), None)
         if spec is None:
-            return f"the model has no input '{name}'; it takes {takes}."
+            return f"the model has no input '{name}'; it takes {_takes(signature)}."
         wrong = spec.accepts(datatype, shape)
         if wrong is not None:
             return f"input '{name}' {wrong}."
-        given.add(name)
-    missing = [name for name in specs if name not in given]
-    if missing:
-        return f"input '{missing[0]}' is missing; the model takes {takes}."
-    returns = [spec.name for spec in signature.outputs]
-    for name in outputs:
-        if returns and name not in returns:
-            listed = ", ".join(f"'{n}'" for n in returns)
-            return f"the model has no output '{name}'; it returns {listed}."
+    if len(inputs) != len(specs) or len({name for name, _, _ in inputs}) != len(specs):
+        given = {name for name, _, _ in inputs}
+        missing = next((s.name for s in specs if s.name not in given), None)
+        if missing is not None:
+            return f"input '{missing}' is missing; the model takes {_takes(signature)}."
+    if signature.outputs:
+        for name in outputs:
+            if all(spec.name != name for spec in signature.outputs):
+                listed = ", ".join(f"'{spec.name}'" for spec in signature.outputs)
+                return f"the model has no output '{name}'; it returns {listed}."
     return None
+
+
+def _takes(signature: Signature) -> str:
+    return ", ".join(f"'{spec.name}' ({spec.describe()})" for spec in signature.inputs)

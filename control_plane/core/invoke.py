@@ -120,10 +120,13 @@ class TorchCall:
     """A module's calling convention, read once from its `forward` (the server calls it for
     every batch)."""
 
-    __slots__ = ("module", "names", "whole")
+    __slots__ = ("module", "names", "tensor", "whole")
 
     def __init__(self, module: Any) -> None:
+        import torch
+
         self.module = module
+        self.tensor = torch.Tensor  # one output, the common case: named without ABC checks
         parameters = _parameters(module)
         # "dict" / "tuple": one parameter takes every input at once; None: one each
         self.whole: str | None = None
@@ -138,7 +141,10 @@ class TorchCall:
     def __call__(
         self, inputs: Mapping[str, Any], output_names: Sequence[str] = ()
     ) -> dict[str, Any]:
-        return name_outputs(self.module(*self._arguments(inputs)), output_names)
+        result = self.module(*self._arguments(inputs))
+        if type(result) is self.tensor:
+            return {output_names[0] if len(output_names) == 1 else "output": result}
+        return name_outputs(result, output_names)
 
     def _arguments(self, inputs: Mapping[str, Any]) -> list[Any]:
         if self.whole == "dict":
