@@ -312,7 +312,7 @@ class ProxyApp:
         max_rows = self.settings.max_batch_size
         try:
             request = v2wire.parse_request(body, length, orjson.loads)
-            group, rows = v2batch.signature(model, request)
+            group, rows = v2batch.stack_key(model, request)
             if rows > max_rows:
                 raise v2wire.V2Error(f"at most {max_rows} rows a request; this one has {rows}.")
             self.router.pool_for(model)

@@ -67,7 +67,7 @@ class Router:
         self.observer = observer
         self.supervisor = Supervisor(logger)  # every background loop of the proxy
         self._items: dict[str | None, Batcher] = {}
-        self._v2: dict[v2batch.Signature, Batcher] = {}
+        self._v2: dict[v2batch.StackKey, Batcher] = {}
         self._started = False
         self._closing: set[asyncio.Task[None]] = set()  # dropped queues stopping
         default = None if None in self.pools else next(iter(self.pools))
@@ -116,7 +116,7 @@ class Router:
             queue = self._items[model] = self._new_queue(pool, transport)
         return queue
 
-    def v2_queue(self, group: v2batch.Signature) -> Batcher:
+    def v2_queue(self, group: v2batch.StackKey) -> Batcher:
         """The queue of one model's v2 requests of one input signature."""
         queue = self._v2.get(group)
         if queue is None:

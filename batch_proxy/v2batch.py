@@ -2,7 +2,7 @@
 bytes, sent upstream as one binary request, the outputs sliced back per caller.
 
 Requests batch together only when every input has the same name, datatype and shape
-past the first dimension (their `Signature`); each signature has its own queue, so
+past the first dimension (their `StackKey`); each key has its own queue, so
 tensors that cannot be stacked are never mixed. No tensor is decoded: JSON inputs are
 packed to bytes once, binary ones are joined as they came; BYTES elements keep their
 length prefixes, and an output's rows are found by walking them.
@@ -20,7 +20,7 @@ from nexus_common.wire import BatchReply
 
 
 @dataclass(frozen=True)
-class Signature:
+class StackKey:
     """What requests must share to be stacked: the model and each input's name, datatype
     and shape past the batch dimension."""
 
@@ -28,8 +28,8 @@ class Signature:
     inputs: tuple[tuple[str, str, tuple[int, ...]], ...]
 
 
-def signature(model: str, request: InferRequest) -> tuple[Signature, int]:
-    """The request's signature and its rows (the first dimension every input shares)."""
+def stack_key(model: str, request: InferRequest) -> tuple[StackKey, int]:
+    """The request's stack key and its rows (the first dimension every input shares)."""
     rows = None
     parts = []
     for tensor in request.inputs:
@@ -43,7 +43,7 @@ def signature(model: str, request: InferRequest) -> tuple[Signature, int]:
         v2wire.to_raw(tensor)  # JSON data packed once, here, with its errors the caller's
     if not rows:
         raise V2Error("the batch dimension must be at least 1.")
-    return Signature(model, tuple(sorted(parts))), rows
+    return StackKey(model, tuple(sorted(parts))), rows
 
 
 def transport(model: str) -> Transport:

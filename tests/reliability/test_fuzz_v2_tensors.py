@@ -2,7 +2,7 @@
 tensors of every datatype, wrong names, shapes, sizes and length prefixes. The model servers
 (a two-input INT32 ONNX model, and a BYTES handler) and the proxy in front of them answer
 200 or a 4xx with one sentence, never a 5xx; the proxy's side of the same bodies (parsing,
-its batching signature, packing, slicing) raises nothing but the protocol's 400.
+its stack key, packing, slicing) raises nothing but the protocol's 400.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def test_the_proxys_side_of_a_body_raises_only_the_protocols_400(
     content, length = body
     try:
         request = v2wire.parse_request(content, length)
-        _, rows = v2batch.signature("m", request)
+        _, rows = v2batch.stack_key("m", request)
         combined = v2batch.combine([request, request])
         v2batch.split(combined, [rows, rows])
     except v2wire.V2Error as exc:

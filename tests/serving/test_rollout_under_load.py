@@ -66,7 +66,7 @@ def commands(repo: Path) -> tuple[list[str], list[str], str, str]:
     return model, proxy, model_url, proxy_url
 
 
-@pytest.mark.long
+@pytest.mark.alone  # its p99 during a rollout against its own steady p99: no neighbours
 async def test_promoting_a_version_under_load_loses_nothing(repo: Path, tmp_path: Path) -> None:
     v1 = store_version(repo, name="v1", batch_ms=10)
     v2 = store_version(repo, name="v2", batch_ms=10)

@@ -98,6 +98,7 @@ def banner(proc: subprocess.Popen[str]) -> str:
     return output
 
 
+@pytest.mark.alone  # asserts that 100 callers shared batches: no neighbours slowing them
 @pytest.mark.parametrize("store", ["s3", "azure"])
 def test_nexus_serve_end_to_end_from_a_cloud_store(
     request: pytest.FixtureRequest, store: str, repo: Path, tmp_path: Path
