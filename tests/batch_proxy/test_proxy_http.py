@@ -260,6 +260,7 @@ async def test_an_output_with_an_error_key_is_answered_200(sim, proxy, client) -
     assert body["output"] == {"error": "not a failure"}
 
 
+@pytest.mark.alone  # the order batches leave in, timed against a flood: no neighbours
 async def test_a_low_priority_flood_is_refused_at_once_and_high_priority_goes_first(
     sim, proxy, client
 ) -> None:

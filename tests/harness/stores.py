@@ -56,6 +56,32 @@ def seaweedfs_client(url: str) -> Any:
     )
 
 
+def _start_weed(weed: str, folder: Path, tries: int = 3) -> tuple[subprocess.Popen[bytes], int]:
+    """`weed server` listening, and its S3 port. Eight free ports are picked before it
+    binds them; with the suite on several workers a neighbour can take one meanwhile, and
+    weed exits: it is started again on new ports."""
+    for attempt in range(tries):
+        names = ["master", "volume", "filer", "s3"]
+        ports = {name: (free_port(), free_port()) for name in names}
+        args = [weed, "server", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3"]
+        for name, (http, grpc) in ports.items():
+            args += [f"-{name}.port={http}", f"-{name}.port.grpc={grpc}"]
+        args += ["-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={folder / 's3.json'}"]
+        args += ["-master.volumeSizeLimitMB=256", "-volume.max=0", "-s3.allowDeleteBucketNotEmpty"]
+        with (folder / "weed.log").open("ab") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+        try:
+            _wait_for_port(ports["s3"][0], proc, "weed server", 60)
+        except RuntimeError:
+            exited = proc.poll() is not None  # (not: never listened in time)
+            _stop(proc)
+            if not exited or attempt == tries - 1:
+                raise
+            continue
+        return proc, ports["s3"][0]
+    raise AssertionError("unreachable")
+
+
 @contextlib.contextmanager
 def seaweedfs_server(folder: Path) -> Iterator[str]:
     """`weed server` with an S3 gateway that requires credentials; every port a free one."""
@@ -73,18 +99,9 @@ def seaweedfs_server(folder: Path) -> Iterator[str]:
         ]
     }
     (folder / "s3.json").write_text(json.dumps(identities))
-    names = ["master", "volume", "filer", "s3"]
-    ports = {name: (free_port(), free_port()) for name in names}
-    args = [weed, "server", f"-dir={folder}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3"]
-    for name, (http, grpc) in ports.items():
-        args += [f"-{name}.port={http}", f"-{name}.port.grpc={grpc}"]
-    args += ["-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={folder / 's3.json'}"]
-    args += ["-master.volumeSizeLimitMB=256", "-volume.max=0", "-s3.allowDeleteBucketNotEmpty"]
-    with (folder / "weed.log").open("wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    proc, s3_port = _start_weed(weed, folder)
     try:
-        _wait_for_port(ports["s3"][0], proc, "weed server", 60)
-        url = f"http://127.0.0.1:{ports['s3'][0]}"
+        url = f"http://127.0.0.1:{s3_port}"
         client = seaweedfs_client(url)
         deadline = time.monotonic() + 60
         while True:  # the gateway answers before the volume server takes writes
