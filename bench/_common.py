@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -35,6 +39,39 @@ def best_of(
         fn(i)
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+async def closed_loop(
+    url: str, body: bytes, headers: dict[str, str], clients: int, seconds: float
+) -> dict[str, float]:
+    """`clients` callers POSTing `body` back to back for `seconds`: requests/s, p50, p99."""
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as reply:
+                await reply.read()
+                if reply.status != 200:
+                    errors += 1
+                    continue
+            latencies.append(time.perf_counter() - started)
+
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        began = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+        elapsed = time.perf_counter() - began
+    latencies.sort()
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1e3 if latencies else 0.0,
+        "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] * 1e3 if latencies else 0.0,
+        "errors": float(errors),
+    }
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:

@@ -32,14 +32,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
 import httpx
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import save, table
+from bench._common import closed_loop, save, table
 from nexus_common import v2wire
 from tests.harness.models import SUM_DIFF_WIDTH, make_cnn, make_sum_diff_onnx
 from tests.harness.repos import git_repo
@@ -92,38 +91,6 @@ def bodies() -> dict[str, tuple[bytes, dict[str, str], str]]:
             },
             "/v2/models/vision/infer",
         ),
-    }
-
-
-async def closed_loop(
-    url: str, body: bytes, headers: dict[str, str], clients: int, seconds: float
-) -> dict[str, float]:
-    latencies: list[float] = []
-    errors = 0
-    stop = time.perf_counter() + seconds
-
-    async def client(session: aiohttp.ClientSession) -> None:
-        nonlocal errors
-        while time.perf_counter() < stop:
-            started = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as reply:
-                await reply.read()
-                if reply.status != 200:
-                    errors += 1
-                    continue
-            latencies.append(time.perf_counter() - started)
-
-    timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        began = time.perf_counter()
-        await asyncio.gather(*(client(session) for _ in range(clients)))
-        elapsed = time.perf_counter() - began
-    latencies.sort()
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50_ms": statistics.median(latencies) * 1e3 if latencies else 0.0,
-        "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] * 1e3 if latencies else 0.0,
-        "errors": float(errors),
     }
 
 

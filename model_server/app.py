@@ -31,7 +31,7 @@ from control_plane import NexusError
 from model_server import openapi_docs as docs
 from model_server import v2
 from model_server.body_limit import BodyLimit
-from model_server.errors import NotReadyError
+from model_server.errors import NotReadyError, WorkerFailedError
 from model_server.hosting import Hosted, Models
 from model_server.responses import bearer_matches, json_response, token_guard
 from model_server.service import ModelService, load_model
@@ -101,6 +101,8 @@ def _prediction_routes(
                 response = json_response({"error": exc.message}, exc.status)
             except NotReadyError as exc:
                 response = json_response({"error": exc.message}, wire.NOT_READY)
+            except WorkerFailedError as exc:
+                response = json_response({"error": exc.message}, wire.BATCH_FAILED)
             service.metrics.requests.labels(path, str(response.status_code)).inc()
             return response
 

@@ -67,6 +67,11 @@ class Models:
             name = "event-publisher" + (f"[{hosted.name}]" if self.several else "")
             failing = hosted.rollout.publisher.failing if hosted.rollout else None
             self.supervisor.report(name, failing)
+            serving = hosted.service.serving
+            workers = serving.predictor.runtime().get("failing") if serving else None
+            self.supervisor.report(
+                "workers" + (f"[{hosted.name}]" if self.several else ""), workers
+            )
         return self.supervisor.health()
 
     def names(self) -> list[str]:

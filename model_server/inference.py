@@ -125,8 +125,10 @@ def build_predictor(
     trust_pickle: bool = False,
     warmup_shape: tuple[int, ...] | None = None,
     signature: Signature | None = None,
+    threads: int | None = None,
 ) -> Predictor:
-    """The predictor for a verified model file, refusing unsafe or code-less formats."""
+    """The predictor for a verified model file, refusing unsafe or code-less formats
+    (`threads`: the CPU threads it may use, where the runtime takes a number)."""
     if handler:
         instance = load_handler(handler)
         if getattr(instance, "signature", None) is not None:
@@ -148,7 +150,7 @@ def build_predictor(
     if fmt == ONNX:
         if dtype != "float32":
             raise ModelLoadError("NEXUS_DTYPE applies to torch models; export the ONNX in fp16.")
-        return OnnxPredictor(path, device)
+        return OnnxPredictor(path, device, threads)
     if fmt in (TORCH, PICKLE):
         module = _load_torch_module(path, device, trust_pickle)
         return TorchPredictor(

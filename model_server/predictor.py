@@ -37,11 +37,20 @@ class Predictor(ABC):
         """An item this model accepts (for docs and `nexus serve`'s curl line), if known."""
         return None
 
+    def runtime(self) -> dict[str, Any]:
+        """Where the model runs (`/model`): here, or in workers (how many, how confined)."""
+        return {"process": "server"}
+
     def close(self) -> None:  # noqa: B027  # optional hook
         """Drop the model's weights; the predictor answers nothing after this."""
 
 
+OUT_OF_MEMORY = "the model ran out of memory (MemoryError)"
+
+
 def summary(exc: BaseException) -> str:
     """One line: TorchScript puts the real cause on the last line of a long message."""
+    if isinstance(exc, MemoryError):
+        return OUT_OF_MEMORY
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1][:300] if lines else type(exc).__name__

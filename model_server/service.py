@@ -1,7 +1,7 @@
 """The model server's state and what can be done with it, apart from HTTP.
 
-`ModelService` loads versions on a loader thread, predicts batches on one
-inference thread (one batch at a time on the device), describes what it
+`ModelService` loads versions on a loader thread, predicts batches on inference threads
+(one per batch that may run at once: `--instances` workers, or one in process), describes what it
 serves, and counts what it does. A version in service is a `LoadedVersion`:
 `serving` answers, and during a rollout a `Trial` holds the candidate beside
 it and takes the canary's share of batches. Each batch is answered by exactly
@@ -31,12 +31,12 @@ from model_server.predictor import ItemFailure, Predictor, summary
 from model_server.settings import ServerSettings
 from model_server.stats import InferenceStats
 from model_server.tensors import TensorPredictor
+from model_server.workers.remote import start_workers
 from nexus_common import wire
 from nexus_common.signature import Signature
 
 logger = logging.getLogger("nexus.model_server")
 
-MAX_CONCURRENT_BATCHES = 1  # one inference thread: batches run one at a time
 LOADING = "the model is still loading"  # /ready's reason until the first version serves
 R = TypeVar("R")
 
@@ -86,10 +86,18 @@ def load_model(settings: ServerSettings) -> tuple[ModelEntry, Predictor]:
     return entry, load_entry(settings, entry)
 
 
-def load_entry(settings: ServerSettings, entry: ModelEntry) -> Predictor:
-    """Fetch (verified, cached), load and warm up one version. Blocking: run it in a thread."""
+def load_entry(
+    settings: ServerSettings,
+    entry: ModelEntry,
+    on_failing: Callable[[str], None] | None = None,
+) -> Predictor:
+    """Fetch (verified, cached), load and warm up one version: in worker processes (the
+    default), or in this process with `--in-process`. Blocking: run it in a thread.
+    `on_failing` is told (from a thread) when the version's workers keep dying."""
     artifact = fetch_entry(Registry(settings.repo), entry, settings.cache_dir)
     device = resolve_device(settings.device)
+    if not settings.in_process:
+        return start_workers(settings, entry, str(artifact.path), device, on_failing)
     predictor = build_predictor(
         artifact.path,
         fmt=artifact.entry.format,
@@ -158,10 +166,17 @@ class ModelService:
         self.metrics = metrics or ServerMetrics()
         self.stats = InferenceStats()
         self.serving: LoadedVersion | None = None
+        self.previous: ModelEntry | None = None  # the version `serving` replaced
         self.trial: Trial | None = None
         self.not_ready = f"{LOADING}; retry shortly."
         self._baseline = Baseline()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        # one thread per batch that may run at once: a worker each (one, in process)
+        self.max_concurrent_batches = 1 if settings.in_process else settings.instances
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.max_concurrent_batches, thread_name_prefix="inference"
+        )
+        # told when a version's workers keep dying (the rollout rolls it back)
+        self.on_failing: Callable[[ModelEntry, str], None] | None = None
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loader")
 
     # -- versions --------------------------------------------------------------
@@ -169,14 +184,22 @@ class ModelService:
     async def load(self, entry: ModelEntry) -> LoadedVersion:
         """Fetch, verify, load and warm `entry` on the loader thread; inference goes on."""
         started = time.perf_counter()
-        predictor = await asyncio.get_running_loop().run_in_executor(
-            self._loader, load_entry, self.settings, entry
+        loop = asyncio.get_running_loop()
+
+        def failing(reason: str) -> None:  # from a pool's thread
+            if self.on_failing is not None:
+                loop.call_soon_threadsafe(self.on_failing, entry, reason)
+
+        predictor = await loop.run_in_executor(
+            self._loader, load_entry, self.settings, entry, failing
         )
         return LoadedVersion(entry, predictor, time.perf_counter() - started)
 
     def serve(self, version: LoadedVersion) -> None:
         """Make `version` the one that answers; the one it replaces is freed."""
         old, self.serving = self.serving, version
+        if old is not None and old is not version:
+            self.previous = old.entry
         self._baseline.clear()
         self.metrics.serving.info({k: str(v) for k, v in version.info.items()})
         logger.info(
@@ -203,8 +226,13 @@ class ModelService:
         self._executor.submit(_release, version.predictor)
 
     def close(self) -> None:
+        """Stop: queued batches are cancelled, the versions' workers stop after theirs."""
         for executor in (self._executor, self._loader):
             executor.shutdown(wait=False, cancel_futures=True)
+        versions = [self.serving, self.trial.version if self.trial else None]
+        for version in versions:
+            if version is not None:
+                version.predictor.close()
 
     # -- requests --------------------------------------------------------------
 
@@ -284,11 +312,8 @@ class ModelService:
             "load_seconds": round(version.load_seconds, 3),
             "warmup_seconds": round(version.predictor.warmup_seconds, 3),
             "example_input": version.predictor.example_item(),
+            "runtime": version.predictor.runtime(),
         }
-
-    @property
-    def max_concurrent_batches(self) -> int:
-        return MAX_CONCURRENT_BATCHES
 
 
 def _timed(work: Callable[[Predictor], R], predictor: Predictor) -> tuple[R, float]:

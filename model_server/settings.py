@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from control_plane.core.units import parse_size
 from control_plane.registry.resolve import is_moving_ref
 from nexus_common.slow_clients import DEFAULT_READ_TIMEOUT_S
 
@@ -103,6 +104,42 @@ class ServerSettings(BaseSettings):
     trust_pickle: bool = Field(
         default=False, description="allow pickled torch modules (runs their code)"
     )
+    instances: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="worker processes per served version, each running one batch at a time "
+        "(so this many batches run at once; announced to the proxy)",
+    )
+    in_process: bool = Field(
+        default=False,
+        description="run models inside the server's own process, unconfined, one batch at a "
+        "time (no workers: for debugging and as the benchmarks' baseline)",
+    )
+    confine: Literal["on", "off"] = Field(
+        default="on",
+        description="confine the workers (seccomp, Landlock, limits) where the kernel allows; "
+        "off is for debugging and is logged as a warning",
+    )
+    worker_memory: str | None = Field(
+        default=None,
+        description="address-space limit of each CPU worker, e.g. 8GiB (default: the "
+        "machine's memory)",
+    )
+    worker_env: str | None = Field(
+        default=None,
+        description="comma-separated names of variables the workers get from the server's "
+        "environment (a handler's own settings); workers get no other variable but locale, "
+        "library paths and thread counts",
+    )
+    batch_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="a worker that holds a batch longer is stopped (the batch fails) and restarted",
+    )
+    load_timeout_s: float = Field(
+        default=600.0, gt=0, description="time a worker has to load and warm up a version"
+    )
     max_batch: int = Field(
         default=256, ge=1, description="largest batch accepted by /predict/batch"
     )
@@ -138,9 +175,14 @@ class ServerSettings(BaseSettings):
             specs.append((name.strip(), ref.strip() or "latest"))
         return specs
 
+    @property
+    def worker_memory_bytes(self) -> int | None:
+        return None if self.worker_memory is None else parse_size(self.worker_memory)
+
     @model_validator(mode="after")
     def _models_parse(self) -> ServerSettings:
         self.model_specs  # noqa: B018  # a bad --models fails at start, with its reason
+        self.worker_memory_bytes  # noqa: B018  # and a bad --worker-memory
         if self.registry_url and not (self.model_name or self.models):
             raise ValueError("--registry-url follows one model's ref: name it (--model-name).")
         if self.registry_url and self.git_remote:

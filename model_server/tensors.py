@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from control_plane.core.invoke import TorchCall, datatype_of, numpy_dtype, ort_tensors
-from model_server.errors import ItemDecodeError
+from model_server.errors import ItemDecodeError, WorkerFailedError
 from model_server.predictor import Predictor, error_output, summary
 from nexus_common.signature import Signature, TensorSpec
 
@@ -75,14 +75,15 @@ class TensorPredictor(Predictor):
             groups.setdefault(key, []).append((index, value))
         for key, members in groups.items():
             if count == 1:
-                batch = {first.name: np.stack([value for _, value in members])}
+                columns = {first.name: [value for _, value in members]}
             else:
-                batch = {
-                    spec.name: np.stack([value[i] for _, value in members])
-                    for i, spec in enumerate(specs)
+                columns = {
+                    spec.name: [value[i] for _, value in members] for i, spec in enumerate(specs)
                 }
             try:
-                named = self.run_named(batch)
+                named = self.run_batch(columns)
+            except WorkerFailedError:
+                raise  # the worker died with the batch: the whole batch fails
             except Exception as exc:
                 shapes = [key] if count == 1 else key
                 shown = ", ".join(str(list(shape)) for shape in shapes)
@@ -97,6 +98,11 @@ class TensorPredictor(Predictor):
                     one[row] if one is not None else {n: c[row] for n, c in columns.items()}
                 )
         return outputs
+
+    def run_batch(self, columns: Mapping[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+        """`run_named` on each input's items, stacked (a worker's predictor stacks them
+        straight into shared memory instead)."""
+        return self.run_named({name: np.stack(items) for name, items in columns.items()})
 
     def synthetic(self, rows: int) -> dict[str, np.ndarray] | None:
         """Inputs of `rows` rows made from the signature (variable dimensions 1; zeros,
@@ -185,7 +191,7 @@ class TorchPredictor(TensorPredictor):
 class OnnxPredictor(TensorPredictor):
     """An ONNX graph under onnxruntime: its inputs and outputs by the graph's names."""
 
-    def __init__(self, path: Path, device: str) -> None:
+    def __init__(self, path: Path, device: str, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -195,6 +201,8 @@ class OnnxPredictor(TensorPredictor):
         self.device = device if providers[0].startswith("CUDA") else "cpu"
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(str(path), options, providers=providers)
         inputs, outputs = ort_tensors(self._session)
         self.signature = Signature.from_json({"inputs": inputs, "outputs": outputs}, path.name)

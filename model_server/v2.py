@@ -29,12 +29,12 @@ from fastapi.responses import Response
 
 from control_plane.core.invoke import NUMPY_DATATYPES, numpy_dtype
 from model_server import openapi_docs as docs
-from model_server.errors import ItemDecodeError, NotReadyError
+from model_server.errors import ItemDecodeError, NotReadyError, WorkerFailedError
 from model_server.hosting import Models
 from model_server.responses import json_response
 from model_server.service import ModelService
 from model_server.tensors import TensorPredictor
-from nexus_common import v2wire
+from nexus_common import v2wire, wire
 from nexus_common.signature import Signature, check_request
 
 router = APIRouter()
@@ -170,6 +170,8 @@ async def infer(name: str, request: Request, models: ServedModels) -> Response:
         return json_response({"error": str(exc)}, exc.status)
     except ItemDecodeError as exc:
         return json_response({"error": str(exc)}, 400)
+    except WorkerFailedError as exc:
+        return json_response({"error": exc.message}, wire.BATCH_FAILED)
     except Exception as exc:  # the model raised on this input: the caller's 400, logged
         return json_response({"error": f"the model failed on this input: {exc}"}, 400)
     return _answer(name, version.entry.commit_hash, outputs, parsed)

@@ -235,7 +235,7 @@ def pack_bytes(name: str, elements: list[Any]) -> bytes:
 
 
 def unpack_bytes(raw: bytes) -> list[bytes]:
-    """The elements of a BYTES tensor's raw bytes (checked already: `_check_raw`)."""
+    """The elements of a BYTES tensor's raw bytes (checked already: `check_raw`)."""
     elements = []
     offset = 0
     while offset < len(raw):
@@ -290,7 +290,7 @@ def _tensors(specs: list[Any], rest: bytes, role: str) -> list[Tensor]:
                 raise V2Error(f"{role} '{tensor.name}': binary_data_size runs past the body.")
             tensor.raw = rest[offset : offset + size]
             offset += size
-            _check_raw(tensor, role)
+            check_raw(tensor, role)
         elif tensor.data is None:
             raise V2Error(f"{role} '{tensor.name}' has neither 'data' nor binary_data_size.")
         tensors.append(tensor)
@@ -338,7 +338,9 @@ def _tensor(spec: Any, role: str) -> Tensor:
     return Tensor(name, list(shape), datatype, None, data, parameters)
 
 
-def _check_raw(tensor: Tensor, role: str) -> None:
+def check_raw(tensor: Tensor, role: str) -> None:
+    """V2Error unless a raw tensor's bytes fit its shape and datatype (BYTES: every
+    element's length prefix inside the data, as many elements as the shape)."""
     assert tensor.raw is not None
     if tensor.datatype == BYTES:
         _check_bytes(tensor, role)

@@ -8,7 +8,8 @@ Reply    200                   {"outputs": [out, ...],            one per input,
                                 "errors": {"3": "why", ...},      optional: failed items
                                 "model": {...}}                   who answered
 Status   400 body not JSON · 413 batch over the limit · 422 not {"inputs": [...]} or empty
-         401 missing or wrong token · 503 not ready; any non-200 fails the whole batch.
+         401 missing or wrong token · 500 the model's worker died or hung on this batch
+         503 not ready; any non-200 fails the whole batch.
 
 Per-item failures are signalled only by `errors` (index as a string, then one
 sentence). `outputs[i]` of a failed item holds `{"error": why}` for readers of
@@ -39,6 +40,7 @@ BAD_JSON = 400
 UNAUTHORIZED = 401
 TOO_LARGE = 413
 INVALID = 422
+BATCH_FAILED = 500
 NOT_READY = 503
 
 

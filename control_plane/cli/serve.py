@@ -41,6 +41,10 @@ def serve(
     model_port: Annotated[int, typer.Option(help="Model server port (127.0.0.1 only).")] = 8000,
     device: Annotated[str | None, typer.Option(help="cuda, cuda:N or cpu.")] = None,
     handler: Annotated[str | None, typer.Option(help="module:Class for custom models.")] = None,
+    instances: Annotated[
+        int | None,
+        typer.Option(min=1, help="Worker processes per version: batches run this many at once."),
+    ] = None,
     policy: Annotated[
         ProxyPolicy | None,
         typer.Option(help="The proxy's batching policy: adaptive (default), eager or fixed."),
@@ -66,6 +70,7 @@ def serve(
         model_port=model_port,
         device=device,
         handler=handler,
+        instances=instances,
         policy=None if policy is None else policy.value,
         startup_timeout_s=startup_timeout,
     )

@@ -27,3 +27,23 @@ def parse_duration(text: str) -> float:
     if value < 0 or value != value:
         raise ValueError(text)
     return value * (unit or 1)
+
+
+_SIZE_UNITS = {
+    "": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
+    "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1 << 10, "mib": 1 << 20,
+    "gib": 1 << 30, "tib": 1 << 40,
+}  # fmt: skip
+
+
+def parse_size(text: str) -> int:
+    """'16GiB', '512 MiB', '2GB' or bare bytes -> bytes; ValueError if not one."""
+    raw = text.strip().lower()
+    number = raw.rstrip("abcdefghijklmnopqrstuvwxyz").strip()
+    unit = raw[len(number) :].strip()
+    if unit not in _SIZE_UNITS or not number:
+        raise ValueError(f"'{text}' is not a size (e.g. 512MiB, 16GiB).")
+    value = float(number)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"'{text}' is not a positive size.")
+    return int(value * _SIZE_UNITS[unit])

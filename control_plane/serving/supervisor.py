@@ -48,6 +48,7 @@ class ServeOptions:
     model_port: int = 8000
     device: str | None = None
     handler: str | None = None
+    instances: int | None = None  # the model server's worker processes per version
     policy: str | None = None  # the proxy's batching policy; None: its own default
     startup_timeout_s: float = 600.0
 
@@ -89,6 +90,7 @@ def child_settings(options: ServeOptions) -> tuple[dict[str, str | None], dict[s
         ("NEXUS_MODEL_NAME", options.model_name),
         ("NEXUS_DEVICE", options.device),
         ("NEXUS_HANDLER", options.handler),
+        ("NEXUS_INSTANCES", None if options.instances is None else str(options.instances)),
     ):
         if value is not None:
             server[name] = value

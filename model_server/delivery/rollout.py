@@ -101,6 +101,7 @@ class Rollout:
         self._notice: tuple[str, str | None] | None = None  # the last waiting/refused, said once
         self._pull_failure: str | None = None
         self._started = False
+        service.on_failing = self._version_failing
 
     # -- the loop --------------------------------------------------------------
 
@@ -180,10 +181,10 @@ class Rollout:
 
     # -- one rollout -----------------------------------------------------------
 
-    async def _roll_out(self, entry: ModelEntry, first: bool) -> None:
+    async def _roll_out(self, entry: ModelEntry, first: bool, restore: str | None = None) -> None:
         key = version_key(entry)
         try:
-            await self._deliver(entry, first)
+            await self._deliver(entry, first, restore)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not end following; say it and mark the version
@@ -193,7 +194,10 @@ class Rollout:
             if self._job_key == key:
                 self._job, self._job_key = None, None
 
-    async def _deliver(self, entry: ModelEntry, first: bool) -> None:
+    async def _deliver(self, entry: ModelEntry, first: bool, restore: str | None) -> None:
+        """Load `entry`, then serve it: at once when nothing serves (or when `restore`
+        says why the serving version is being replaced by this earlier one), else after
+        its canary."""
         info = version_info(entry)
         self.events.add(ev.LOADING, info)
         try:
@@ -211,9 +215,9 @@ class Rollout:
             return
         loaded = round(version.load_seconds, 3)
         service = self.service
-        if service.serving is None:
+        if service.serving is None or restore is not None:
             service.serve(version)
-            self.events.add(ev.SERVING, info, load_seconds=loaded)
+            self.events.add(ev.SERVING, info, load_seconds=loaded, reason=restore)
             return
         rules = rules_from(self.settings)
         if rules.percent == 0:
@@ -250,6 +254,39 @@ class Rollout:
         self.service.metrics.rollbacks.inc()
         self._failed[version.key] = verdict.reason
         self.events.add(ev.ROLLED_BACK, info, reason=verdict.reason, figures=verdict.figures)
+
+    def _version_failing(self, entry: ModelEntry, reason: str) -> None:
+        """A version's workers keep dying: a candidate's trial ends in a rollback, a serving
+        version is rolled back to the one it replaced. Not tried again until the ref moves."""
+        key = version_key(entry)
+        self._failed[key] = reason
+        trial = self.service.trial
+        if trial is not None and trial.version.key == key:
+            if not trial.verdict.done():
+                window = trial.window
+                figures = {
+                    "candidate": window.candidate.summary(),
+                    "current": window.current.summary(),
+                }
+                trial.verdict.set_result(Verdict(promote=False, reason=reason, figures=figures))
+            return
+        serving = self.service.serving
+        if serving is None or serving.key != key:
+            return
+        previous = self.service.previous
+        self.service.metrics.rollbacks.inc()
+        self.events.add(
+            ev.ROLLED_BACK,
+            version_info(entry),
+            reason=reason,
+            to=version_info(previous) if previous is not None else None,
+        )
+        if previous is None:
+            logger.error("%s has no earlier version to roll back to; it keeps serving", entry.label)
+            return
+        self._job_key = version_key(previous)
+        restore = f"rolled back from {entry.label}: {reason}"
+        self._job = asyncio.get_running_loop().create_task(self._roll_out(previous, False, restore))
 
     async def _cancel_job(self, superseded_by: ModelEntry | None = None) -> None:
         job, self._job, self._job_key = self._job, None, None

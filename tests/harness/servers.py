@@ -70,14 +70,17 @@ def run_process(
     cwd: Path | None = None,
     timeout_s: float = 60.0,
     env: dict[str, str] | None = None,
+    log_path: Path | None = None,
     **popen: Any,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start a server process, wait until `ready_url` answers 200, stop it afterwards.
 
-    Its output goes to a file, read back when it fails to start: a pipe nobody reads would
-    stop the server once its log filled the pipe's 64 KiB.
+    Its output goes to a file (`log_path`, for a test that reads the log; else a temporary
+    one), read back when it fails to start: a pipe nobody reads would stop the server once
+    its log filled the pipe's 64 KiB.
     """
-    with tempfile.TemporaryFile() as log:
+    opened = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
+    with opened as log:
         proc = subprocess.Popen(
             list(args),
             cwd=cwd,

@@ -50,6 +50,15 @@ class SlowEcho:
         return list(inputs)
 
 
+class SlowPid(SlowEcho):
+    """SlowEcho that says which process answered and when it started and ended the batch."""
+
+    def predict(self, inputs: list[Any]) -> list[Any]:
+        start = time.time()
+        time.sleep(self.seconds)
+        return [{"pid": os.getpid(), "start": start, "end": time.time()} for _ in inputs]
+
+
 class DirectoryHandler:
     """Serves a directory model: a config and a vocabulary in separate files."""
 
@@ -63,3 +72,59 @@ class DirectoryHandler:
         return [
             {"word": self.vocab[int(x) % len(self.vocab)], "scaled": x * self.scale} for x in inputs
         ]
+
+
+def store_plan(repo: Path, plan: dict[str, Any], model: str) -> str:
+    """A new commit (the training code changed) and `plan` stored as its version of `model`
+    (a `Hostile` model); its commit."""
+    import json
+
+    from control_plane import Registry
+    from tests.harness.repos import commit_all
+
+    (repo / "train.py").write_text(f"# trains a model that does {plan}\n")
+    commit_all(repo, f"train {plan['do']}")
+    path = repo.parent / "plan.json"
+    path.write_text(json.dumps(plan))
+    return Registry(repo).store(path, model).entry.commit_hash
+
+
+class Hostile:
+    """A model whose stored file (JSON) says what its code attempts on every batch: the
+    hostile models of the confinement tests. `{"do": "echo"}` is a well-behaved version."""
+
+    def load(self, path: Path, device: str) -> None:
+        import json
+
+        self.plan = json.loads(path.read_text())
+
+    def predict(self, inputs: list[Any]) -> list[Any]:
+        import ctypes
+        import socket
+        import subprocess
+
+        plan, do = self.plan, self.plan["do"]
+        if do == "connect":
+            with socket.create_connection(("127.0.0.1", plan["port"]), timeout=2) as sock:
+                sock.sendall(b"stolen")
+        elif do == "read":
+            return [Path(target).read_text() for target in plan["paths"] for _ in inputs][
+                : len(inputs)
+            ]
+        elif do == "write":
+            Path(plan["path"]).write_text("written by a model")
+        elif do == "shell":
+            subprocess.run(["/bin/sh", "-c", f"touch {plan['marker']}"], check=True)
+        elif do == "fork":
+            while True:
+                os.fork()
+        elif do == "allocate":
+            hoard = bytearray(plan["bytes"])
+            hoard[-1] = 1
+        elif do == "segfault" or (
+            do == "segfault_on_request" and any("crash" in i for i in inputs)
+        ):
+            ctypes.string_at(0)
+        elif do == "hang":
+            time.sleep(3600)
+        return [{"echo": item, "pid": os.getpid()} for item in inputs]

@@ -233,6 +233,7 @@ def test_ctrl_c_drains_the_proxy_before_the_model_server_stops(repo: Path, tmp_p
         NEXUS_CACHE_DIR=str(tmp_path / "cache"),
         PYTHONPATH=str(root),
         SLOW_ECHO_SECONDS="0.3",
+        NEXUS_WORKER_ENV="SLOW_ECHO_SECONDS",  # the workers get no other variable
     )
     handler = "tests.model_server.handlers:SlowEcho"
     proc = subprocess.Popen(
