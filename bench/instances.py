@@ -5,7 +5,9 @@ one worker, two workers, and the model in the server's process.
 
 `nexus-model-server` with a handler (tests/harness/gil.py) whose every batch holds the GIL
 for 20 ms, `nexus-proxy` in front (adaptive policy, up to 32 items a batch), both real
-processes; closed-loop aiohttp clients posting one item each to `/predict`. The ideal:
+processes; closed-loop wrk clients posting one item each to `/predict` (wrk, not a Python
+client: at 64 clients two instances leave no queue to hide a caller's turnaround, and a
+Python client's own 150 us per answer and request would be a third of the measurement). The ideal:
 each instance answers a full batch of 32 every 20 ms, so N instances give N x 1,600
 items/s. Target (the workers issue): two instances >= 1.8x the items/s of one, with the
 handler that waits holding the GIL. The handler that spins in Python is shown too: on a
@@ -16,20 +18,21 @@ the CPUs.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import closed_loop, save, table
+from bench._common import save, table, wrk
 from control_plane import Registry
 from tests.harness.gil import BATCH_SECONDS, BURNS, HOLDS
 from tests.harness.repos import git_repo
 from tests.harness.servers import server_and_proxy
 
 MAX_BATCH = 32
+ITEM = '{"x": 1}'
 
 
 def main() -> None:
@@ -37,6 +40,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per row")
     parser.add_argument("--clients", type=int, default=64)
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -56,10 +61,8 @@ def main() -> None:
                     _,
                 ):
                     url = f"http://{proxy}/predict"
-                    asyncio.run(closed_loop(url, b'{"x": 1}', {}, args.clients, 1.0))  # warm
-                    measured = asyncio.run(
-                        closed_loop(url, b'{"x": 1}', {}, args.clients, args.seconds)
-                    )
+                    wrk(url, ITEM, args.clients, 1.0)  # warm
+                    measured = wrk(url, ITEM, args.clients, args.seconds)
                 results[f"{handler_name}: {label}"] = measured
     ideal = MAX_BATCH / BATCH_SECONDS
     rows = [

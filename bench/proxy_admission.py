@@ -27,8 +27,8 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from batch_proxy.admission import Admission, presented_key
-from bench._common import save, table
-from bench.proxy_batching import ITEM, _proxy, _sim, wrk
+from bench._common import save, table, wrk
+from bench.proxy_batching import ITEM, _proxy, _sim
 from nexus_common.keyfiles import add_key
 from tests.harness.servers import free_port, run_process
 from tests.harness.simulation import MODELS

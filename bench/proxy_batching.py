@@ -38,11 +38,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +47,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import save, table
+from bench._common import save, table, wrk
 from tests.harness.open_loop import open_loop
 from tests.harness.servers import free_port, run_process
 from tests.harness.simulation import MODELS, Model, open_loop_floor_ms
@@ -58,38 +55,6 @@ from tests.harness.simulation import MODELS, Model, open_loop_floor_ms
 ITEM = '{"input": [0.1, 0.2, 0.3, 0.4]}'
 CLIENTS = (1, 8, 16, 32, 64, 128, 256)
 LOADS = (0.25, 0.50, 0.90)
-
-
-def wrk(
-    url: str, body: str, connections: int, duration: float, headers: dict[str, str] | None = None
-) -> dict[str, float]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(
-            'wrk.method = "POST"\n'
-            f"wrk.body = [[{body}]]\n"
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
-        )
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{round(duration)}s", "--latency"]
-    out = subprocess.run(
-        [*command, "--timeout", "30s", "-s", script.name, url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    Path(script.name).unlink()
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50_ms": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
-        "p99_ms": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
-        "errors": float(errors.group(1)) if errors else 0.0,
-    }
-
-
-def _ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
 def _sim(model: Model, port: int) -> list[str]:

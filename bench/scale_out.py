@@ -30,8 +30,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from batch_proxy.autoscaling import replicas_for_rate
-from bench._common import save, table
-from bench.proxy_batching import ITEM, wrk
+from bench._common import save, table, wrk
+from bench.proxy_batching import ITEM
 from tests.harness.faults import HANDLER, store_version
 from tests.harness.repos import git_repo
 from tests.harness.servers import free_port, run_process

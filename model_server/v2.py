@@ -245,8 +245,9 @@ def _array(tensor: v2wire.Tensor, dtype: np.dtype[Any]) -> np.ndarray:
             ) from None
     if not array.shape:
         raise v2wire.V2Error(f"input '{tensor.name}' needs a batch dimension.")
-    # torch wants a writable array; a tensor of bytes from the body is read-only (copied here)
-    return np.require(array, dtype=dtype, requirements=["C", "W"])
+    # A view of the body stays read-only: the batch is copied once on its way to the model
+    # (into a worker's shared memory, or by TorchPredictor into a writable array for torch).
+    return np.require(array, dtype=dtype, requirements=["C"])
 
 
 def _config_tensor(spec: dict[str, Any]) -> dict[str, Any]:

@@ -60,11 +60,17 @@ def numpy_dtype(datatype: str) -> np.dtype[Any]:
 
 def datatype_of(array: np.ndarray) -> str:
     """An array's Open Inference Protocol datatype (strings and bytes: BYTES)."""
-    if array.dtype.kind in "OSU":
+    return _datatype_of_dtype(array.dtype)
+
+
+@functools.cache
+def _datatype_of_dtype(dtype: np.dtype[Any]) -> str:
+    """Per dtype, once: numpy's `dtype.name` is computed in Python on every read."""
+    if dtype.kind in "OSU":
         return "BYTES"
-    name = NUMPY_DATATYPES.get(array.dtype.name)
+    name = NUMPY_DATATYPES.get(dtype.name)
     if name is None:
-        raise SignatureError(f"arrays of {array.dtype} have no Open Inference Protocol datatype.")
+        raise SignatureError(f"arrays of {dtype} have no Open Inference Protocol datatype.")
     return name
 
 

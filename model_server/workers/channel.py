@@ -17,7 +17,8 @@ import orjson
 from model_server.errors import ChannelClosedError, WorkerProtocolError
 
 _LENGTH = struct.Struct("<I")
-MAX_MESSAGE = 64 * 1024 * 1024  # a handler's JSON items travel here; arrays never do
+MAX_MESSAGE = 64 * 1024 * 1024
+_CHUNK = 256 * 1024  # a handler's JSON items travel here; arrays never do
 
 
 class Channel:
@@ -25,6 +26,7 @@ class Channel:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self._pending = bytearray()  # received, not yet taken as a message
 
     def send(self, message: dict[str, Any]) -> None:
         body = orjson.dumps(message, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -34,37 +36,42 @@ class Channel:
         """The next message; TimeoutError if none came in `timeout_s`, ChannelClosedError at
         the end of the stream."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        (length,) = _LENGTH.unpack(self._exactly(_LENGTH.size, deadline))
+        while len(self._pending) < _LENGTH.size:
+            self._fill(deadline)
+        (length,) = _LENGTH.unpack_from(self._pending)
         if length > MAX_MESSAGE:
             raise WorkerProtocolError(f"the worker sent a message of {length} bytes")
+        end = _LENGTH.size + length
+        while len(self._pending) < end:
+            self._fill(deadline)
+        body = bytes(self._pending[_LENGTH.size : end])
+        del self._pending[:end]
         try:
-            message = orjson.loads(self._exactly(length, deadline))
+            message = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise WorkerProtocolError("the worker sent a message that is not JSON") from None
         if not isinstance(message, dict):
             raise WorkerProtocolError("the worker sent a message that is not an object")
         return message
 
-    def _exactly(self, count: int, deadline: float | None) -> bytes:
-        chunks = bytearray()
-        while len(chunks) < count:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                self.sock.settimeout(left)
-            else:
-                self.sock.settimeout(None)
-            try:
-                chunk = self.sock.recv(count - len(chunks))
-            except TimeoutError:
-                raise
-            except OSError as exc:
-                raise ChannelClosedError(str(exc)) from None
-            if not chunk:
-                raise ChannelClosedError("end of stream")
-            chunks += chunk
-        return bytes(chunks)
+    def _fill(self, deadline: float | None) -> None:
+        """Whatever has arrived (one call reads a whole small message: header and body)."""
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            self.sock.settimeout(left)
+        else:
+            self.sock.settimeout(None)
+        try:
+            chunk = self.sock.recv(_CHUNK)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise ChannelClosedError(str(exc)) from None
+        if not chunk:
+            raise ChannelClosedError("end of stream")
+        self._pending += chunk
 
     def close(self) -> None:
         self.sock.close()

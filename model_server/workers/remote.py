@@ -63,14 +63,17 @@ def start_workers(
     )
     ready = pool.start()
     layers = ", ".join(ready.get("layers", []))
-    logger.info(
-        "%s runs in %d worker%s (pids %s), confined by: %s",
-        entry.label,
-        instances,
-        "" if instances == 1 else "s",
-        ", ".join(map(str, pool.pids)),
-        layers if spec.confine else f"{layers} only (--confine off)",
-    )
+    workers = f"{instances} worker{'' if instances == 1 else 's'} (pids {pool.pids})"
+    if spec.confine:
+        logger.info("%s runs in %s, confined by: %s", entry.label, workers, layers)
+    else:
+        logger.warning(
+            "%s runs in %s NOT confined (--confine off): its code can reach the network and "
+            "any file this user can; only %s",
+            entry.label,
+            workers,
+            layers,
+        )
     if ready.get("kind") == "tensors":
         return RemoteTensorPredictor(pool, ready)
     return RemoteItemsPredictor(pool, ready)

@@ -20,6 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
+from control_plane import Registry
+from model_server.predictor import ItemFailure
+from model_server.service import load_entry
+from model_server.settings import ServerSettings
 from model_server.workers import landlock, seccomp
 from tests.harness.servers import console_script, free_port, run_process
 from tests.model_server.handlers import store_plan
@@ -33,6 +37,7 @@ pytestmark = [
 ]
 
 TOKEN = "t0k"
+HANDLERS = "tests.model_server.handlers"
 BATCH_TIMEOUT_S = 3
 CALL_BOUND_S = 15  # a caller's answer, whatever the model does
 
@@ -181,3 +186,35 @@ def _candidate_failed(answer: httpx.Response, commit: str) -> bool:
         return commit[:7] in answer.json()["error"]
     body = answer.json()
     return body["model"]["commit_hash"] == commit and len(body.get("errors", {})) == 4
+
+
+@pytest.mark.parametrize("confine", ["on", "off"])
+def test_the_refusal_is_the_confinements_doing(
+    repo: Path, tmp_path: Path, listener: Listener, confine: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same model, with and without confinement: only `--confine off` lets it connect
+    (and says so in a warning), so the hostile tests above can fail."""
+    store_plan(repo, {"do": "connect", "port": listener.port}, "hostile")
+    entry = Registry(repo).resolve("latest", "hostile")
+    settings = ServerSettings(
+        repo=repo,
+        cache_dir=tmp_path / "cache",
+        handler=f"{HANDLERS}:Hostile",
+        confine="off" if confine == "off" else "on",
+    )
+    predictor = load_entry(settings, entry)
+    try:
+        outputs = predictor.predict([{"n": 1}])
+    finally:
+        predictor.close()
+    deadline = time.monotonic() + 5
+    if confine == "off":
+        assert "NOT confined" in caplog.text
+        while not listener.accepted:
+            assert time.monotonic() < deadline, "unconfined, the model should have connected"
+            time.sleep(0.05)
+        assert not isinstance(outputs[0], ItemFailure)
+    else:
+        assert isinstance(outputs[0], ItemFailure)
+        assert "Operation not permitted" in outputs[0].message
+        assert listener.accepted == []
