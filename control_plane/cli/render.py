@@ -16,6 +16,7 @@ import orjson
 from rich.console import Console
 
 from control_plane.core.errors import NexusError
+from control_plane.core.hardware import Requirements
 from control_plane.core.hashing import ProgressCallback
 from control_plane.core.units import human_size
 from control_plane.metadata import ModelEntry
@@ -161,6 +162,8 @@ def entry_details(entry: ModelEntry) -> None:
             shown = f"{decision}by {value.get('signer')} (key {str(value.get('key'))[:12]}…)"
         elif key == "tensors" and isinstance(value, dict):
             shown = Signature.from_json(value).summary()
+        elif key == "requires":
+            shown = Requirements.from_json(value).describe()
         console.print(f"[bold]{key:<{width}}[/]  {_escape(shown)}")
 
 

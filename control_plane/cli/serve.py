@@ -12,7 +12,8 @@ import typer
 
 from control_plane.cli import render as ui
 from control_plane.cli.base import ModelNameOption, command, group
-from control_plane.core.errors import NotFoundError
+from control_plane.core.errors import HardwareError, NotFoundError
+from control_plane.core.hardware import Machine, Requirements, unmet
 from control_plane.metadata import ModelEntry
 from control_plane.registry import Registry
 from control_plane.serving.supervisor import ServeOptions, Supervisor
@@ -61,6 +62,8 @@ def serve(
         entry: ModelEntry | None = registry.resolve(model_ref, model_name)
     except NotFoundError:
         entry = None  # nothing stored yet: the servers start and wait for it
+    if entry is not None and entry.requires:
+        _check_hardware(entry, device)
     options = ServeOptions(
         repo=registry.root,
         model_name=entry.model_name if entry else model_name,
@@ -92,6 +95,19 @@ def serve(
     finally:
         supervisor.stop()
         signal.signal(signal.SIGTERM, previous)
+
+
+def _check_hardware(entry: ModelEntry, device: str | None) -> None:
+    """What the model server would refuse, said before anything starts."""
+    import torch
+
+    chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    reason = unmet(Requirements.from_json(entry.requires), Machine.probe(chosen), entry.label)
+    if reason is not None:
+        raise HardwareError(
+            f"{reason}.",
+            hint="serve it on a machine that has it, or store a version without --requires",
+        )
 
 
 def _say_waiting(reason: str) -> None:

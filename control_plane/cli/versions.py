@@ -21,6 +21,7 @@ from control_plane.cli.base import (
     parse_params,
 )
 from control_plane.core.errors import UsageError
+from control_plane.core.hardware import Requirements
 from control_plane.core.units import human_size
 from control_plane.metadata import rendered
 from control_plane.registry import Registry, StoreResult, query
@@ -78,6 +79,15 @@ def store(
         str | None,
         typer.Option(help="module:Class serving it: the signature it declares is recorded."),
     ] = None,
+    requires: Annotated[
+        str | None, typer.Option(help="The device it needs: cuda (servers without one refuse it).")
+    ] = None,
+    min_memory: Annotated[
+        str | None, typer.Option(help="The device memory it needs, e.g. 16GiB.")
+    ] = None,
+    compute_capability: Annotated[
+        str | None, typer.Option(help="The GPU compute capability it needs, e.g. 8.0.")
+    ] = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -105,6 +115,7 @@ def store(
             signature=signature,
             example_input=example_input,
             handler=handler,
+            requires=Requirements.parse(requires, min_memory, compute_capability),
             progress=progress,
         )
     _report_store(registry, result, as_json)
@@ -129,6 +140,8 @@ def _report_store(registry: Registry, result: StoreResult, as_json: bool) -> Non
     ui.info(f"  size: {human_size(entry.file_size)}   sha256: {entry.sha256}")
     if entry.tensors:
         ui.info(f"  signature: {Signature.from_json(entry.tensors).summary()}")
+    if entry.requires:
+        ui.info(f"  requires: {Requirements.from_json(entry.requires).describe()}")
     if entry.signature:
         ui.info(f"  signed by {entry.signature['signer']} (key {entry.signature['key'][:12]}…)")
     commit_hint("Store model")

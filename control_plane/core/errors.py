@@ -27,7 +27,8 @@
     ├── ForbiddenError                 web: the role does not allow it (403)
     ├── ReadOnlyError                  web: started without tokens (403)
     ├── ServerError                    a model server did not answer as one
-    └── ServeError                     `nexus serve`: a child could not start, or died
+    ├── ServeError                     `nexus serve`: a child could not start, or died
+    └── HardwareError                  this machine lacks what a version requires (--requires)
 
 Library errors (OSError, boto3, gitpython) are translated where they enter,
 so callers catch this tree and nothing else.
@@ -145,3 +146,7 @@ class ServerError(NexusError):
 
 class ServeError(NexusError):
     """A child could not start, or died while serving."""
+
+
+class HardwareError(NexusError):
+    """This machine lacks the device, memory or compute capability a version requires."""

@@ -114,6 +114,9 @@ class ModelEntry(VersionFacts):
     # trust: the signature and the signed approval, each a bundle in the store
     signature = _Field[dict[str, Any]]()  # the trust record of a signed version
     tensors = _Field[dict[str, Any]]()  # the model's signature: its inputs and outputs
+    requires = _Field[dict[str, Any]]()  # the hardware it needs (control_plane.core.hardware)
+    architecture = _Field[str]()  # a transformers folder's model class (config.json)
+    task = _Field[str]()  # what a transformers folder is served for (text-classification, ...)
     approval = _Field[dict[str, Any]]()
 
     def __init__(self, commit_hash: str, model_name: str, storage_uri: str, **fields: Any) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from control_plane.core.errors import ConflictError, ObjectExistsError, UsageError
 from control_plane.core.formats import detect_format
+from control_plane.core.hardware import Requirements
 from control_plane.core.hashing import sha256_file
 from control_plane.core.units import human_size
 from control_plane.metadata import MetadataDocument, MetadataFile, ModelEntry
@@ -71,6 +72,7 @@ class StoreRequest:
     signature: Path | None = None  # a JSON or YAML file declaring the inputs and outputs
     example_input: Path | None = None  # an .npz a TorchScript module is run on, once
     handler: str | None = None  # module:Class whose declared signature is recorded
+    requires: Requirements | None = None  # the hardware it needs
 
     @classmethod
     def of(
@@ -304,6 +306,7 @@ class StorePipeline:
             or None,
             lineage_type=request.lineage_type,
             tensors=checked.tensors.to_json() if checked.tensors is not None else None,
+            requires=request.requires.to_json() if request.requires else None,
         )
 
     def _record(

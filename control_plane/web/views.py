@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from control_plane.core.errors import NotFoundError
+from control_plane.core.hardware import Requirements
 from control_plane.metadata import MetadataDocument, ModelEntry
 from control_plane.registry.history import model_history
 from control_plane.registry.lifecycle import PRODUCTION, STAGING
@@ -103,6 +104,7 @@ def version_detail(document: MetadataDocument, entry: ModelEntry) -> dict[str, A
         "signature": entry.signature,
         "approval": entry.approval,
         "tensors": entry.tensors,
+        "requires": Requirements.from_json(entry.requires).describe(),
         "load_command": f"nexus load {ref} ./{entry.model_name} --model-name {entry.model_name}",
     }
 

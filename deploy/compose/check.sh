@@ -102,8 +102,14 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: until COMMAND succeeds
 answers() { [ "$(predict)" = "$1" ]; }
 serves() { [ "$(predict)" = 200 ] && grep -q "\"commit_hash\":\"$1\"" /tmp/nexus-check-answer; }
 
+bucket_made() {  # create-bucket has done its one job (it may finish after the proxy is up)
+  "$PY" -c 'import os, sys, boto3
+boto3.client("s3", endpoint_url=os.environ["NEXUS_ENDPOINT_URL"], region_name="us-east-1").head_bucket(Bucket=sys.argv[1])' "$NEXUS_BUCKET" >/dev/null 2>&1
+}
+
 wait_for "$TIMEOUT_S" "the proxy answering 503 (nothing stored yet)" answers 503
 say "before any store the proxy answers 503: $(cat /tmp/nexus-check-answer)"
+wait_for "$TIMEOUT_S" "the bucket made by create-bucket" bucket_made
 
 store() {  # store a fresh model at a new commit; print the commit
   printf '# version %s\n' "$1" >> "$WS/train.py"

@@ -32,6 +32,7 @@ from control_plane import (
     Registry,
     TrustError,
 )
+from control_plane.core.hardware import Machine, Requirements, unmet
 from control_plane.metadata import METADATA_FILENAME
 from control_plane.registry import lifecycle
 from control_plane.registry.workspace import Workspace
@@ -42,6 +43,7 @@ from model_server.delivery.publish import RolloutPublisher
 from model_server.delivery.stream import StreamFollower
 from model_server.delivery.watch import FileWatcher, GitFollower
 from model_server.errors import FollowError
+from model_server.inference import resolve_device
 from model_server.service import (
     LoadedVersion,
     ModelService,
@@ -101,6 +103,7 @@ class Rollout:
         self._notice: tuple[str, str | None] | None = None  # the last waiting/refused, said once
         self._pull_failure: str | None = None
         self._started = False
+        self._machine: Machine | None = None  # this server's device, probed when first needed
         service.on_failing = self._version_failing
 
     # -- the loop --------------------------------------------------------------
@@ -324,13 +327,22 @@ class Rollout:
         """
         registry = Registry(self.settings.repo)
         entry = registry.resolve(self.settings.model_ref, self.settings.model_name)
-        refusal = _refusal(entry, registry.config.require_approval)
+        refusal = _refusal(entry, registry.config.require_approval) or self._unmet(entry)
         if refusal is None:
             try:
                 registry.check_trust(entry)
             except TrustError as exc:
                 refusal = exc.message
         return entry, refusal
+
+    def _unmet(self, entry: ModelEntry) -> str | None:
+        """Why this machine cannot run `entry` (`nexus store --requires ...`), before a byte
+        of it is downloaded; None when it can, or it requires nothing."""
+        if not entry.requires:
+            return None
+        if self._machine is None:
+            self._machine = Machine.probe(resolve_device(self.settings.device))
+        return unmet(Requirements.from_json(entry.requires), self._machine, entry.label)
 
     def _nothing_yet(self) -> str:
         name, ref = self.settings.model_name, self.settings.model_ref

@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from control_plane import ModelEntry
+from control_plane.core.hardware import machine_memory
 from model_server.errors import ModelRunError, WorkerProtocolError
 from model_server.predictor import ItemFailure, Predictor, error_output
 from model_server.settings import ServerSettings
@@ -51,7 +52,7 @@ def start_workers(
         warmup_sizes=tuple(sorted({1, settings.warmup_batch})),
         threads=max(1, (os.cpu_count() or 1) // instances),
         confine=settings.confine == "on",
-        memory_bytes=settings.worker_memory_bytes or _machine_memory(),
+        memory_bytes=settings.worker_memory_bytes or machine_memory(),
         env=_passed(settings.worker_env),
     )
     pool = WorkerPool(
@@ -167,10 +168,3 @@ def _outputs(worker: Worker, reply: dict[str, Any]) -> dict[str, np.ndarray]:
 def _passed(names: str | None) -> dict[str, str]:
     wanted = [name.strip() for name in (names or "").split(",") if name.strip()]
     return {name: os.environ[name] for name in wanted if name in os.environ}
-
-
-def _machine_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        return None
