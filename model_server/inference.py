@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from control_plane.core.folders import SAVEDMODEL, TRANSFORMERS
 from control_plane.core.formats import ONNX, PICKLE, SAFETENSORS, TORCH, TORCHSCRIPT, detect_format
 from model_server.errors import ModelLoadError
 from model_server.predictor import Predictor, error_output, summary
@@ -126,6 +127,8 @@ def build_predictor(
     warmup_shape: tuple[int, ...] | None = None,
     signature: Signature | None = None,
     threads: int | None = None,
+    task: str | None = None,
+    trust_remote_code: bool = False,
 ) -> Predictor:
     """The predictor for a verified model file, refusing unsafe or code-less formats
     (`threads`: the CPU threads it may use, where the runtime takes a number)."""
@@ -134,6 +137,14 @@ def build_predictor(
         if getattr(instance, "signature", None) is not None:
             return NamedHandlerPredictor(instance, path, device)
         return HandlerPredictor(instance, path, device)
+    if path.is_dir() and fmt == TRANSFORMERS:
+        from model_server.runtimes.hf_transformers import TransformersPredictor
+
+        return TransformersPredictor(path, task, device, dtype, trust_remote_code)
+    if path.is_dir() and fmt == SAVEDMODEL:
+        from model_server.runtimes.tf_savedmodel import SavedModelPredictor
+
+        return SavedModelPredictor(path, device, threads)
     if path.is_dir():
         raise ModelLoadError(
             f"{path.name} is a directory model; the server loads one through a handler.",

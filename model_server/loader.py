@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from control_plane import IntegrityError, ModelEntry, Registry
-from control_plane.registry.tree import DIRECTORY
 
 logger = logging.getLogger("nexus.model_server")
 
@@ -52,6 +51,6 @@ def fetch_entry(registry: Registry, entry: ModelEntry, cache_dir: Path) -> Artif
 
 
 def _cache_name(entry: ModelEntry) -> str:
-    suffix = ".tree" if entry.format == DIRECTORY else PurePosixPath(entry.storage_uri).suffix
+    suffix = ".tree" if entry.is_tree else PurePosixPath(entry.storage_uri).suffix
     key = entry.sha256 or f"{entry.model_name}-{entry.commit_hash}"
     return f"{key}{suffix}"

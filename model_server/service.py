@@ -106,6 +106,8 @@ def load_entry(
         handler=settings.handler,
         trust_pickle=settings.trust_pickle,
         signature=None if entry.tensors is None else Signature.from_json(entry.tensors),
+        task=entry.task,
+        trust_remote_code=settings.trust_remote_code,
     )
     sizes = sorted({1, settings.warmup_batch})
     started = time.perf_counter()

@@ -104,6 +104,11 @@ class ServerSettings(BaseSettings):
     trust_pickle: bool = Field(
         default=False, description="allow pickled torch modules (runs their code)"
     )
+    trust_remote_code: bool = Field(
+        default=False,
+        description="allow a transformers folder whose config maps classes to its own code "
+        "(auto_map; runs that code, confined like any model's)",
+    )
     instances: int = Field(
         default=1,
         ge=1,

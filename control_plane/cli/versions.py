@@ -79,6 +79,10 @@ def store(
         str | None,
         typer.Option(help="module:Class serving it: the signature it declares is recorded."),
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="A transformers folder's task, instead of the one its config implies."),
+    ] = None,
     requires: Annotated[
         str | None, typer.Option(help="The device it needs: cuda (servers without one refuse it).")
     ] = None,
@@ -116,6 +120,7 @@ def store(
             example_input=example_input,
             handler=handler,
             requires=Requirements.parse(requires, min_memory, compute_capability),
+            task=task,
             progress=progress,
         )
     _report_store(registry, result, as_json)
@@ -140,6 +145,8 @@ def _report_store(registry: Registry, result: StoreResult, as_json: bool) -> Non
     ui.info(f"  size: {human_size(entry.file_size)}   sha256: {entry.sha256}")
     if entry.tensors:
         ui.info(f"  signature: {Signature.from_json(entry.tensors).summary()}")
+    if entry.task:
+        ui.info(f"  {entry.format}: {entry.architecture or '?'}, served for {entry.task}")
     if entry.requires:
         ui.info(f"  requires: {Requirements.from_json(entry.requires).describe()}")
     if entry.signature:

@@ -115,6 +115,40 @@ def ort_tensors(session: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     return [spec(a) for a in session.get_inputs()], [spec(a) for a in session.get_outputs()]
 
 
+# TensorFlow's dtype names -> Open Inference Protocol datatypes.
+TF_DATATYPES = {
+    "float32": "FP32", "float16": "FP16", "float64": "FP64", "bfloat16": "BF16",
+    "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64", "uint8": "UINT8",
+    "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64", "bool": "BOOL",
+    "string": "BYTES",
+}  # fmt: skip
+
+
+def savedmodel_tensors(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A SavedModel's `serving_default` inputs and outputs, as `onnx_tensors` gives them
+    (ImportError without TensorFlow)."""
+    import tensorflow as tf
+
+    function = tf.saved_model.load(str(path)).signatures["serving_default"]
+    return savedmodel_specs(function)
+
+
+def savedmodel_specs(function: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A concrete function's named inputs and outputs (a None dimension is -1)."""
+
+    def spec(name: str, tensor: Any) -> dict[str, Any]:
+        dims = [-1 if d is None else int(d) for d in tensor.shape.as_list()]
+        datatype = TF_DATATYPES.get(tensor.dtype.name)
+        if datatype is None:
+            raise SignatureError(f"'{name}' is a {tensor.dtype.name} tensor, which v2 lacks.")
+        return {"name": name, "datatype": datatype, "shape": dims}
+
+    _, named_inputs = function.structured_input_signature
+    inputs = [spec(name, t) for name, t in sorted(named_inputs.items())]
+    outputs = [spec(name, t) for name, t in sorted(function.structured_outputs.items())]
+    return inputs, outputs
+
+
 def call_torch(
     module: Any, inputs: Mapping[str, Any], output_names: Sequence[str] = ()
 ) -> dict[str, Any]:

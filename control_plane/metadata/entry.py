@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, overload
 
+from control_plane.core.folders import TREE_FORMATS
+
 T = TypeVar("T")
 
 REQUIRED_FIELDS = ("commit_hash", "model_name", "storage_uri")
@@ -137,6 +139,11 @@ class ModelEntry(VersionFacts):
         entry = cls.__new__(cls)
         entry.data = data
         return entry
+
+    @property
+    def is_tree(self) -> bool:
+        """Stored as a folder (a manifest and its files), whatever kind of folder it is."""
+        return self.format in TREE_FORMATS
 
     @property
     def is_latest(self) -> bool:

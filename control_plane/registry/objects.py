@@ -25,7 +25,7 @@ from control_plane.core.errors import (
 from control_plane.core.hashing import ProgressCallback, sha256_file
 from control_plane.metadata import ModelEntry
 from control_plane.registry import tree_transfer
-from control_plane.registry.tree import DIRECTORY, LocalTree, Manifest, TreeFile
+from control_plane.registry.tree import LocalTree, Manifest, TreeFile
 from control_plane.registry.workspace import Workspace
 from control_plane.storage import StorageBackend
 from nexus_common.files import temp_file_beside
@@ -78,7 +78,7 @@ class Objects:
         """Every stored key the version needs: its file, or its manifest and files, and its
         signature and approval bundles."""
         keys = {entry.storage_uri, *bundle_keys(entry)}
-        if entry.format == DIRECTORY:
+        if entry.is_tree:
             keys.update(f.key for f in self.manifest(entry).files)
         return keys
 
@@ -90,7 +90,7 @@ class Objects:
         """sha256 -> a key holding those bytes, from every version's file or manifest."""
         known: dict[str, str] = {}
         for entry in entries:
-            if entry.format == DIRECTORY:
+            if entry.is_tree:
                 with contextlib.suppress(StorageError):  # a broken version just reuses nothing
                     known.update((f.sha256, f.key) for f in self.manifest(entry).files)
             elif entry.sha256:
@@ -139,7 +139,7 @@ class Objects:
 
     def verify_local(self, entry: ModelEntry, path: Path) -> None:
         """Raise IntegrityError unless the local copy (a file or a tree) matches the entry."""
-        if entry.format == DIRECTORY:
+        if entry.is_tree:
             tree_transfer.verify_tree(path, self.manifest(entry), entry.label)
         else:
             verify_file(path, entry)
@@ -161,7 +161,7 @@ class Objects:
         Missing parent folders are created, as `aws s3 cp` and `dvc get` do, and removed
         again if the fetch fails.
         """
-        keep_name = dest.is_dir() and entry.format != DIRECTORY
+        keep_name = dest.is_dir() and not entry.is_tree
         target = dest / PurePosixPath(entry.storage_uri).name if keep_name else dest
         created = _make_parents(target.parent)
         try:
@@ -180,7 +180,7 @@ class Objects:
         On any failure the temporary file is removed and `dest` is untouched. A directory
         version is restored as a whole tree the same way.
         """
-        if entry.format == DIRECTORY:
+        if entry.is_tree:
             return tree_transfer.fetch_tree(self.backend, self.manifest(entry), entry.label, dest)
         fd, tmp = temp_file_beside(dest, ".part")
         os.close(fd)

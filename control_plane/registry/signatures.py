@@ -18,8 +18,9 @@ from typing import Any
 import yaml
 
 from control_plane.core.errors import UsageError
+from control_plane.core.folders import SAVEDMODEL, FolderModel
 from control_plane.core.formats import ONNX, TORCHSCRIPT
-from control_plane.core.invoke import call_torch, datatype_of, onnx_tensors
+from control_plane.core.invoke import call_torch, datatype_of, onnx_tensors, savedmodel_tensors
 from nexus_common.signature import Signature, SignatureError, TensorSpec
 
 
@@ -29,8 +30,10 @@ def signature_for(
     declared_file: Path | None,
     example_input: Path | None,
     handler: str | None = None,
+    folder: FolderModel | None = None,
 ) -> Signature | None:
-    """The signature to record with a version stored from `source` (None: none known)."""
+    """The signature to record with a version stored from `source` (None: none known);
+    `folder` is what a directory model was recognised as."""
     declared = read_signature_file(declared_file) if declared_file is not None else None
     if handler is not None:
         declared_by_handler = handler_signature(handler)
@@ -47,7 +50,9 @@ def signature_for(
             f"{source.name} is {fmt or 'not a model file the store recognises'}.",
             hint="give an ONNX model nothing (its graph says it), others --signature FILE",
         )
-    derived = _derived(source, fmt, example_input, declared)
+    derived = _derived(source, folder.format if folder else fmt, example_input, declared)
+    if folder is not None and folder.signature is not None:
+        derived = Signature.from_json(folder.signature, f"{source.name}'s task")
     if declared is None or derived is None:
         return declared or derived
     problem = declared.contradiction(derived)
@@ -97,6 +102,16 @@ def _derived(
             inputs, outputs = onnx_tensors(source)
         except ImportError:
             return None  # neither onnx nor onnxruntime here: the server learns it at load
+        return Signature.from_json({"inputs": inputs, "outputs": outputs}, source.name)
+    if fmt == SAVEDMODEL:
+        try:
+            inputs, outputs = savedmodel_tensors(source)
+        except ImportError:
+            raise UsageError(
+                f"{source.name} is a TensorFlow SavedModel; its signature is read with "
+                "TensorFlow, which is not installed.",
+                hint="pip install 'nexusml[tensorflow]'",
+            ) from None
         return Signature.from_json({"inputs": inputs, "outputs": outputs}, source.name)
     if fmt == TORCHSCRIPT and example_input is not None:
         names = [spec.name for spec in declared.outputs] if declared is not None else []

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from control_plane.core.errors import ConflictError, ObjectExistsError, UsageError
+from control_plane.core.folders import DIRECTORY, TRANSFORMERS, FolderModel, detect_folder
 from control_plane.core.formats import detect_format
 from control_plane.core.hardware import Requirements
 from control_plane.core.hashing import sha256_file
@@ -31,7 +32,6 @@ from control_plane.registry.provenance import (
 from control_plane.registry.resolve import find_version, resolve_ref, validate_model_name
 from control_plane.registry.signatures import signature_for
 from control_plane.registry.tree import (
-    DIRECTORY,
     MANIFEST_SUFFIX,
     LocalTree,
     TreeFile,
@@ -73,6 +73,7 @@ class StoreRequest:
     example_input: Path | None = None  # an .npz a TorchScript module is run on, once
     handler: str | None = None  # module:Class whose declared signature is recorded
     requires: Requirements | None = None  # the hardware it needs
+    task: str | None = None  # a transformers folder's task, instead of config.json's
 
     @classmethod
     def of(
@@ -113,6 +114,7 @@ class _Checked:
     params: dict[str, Any]
     git: GitState
     tensors: Signature | None = None
+    folder: FolderModel | None = None  # what kind of folder a directory model is
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -172,6 +174,9 @@ class StorePipeline:
                 f"{source} is not a file or a directory.", hint="pass the path of a model"
             )
         tree = scan_tree(source) if source.is_dir() else None
+        if tree is None and request.task is not None:
+            raise UsageError("--task applies to a transformers folder, not to a file.")
+        folder = detect_folder(source, request.task) if tree is not None else None
         metrics = check_metrics(request.metrics)
         check_lineage(request.parents, request.lineage_type)
         training = read_training_config(request.config_file) if request.config_file else None
@@ -183,6 +188,7 @@ class StorePipeline:
             request.signature,
             request.example_input,
             request.handler,
+            folder,
         )
         checked = _Checked(
             source,
@@ -192,7 +198,9 @@ class StorePipeline:
             params,
             git.state(allow_dirty=request.allow_dirty),
             tensors,
+            folder,
         )
+        checked.warnings += _folder_warnings(folder)
         if git.is_tracked(source):
             checked.warnings.append(
                 f"{source} is tracked by Git; binaries belong in the store, not in Git "
@@ -251,7 +259,11 @@ class StorePipeline:
                 "not uploaded again)."
             )
             return _Placed(
-                key, done.manifest_sha256, DIRECTORY, len(content.hashed), done.uploaded_files > 0
+                key,
+                done.manifest_sha256,
+                checked.folder.format if checked.folder else DIRECTORY,
+                len(content.hashed),
+                done.uploaded_files > 0,
             )
         assert content.sha256 is not None
         fmt = detect_format(checked.source)
@@ -307,6 +319,8 @@ class StorePipeline:
             lineage_type=request.lineage_type,
             tensors=checked.tensors.to_json() if checked.tensors is not None else None,
             requires=request.requires.to_json() if request.requires else None,
+            architecture=checked.folder.architecture if checked.folder else None,
+            task=checked.folder.task if checked.folder else None,
         )
 
     def _record(
@@ -374,7 +388,7 @@ class StorePipeline:
     ) -> StoreResult:
         """Storing a version again is a no-op with the same bytes and a conflict with others."""
         stored = existing.sha256
-        if existing.format == DIRECTORY:
+        if existing.is_tree:
             manifest = self.objects.manifest(existing)
             stored = content_id(manifest.files, manifest.dirs)
         if stored not in (None, content):
@@ -411,3 +425,21 @@ def check_metrics(metrics: Mapping[str, float] | None) -> dict[str, float] | Non
             raise UsageError(f"metric '{key}' must be a finite number, not {value!r}.")
         clean[str(key)] = value
     return clean
+
+
+def _folder_warnings(folder: FolderModel | None) -> list[str]:
+    """What a transformers folder will need at serving time, said at store."""
+    if folder is None or folder.format != TRANSFORMERS:
+        return []
+    warnings = []
+    if folder.task is None:
+        warnings.append(
+            f"no built-in task serves {folder.architecture or 'this architecture'}: serve it "
+            "with a handler, or store it with --task"
+        )
+    if folder.remote_code:
+        warnings.append(
+            "config.json maps its classes to code in the folder (auto_map): the model server "
+            "runs that code only with NEXUS_TRUST_REMOTE_CODE=1"
+        )
+    return warnings

@@ -21,7 +21,6 @@ import orjson
 
 from control_plane.core.errors import IntegrityError, UsageError
 
-DIRECTORY = "directory"
 MANIFEST_FORMAT = "nexus-directory/1"
 MANIFEST_SUFFIX = ".tree.json"
 

@@ -29,7 +29,8 @@ logger = logging.getLogger("nexus.worker")
 SYSTEM_READ = (
     "/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/local/lib", "/usr/share/zoneinfo",
     "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom", "/dev/random",
-    "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/sys/devices/system/cpu",
+    "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/proc/sys/kernel/random/boot_id",
+    "/sys/devices/system/cpu",
     "/sys/fs/cgroup",
 )  # fmt: skip
 SYSTEM_WRITE = ("/dev/null", "/dev/zero")
@@ -166,8 +167,9 @@ class _Watch:
             if _beneath(path, (self._tmp, *SYSTEM_WRITE)):
                 return None
             return f"write {path}", f"landlock: it writes only in {self._tmp}"
-        if _beneath(path, (*self._readable, self._tmp, *SYSTEM_WRITE)):
-            return None
+        allowed = (*self._readable, self._tmp, *SYSTEM_WRITE)
+        if _beneath(path, allowed) or _beneath(os.path.realpath(path), allowed):
+            return None  # (through a link: /proc/self/... is this process's own folder)
         return f"read {path}", "landlock: not among the files it may read"
 
 

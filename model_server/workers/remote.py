@@ -48,6 +48,8 @@ def start_workers(
         dtype=settings.dtype,
         handler=settings.handler,
         trust_pickle=settings.trust_pickle,
+        trust_remote_code=settings.trust_remote_code,
+        task=entry.task,
         signature=entry.tensors,
         warmup_sizes=tuple(sorted({1, settings.warmup_batch})),
         threads=max(1, (os.cpu_count() or 1) // instances),

@@ -58,6 +58,8 @@ class WorkerSpec:
     dtype: str = "float32"
     handler: str | None = None
     trust_pickle: bool = False
+    trust_remote_code: bool = False
+    task: str | None = None  # a transformers folder's task
     signature: dict[str, Any] | None = None  # the recorded one, as JSON
     warmup_sizes: tuple[int, ...] = (1,)
     threads: int = 1  # CPU threads of this worker (the machine's, split across instances)

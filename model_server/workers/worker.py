@@ -72,6 +72,8 @@ def _load(spec: WorkerSpec) -> tuple[Predictor, dict[str, Any]]:
         trust_pickle=spec.trust_pickle,
         signature=None if spec.signature is None else Signature.from_json(spec.signature),
         threads=spec.threads,
+        task=spec.task,
+        trust_remote_code=spec.trust_remote_code,
     )
     started = time.perf_counter()
     try:

@@ -19,7 +19,6 @@ from control_plane.core.errors import (
 )
 from control_plane.metadata import ModelEntry
 from control_plane.registry.objects import Objects, model_folder
-from control_plane.registry.tree import DIRECTORY
 from control_plane.registry.trust import bundles, check
 from control_plane.registry.trust.bundles import Content
 from control_plane.registry.trust.check import TrustPolicy, TrustReport, Verdict
@@ -37,7 +36,7 @@ class VersionTrust:
     def content(self, entry: ModelEntry) -> Content:
         """The sha256 of each of the version's files, as recorded (a directory's manifest is
         read and checked against the entry)."""
-        if entry.format == DIRECTORY:
+        if entry.is_tree:
             return Content({f.path: f.sha256 for f in self.objects.manifest(entry).files})
         if not entry.sha256:
             raise UsageError(
