@@ -103,7 +103,9 @@ def test_a_transformers_folder_is_served_for_its_task_without_code(
 def test_feature_extraction_answers_pooled_embeddings(repo: Path, tmp_path: Path) -> None:
     model, tokenizer = make_tiny_bert(tmp_path / "encoder", head="features")
     store(tmp_path / "encoder", "encoder")
-    assert Registry(repo).resolve("latest", "encoder").tensors["outputs"][0] == {
+    tensors = Registry(repo).resolve("latest", "encoder").tensors
+    assert tensors is not None
+    assert tensors["outputs"][0] == {
         "name": "embedding",
         "datatype": "FP32",
         "shape": [-1, 32],
@@ -123,6 +125,7 @@ def test_a_savedmodel_is_served_by_its_serving_signature(repo: Path, tmp_path: P
     store(tmp_path / "saved", "twoin")
     entry = Registry(repo).resolve("latest", "twoin")
     assert entry.format == "savedmodel"
+    assert entry.tensors is not None
     assert [t["name"] for t in entry.tensors["inputs"]] == ["a", "b"]
     a = np.array([[1, 2, 3], [0.5, 0, -1]], dtype=np.float32)
     b = np.array([[10, 20, 30], [2, 2, 2]], dtype=np.float32)
