@@ -49,10 +49,17 @@ SENTENCES = [
 
 
 def make_tiny_bert(folder: Path, head: str = "classification", **sizes: int) -> Any:
-    """A BERT for sequence classification (`head="classification"`) or the bare encoder
-    (`"features"`), with its tokenizer, saved into `folder`; the model, for comparisons."""
+    """A BERT for sequence classification (`head="classification"`), token classification
+    (`"tokens"`) or the bare encoder (`"features"`), with its tokenizer, saved into `folder`;
+    the model and the tokenizer, for comparisons."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertForTokenClassification,
+        BertModel,
+        BertTokenizer,
+    )
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder.parent / f"{folder.name}-vocab.txt"
@@ -70,7 +77,8 @@ def make_tiny_bert(folder: Path, head: str = "classification", **sizes: int) -> 
         label2id={label: index for index, label in LABELS.items()},
     )
     torch.manual_seed(0)
-    model = (BertForSequenceClassification if head == "classification" else BertModel)(config)
+    kinds = {"classification": BertForSequenceClassification, "tokens": BertForTokenClassification}
+    model = kinds.get(head, BertModel)(config)
     model.eval()
     model.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
@@ -95,6 +103,25 @@ def embed(model: Any, tokenizer: Any, texts: list[str]) -> np.ndarray:
         hidden = model(**encoded).last_hidden_state
     mask = encoded["attention_mask"].unsqueeze(-1).float()
     return ((hidden * mask).sum(dim=1) / mask.sum(dim=1)).numpy()
+
+
+def make_tiny_vit(folder: Path) -> Any:
+    """A ViT for image classification (32x32 images, labels cat and dog) with its image
+    processor, saved into `folder`; the model and the processor."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
+
+    config = ViTConfig(  # type: ignore[call-arg]  # num_labels is PretrainedConfig's
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, num_labels=2, id2label={0: "cat", 1: "dog"},
+        label2id={"cat": 0, "dog": 1},
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = ViTForImageClassification(config).eval()
+    processor = ViTImageProcessorPil(size={"height": 32, "width": 32})
+    model.save_pretrained(str(folder))
+    processor.save_pretrained(str(folder))
+    return model, processor
 
 
 def make_two_input_savedmodel(folder: Path) -> None:

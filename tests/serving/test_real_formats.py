@@ -21,11 +21,16 @@ from control_plane import Registry
 from control_plane.cli import app
 from control_plane.core.errors import UsageError
 from control_plane.core.folders import TEXT_CLASSIFICATION, detect_folder
+from model_server.errors import ModelRunError
+from model_server.service import load_entry
+from model_server.settings import ServerSettings
+from model_server.tensors import TensorPredictor
 from tests.harness.hf import (
     SENTENCES,
     classify,
     embed,
     make_tiny_bert,
+    make_tiny_vit,
     make_two_input_savedmodel,
 )
 from tests.harness.servers import console_script, free_port, server_and_proxy
@@ -202,3 +207,111 @@ def test_a_folder_that_needs_remote_code_is_refused_unless_trusted(
     assert done.returncode == 1
     assert "maps its classes to code in the folder (auto_map)" in done.stderr
     assert "NEXUS_TRUST_REMOTE_CODE=1" in done.stderr
+
+
+def test_token_and_image_classification_in_confined_workers(repo: Path, tmp_path: Path) -> None:
+    """The other two built-in tasks, loaded in the model server's confined workers: each
+    text's tokens labelled, and encoded images (PNG bytes) classified, as computed here."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    tagger, tokenizer = make_tiny_bert(tmp_path / "tagger", head="tokens")
+    vit, processor = make_tiny_vit(tmp_path / "vit")
+    tagged = Registry(repo).store(tmp_path / "tagger", "tagger").entry
+    seen = Registry(repo).store(tmp_path / "vit", "vit").entry
+    assert (tagged.task, seen.task) == ("token-classification", "image-classification")
+    settings = ServerSettings(repo=repo, cache_dir=tmp_path / "cache")
+
+    predictor = load_entry(settings, tagged)
+    try:
+        assert predictor.runtime()["process"] == "workers"
+        outputs = predictor.predict([{"text": SENTENCES[0]}, {"text": SENTENCES[4]}])
+    finally:
+        predictor.close()
+    encoded = tokenizer(SENTENCES[0], return_tensors="pt")
+    with torch.inference_mode():
+        labels = tagger(**encoded).logits.argmax(dim=-1)[0, 1:-1].tolist()  # no [CLS], [SEP]
+    entities = json.loads(outputs[0])
+    assert [e["word"] for e in entities] == SENTENCES[0].split()
+    assert [e["label"] for e in entities] == [tagger.config.id2label[i] for i in labels]
+    assert (entities[1]["start"], entities[1]["end"]) == (len("the "), len("the movie"))
+
+    colours = [(200, 10, 10), (10, 200, 10), (10, 10, 200)]
+    images = [Image.new("RGB", (40, 30), colour) for colour in colours]
+    pngs = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    with torch.inference_mode():
+        pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+        probabilities = torch.softmax(vit(pixel_values=pixels).logits, dim=-1)
+    predictor = load_entry(settings, seen)
+    assert isinstance(predictor, TensorPredictor)
+    try:
+        batch = np.empty(3, dtype=object)
+        batch[:] = pngs
+        answer = predictor.run_named({"image": batch})  # as v2 BYTES arrive
+        broken = np.empty(1, dtype=object)
+        broken[:] = [b"not an image"]
+        with pytest.raises(ModelRunError, match="an image cannot be decoded"):
+            predictor.run_named({"image": broken})
+    finally:
+        predictor.close()
+    scores, indices = probabilities.max(dim=-1)
+    assert [label.decode() for label in answer["label"]] == [
+        vit.config.id2label[int(i)] for i in indices
+    ]
+    assert answer["score"] == pytest.approx(scores.tolist(), abs=1e-5)
+
+
+CUSTOM_CONFIG = '''
+from transformers import BertConfig
+
+
+class CustomConfig(BertConfig):
+    model_type = "custom-bert"
+'''
+CUSTOM_MODEL = '''
+from transformers import BertForSequenceClassification
+
+from .configuration_custom import CustomConfig
+
+
+class AlwaysPositive(BertForSequenceClassification):
+    """The folder's own code: the BERT's logits, the last label's raised by 100."""
+
+    config_class = CustomConfig
+
+    def forward(self, **inputs):
+        output = super().forward(**inputs)
+        output.logits[:, -1] += 100.0
+        return output
+'''
+
+
+def test_trusted_remote_code_runs_confined_in_the_worker(repo: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "custom"
+    make_tiny_bert(folder)
+    (folder / "configuration_custom.py").write_text(CUSTOM_CONFIG)
+    (folder / "modeling_custom.py").write_text(CUSTOM_MODEL)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "custom-bert"
+    config["architectures"] = ["AlwaysPositive"]
+    config["auto_map"] = {
+        "AutoConfig": "configuration_custom.CustomConfig",
+        "AutoModelForSequenceClassification": "modeling_custom.AlwaysPositive",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    store(folder, "custom", "--task", "text-classification")
+    entry = Registry(repo).resolve("latest", "custom")
+    trusted = ServerSettings(repo=repo, cache_dir=tmp_path / "cache", trust_remote_code=True)
+    predictor = load_entry(trusted, entry)
+    try:
+        assert predictor.runtime()["process"] == "workers"
+        outputs = predictor.predict([{"text": s} for s in SENTENCES[:3]])
+    finally:
+        predictor.close()
+    assert [output["label"] for output in outputs] == ["positive"] * 3
