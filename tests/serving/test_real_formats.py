@@ -267,13 +267,13 @@ def test_token_and_image_classification_in_confined_workers(repo: Path, tmp_path
     assert answer["score"] == pytest.approx(scores.tolist(), abs=1e-5)
 
 
-CUSTOM_CONFIG = '''
+CUSTOM_CONFIG = """
 from transformers import BertConfig
 
 
 class CustomConfig(BertConfig):
     model_type = "custom-bert"
-'''
+"""
 CUSTOM_MODEL = '''
 from transformers import BertForSequenceClassification
 
