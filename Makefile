@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 
-.PHONY: install test lint contracts typecheck unit up bench compose-check clean
+.PHONY: install test lint contracts typecheck unit up bench compose-check proto clean
 
 # Azurite (the Azure Storage emulator the storage tests start) from the npm registry, into
 # the virtual environment: the tests find it there or on PATH.
@@ -74,6 +74,14 @@ bench: $(STAMP)
 # so not part of `make test`.
 compose-check: $(STAMP)
 	bash deploy/compose/check.sh
+
+# The gRPC modules, generated from nexus_common/grpc_v2/inference.proto and committed. They get
+# a descriptor pool of their own: tritonclient registers the same message names in the default.
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+		nexus_common/grpc_v2/inference.proto
+	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default()/# Our own pool (make proto): tritonclient registers the same message names in the default one.\nDESCRIPTOR = _descriptor_pool.DescriptorPool()/' \
+		nexus_common/grpc_v2/inference_pb2.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage

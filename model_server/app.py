@@ -52,9 +52,18 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await models.start(on_fatal)
+        grpc_server = None
+        if settings.grpc_port is not None:
+            from model_server import grpc_service
+
+            grpc_server = await grpc_service.start(
+                models, settings.host, settings.grpc_port, settings.server_token
+            )
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=5)
             await models.stop()
 
     app = FastAPI(title="NexusML model server", lifespan=lifespan)

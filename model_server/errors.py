@@ -2,6 +2,7 @@
 
 ModelLoadError      the model cannot be loaded as configured: the server stops with it
 NotReadyError       no version is loaded yet (or loading failed): 503
+ModelNotFoundError  no model of that name is served here: 404 (gRPC NOT_FOUND)
 ItemDecodeError     one item cannot be decoded: an ItemFailure at its index
 ModelRunError       the model raised on a batch in its worker: as if it had raised here
 FollowError         the remote could not be fetched: the workspace is left as it was
@@ -23,6 +24,10 @@ class ModelLoadError(NexusError):
 
 class NotReadyError(NexusError):
     """No version is loaded yet (or loading failed): 503."""
+
+
+class ModelNotFoundError(NexusError):
+    """No model of that name is served here: 404."""
 
 
 class ItemDecodeError(NexusError):

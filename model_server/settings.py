@@ -31,6 +31,13 @@ class ServerSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="address to listen on")
     port: int = Field(default=8000, ge=1, le=65535, description="port to listen on")
+    grpc_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="also serve the Open Inference Protocol over gRPC on this port (off unless "
+        "set)",
+    )
     model_name: str | None = Field(
         default=None, description="model to serve (needed when the metadata holds several)"
     )

@@ -29,7 +29,12 @@ from fastapi.responses import Response
 
 from control_plane.core.invoke import NUMPY_DATATYPES, numpy_dtype
 from model_server import openapi_docs as docs
-from model_server.errors import ItemDecodeError, NotReadyError, WorkerFailedError
+from model_server.errors import (
+    ItemDecodeError,
+    ModelNotFoundError,
+    NotReadyError,
+    WorkerFailedError,
+)
 from model_server.hosting import Models
 from model_server.responses import json_response
 from model_server.service import ModelService
@@ -47,27 +52,50 @@ def _models(request: Request) -> Models:
 ServedModels = Annotated[Models, Depends(_models)]
 
 
-def _served(models: Models, name: str) -> tuple[ModelService, TensorPredictor] | Response:
+def tensor_model(models: Models, name: str) -> tuple[ModelService, TensorPredictor]:
+    """The model called `name`, serving, with tensors: ModelNotFoundError, NotReadyError, or
+    V2Error for a handler model (the HTTP routes and the gRPC service say the same)."""
     hosted = models.find(name)
     if hosted is None:
-        return json_response({"error": f"no model '{name}' here."}, 404)
+        raise ModelNotFoundError(f"no model '{name}' here.")
     service = hosted.service
     predictor = service.require_ready().predictor
     if not isinstance(predictor, TensorPredictor):
-        return json_response(
-            {
-                "error": "the v2 protocol serves TorchScript and ONNX models; this one has a "
-                "handler: use POST /predict."
-            },
-            400,
+        raise v2wire.V2Error(
+            "the v2 protocol serves TorchScript and ONNX models; this one has a handler: use "
+            "POST /predict."
         )
     return service, predictor
+
+
+def _served(models: Models, name: str) -> tuple[ModelService, TensorPredictor] | Response:
+    try:
+        return tensor_model(models, name)
+    except ModelNotFoundError as exc:
+        return json_response({"error": exc.message}, 404)
+    except v2wire.V2Error as exc:
+        return json_response({"error": exc.message}, exc.status)
+
+
+def metadata(name: str, service: ModelService, predictor: TensorPredictor) -> dict[str, Any]:
+    """A model's v2 metadata: its inputs and outputs (the signature)."""
+    entry = service.require_ready().entry
+    signature = predictor.signature
+    return {
+        "name": name,
+        "versions": [entry.commit_hash],
+        "platform": entry.format or "unknown",
+        "inputs": [spec.to_json() for spec in predictor.input_specs],
+        "outputs": [spec.to_json() for spec in signature.outputs] if signature else [],
+        # "known": the proxy checks requests against it before batching them
+        "parameters": {"signature": "known" if signature else "unknown"},
+    }
 
 
 @router.get("/v2")
 async def server_metadata() -> Response:
     return json_response(
-        {"name": "nexusml", "version": _package_version(), "extensions": ["binary_tensor_data"]}
+        {"name": "nexusml", "version": package_version(), "extensions": ["binary_tensor_data"]}
     )
 
 
@@ -87,20 +115,7 @@ async def model_metadata(name: str, models: ServedModels) -> Response:
     found = _served(models, name)
     if isinstance(found, Response):
         return found
-    service, predictor = found
-    entry = service.require_ready().entry
-    signature = predictor.signature
-    return json_response(
-        {
-            "name": name,
-            "versions": [entry.commit_hash],
-            "platform": entry.format or "unknown",
-            "inputs": [spec.to_json() for spec in predictor.input_specs],
-            "outputs": [spec.to_json() for spec in signature.outputs] if signature else [],
-            # "known": the proxy checks requests against it before batching them
-            "parameters": {"signature": "known" if signature else "unknown"},
-        }
-    )
+    return json_response(metadata(name, *found))
 
 
 @router.get("/v2/models/{name}/stats", responses=docs.errors(400, 404, 503))
@@ -164,7 +179,7 @@ async def infer(name: str, request: Request, models: ServedModels) -> Response:
         parsed = v2wire.parse_request(
             await request.body(), request.headers.get(v2wire.HEADER_LENGTH), orjson.loads
         )
-        inputs = _input_arrays(parsed, predictor)
+        inputs = input_arrays(parsed, predictor)
         outputs, version = await service.infer(inputs)
     except v2wire.V2Error as exc:
         return json_response({"error": str(exc)}, exc.status)
@@ -181,7 +196,7 @@ def _answer(
     name: str, commit: str, outputs: dict[str, np.ndarray], parsed: v2wire.InferRequest
 ) -> Response:
     """The outputs asked for (all when none are named), JSON or binary as asked."""
-    tensors = [_tensor(out_name, array) for out_name, array in outputs.items()]
+    tensors = [output_tensor(out_name, array) for out_name, array in outputs.items()]
     wanted = {o.get("name") for o in parsed.outputs}
     if wanted:
         unknown = wanted - {t.name for t in tensors}
@@ -198,9 +213,7 @@ def _answer(
     )
 
 
-def _input_arrays(
-    request: v2wire.InferRequest, predictor: TensorPredictor
-) -> dict[str, np.ndarray]:
+def input_arrays(request: v2wire.InferRequest, predictor: TensorPredictor) -> dict[str, np.ndarray]:
     """The request's tensors as arrays, checked against the model's signature first (the
     proxy makes the same check before it batches): every input named, of its datatype and
     shape, nothing else; the outputs asked for are ones the model returns."""
@@ -259,7 +272,7 @@ def _config_tensor(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _tensor(name: str, array: np.ndarray) -> v2wire.Tensor:
+def output_tensor(name: str, array: np.ndarray) -> v2wire.Tensor:
     if array.dtype.kind in "OSU":  # strings or bytes: BYTES
         raw = v2wire.pack_bytes(name, list(array.reshape(-1)))
         return v2wire.Tensor(name, list(array.shape), v2wire.BYTES, raw=raw)
@@ -272,7 +285,7 @@ def _tensor(name: str, array: np.ndarray) -> v2wire.Tensor:
     return v2wire.Tensor(name, list(array.shape), datatype, raw=little.tobytes())
 
 
-def _package_version() -> str:
+def package_version() -> str:
     try:
         return version("nexusml")
     except PackageNotFoundError:

@@ -1,0 +1,133 @@
+"""The Open Inference Protocol over gRPC on the model server (`--grpc-port`), talked to by
+the stock `tritonclient.grpc` as a real process: liveness, readiness, metadata, infer on the
+two-input model and the BYTES model by name, streaming, and each failure as a status code."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as triton
+from tritonclient.utils import InferenceServerException
+
+from control_plane import Registry
+from tests.harness.models import SUM_DIFF_WIDTH, make_sum_diff_onnx
+from tests.harness.servers import console_script, free_port, run_process
+from tests.harness.text import HANDLER
+
+TOKEN = {"authorization": "Bearer t0k"}
+
+
+@pytest.fixture
+def servers(repo: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two model servers with gRPC on: the two-input ONNX model and the BYTES handler model;
+    their gRPC addresses."""
+    make_sum_diff_onnx(tmp_path / "simple.onnx")
+    (tmp_path / "suffix.txt").write_bytes(b"!")
+    Registry(repo).store(tmp_path / "simple.onnx", "simple")
+    Registry(repo).store(tmp_path / "suffix.txt", "shout")
+    env = dict(os.environ, NEXUS_CACHE_DIR=str(tmp_path / "cache"), NEXUS_SERVER_TOKEN="t0k")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    addresses = []
+    with contextlib.ExitStack() as stack:
+        for model, flags in (("simple", []), ("shout", ["--handler", HANDLER])):
+            port, grpc_port = free_port(), free_port()
+            args = [
+                *(console_script("nexus-model-server"), "--port", str(port)),
+                *("--grpc-port", str(grpc_port), "--repo", str(repo), "--model-name", model),
+                *flags,
+            ]
+            stack.enter_context(run_process(args, f"http://127.0.0.1:{port}/ready", env=env))
+            addresses.append(f"127.0.0.1:{grpc_port}")
+        yield addresses[0], addresses[1]
+
+
+def test_metadata_readiness_and_infer_by_name(servers: tuple[str, str]) -> None:
+    simple, shout = servers
+    client = triton.InferenceServerClient(simple)
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("simple")
+    assert client.get_server_metadata().name == "nexusml"
+    metadata = client.get_model_metadata("simple")
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [
+        ("INPUT0", "INT32", [-1, SUM_DIFF_WIDTH]),
+        ("INPUT1", "INT32", [-1, SUM_DIFF_WIDTH]),
+    ]
+    assert [t.name for t in metadata.outputs] == ["OUTPUT0", "OUTPUT1"]
+
+    a = np.arange(3 * SUM_DIFF_WIDTH, dtype=np.int32).reshape(3, SUM_DIFF_WIDTH)
+    b = np.full((3, SUM_DIFF_WIDTH), 7, dtype=np.int32)
+    inputs = [triton.InferInput(name, list(a.shape), "INT32") for name in ("INPUT0", "INPUT1")]
+    inputs[0].set_data_from_numpy(a)
+    inputs[1].set_data_from_numpy(b)
+    wanted = [triton.InferRequestedOutput("OUTPUT1")]
+    answer = client.infer("simple", inputs, outputs=wanted, headers=TOKEN, request_id="r1")
+    assert np.array_equal(answer.as_numpy("OUTPUT1"), a - b)
+    assert answer.as_numpy("OUTPUT0") is None  # only what was asked for
+    assert answer.get_response().id == "r1"
+
+    texts = triton.InferInput("TEXT", [2, 1], "BYTES")
+    texts.set_data_from_numpy(np.array([[b"hello"], ["w\u00f6rld".encode()]], dtype=object))
+    shouted = triton.InferenceServerClient(shout).infer("shout", [texts], headers=TOKEN)
+    assert shouted.as_numpy("SHOUT").tolist() == [[b"HELLO!"], ["W\u00d6RLD!".encode()]]
+    assert shouted.as_numpy("LENGTH").tolist() == [[5], [6]]
+
+
+def test_streaming_answers_each_request_and_names_a_bad_one(servers: tuple[str, str]) -> None:
+    simple, _ = servers
+    client = triton.InferenceServerClient(simple)
+    answers: queue.Queue[object] = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put(error or result), headers=TOKEN)
+    try:
+        for value in (1, 2):
+            rows = np.full((1, SUM_DIFF_WIDTH), value, dtype=np.int32)
+            inputs = [
+                triton.InferInput(n, [1, SUM_DIFF_WIDTH], "INT32") for n in ("INPUT0", "INPUT1")
+            ]
+            for tensor in inputs:
+                tensor.set_data_from_numpy(rows)
+            client.async_stream_infer("simple", inputs)
+        wrong = triton.InferInput("INPUT9", [1, SUM_DIFF_WIDTH], "INT32")
+        wrong.set_data_from_numpy(np.zeros((1, SUM_DIFF_WIDTH), dtype=np.int32))
+        client.async_stream_infer("simple", [wrong])
+        got = [answers.get(timeout=30) for _ in range(3)]
+    finally:
+        client.stop_stream()
+    sums = [g.as_numpy("OUTPUT0")[0, 0] for g in got[:2]]  # type: ignore[attr-defined]
+    assert sums == [2, 4]
+    assert isinstance(got[2], InferenceServerException)
+    assert "INPUT9" in str(got[2])
+
+
+def test_failures_are_status_codes_with_one_sentence(servers: tuple[str, str]) -> None:
+    simple, _ = servers
+    client = triton.InferenceServerClient(simple)
+    rows = np.zeros((1, SUM_DIFF_WIDTH), dtype=np.int32)
+    inputs = [triton.InferInput(n, [1, SUM_DIFF_WIDTH], "INT32") for n in ("INPUT0", "INPUT1")]
+    for tensor in inputs:
+        tensor.set_data_from_numpy(rows)
+    cases = [
+        (lambda: client.infer("simple", inputs), "StatusCode.UNAUTHENTICATED", "token"),
+        (lambda: client.infer("nope", inputs, headers=TOKEN), "StatusCode.NOT_FOUND", "nope"),
+        (lambda: client.get_model_metadata("nope"), "StatusCode.NOT_FOUND", "no model 'nope'"),
+    ]
+    float_input = triton.InferInput("INPUT0", [1, SUM_DIFF_WIDTH], "FP32")
+    float_input.set_data_from_numpy(rows.astype(np.float32))
+    cases.append(
+        (
+            lambda: client.infer("simple", [float_input, inputs[1]], headers=TOKEN),
+            "StatusCode.INVALID_ARGUMENT",
+            "INPUT0",
+        )
+    )
+    for call, status, said in cases:
+        with pytest.raises(InferenceServerException) as raised:
+            call()
+        assert raised.value.status() == status
+        assert said in raised.value.message()
