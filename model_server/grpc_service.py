@@ -51,9 +51,7 @@ class InferenceService(rpc.GRPCInferenceServiceServicer):
             ready=hosted is not None and hosted.service.serving is not None
         )
 
-    async def ServerMetadata(
-        self, request: Any, context: Any
-    ) -> pb.ServerMetadataResponse:
+    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(
             name="nexusml", version=v2.package_version(), extensions=["binary_tensor_data"]
         )
