@@ -79,6 +79,7 @@ class ProxyApp:
         self.router.set_observer(self.metrics)
         self.admission = Admission(settings.api_keys) if settings.api_keys else None
         self.requests = 0  # received, ever: tells the memory trimmer a burst happened
+        self._grpc: Any = None  # the gRPC frontend's server, with --grpc-port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -88,6 +89,12 @@ class ProxyApp:
 
     async def startup(self) -> None:
         await self.router.start()
+        if self.settings.grpc_port is not None:
+            from batch_proxy import grpc_frontend
+
+            self._grpc = await grpc_frontend.start(
+                self, self.settings.host, self.settings.grpc_port
+            )
         supervisor = self.router.supervisor
         supervisor.start("memory-trimmer", self._trim_when_idle)
         if self.admission is not None:
@@ -105,6 +112,8 @@ class ProxyApp:
             self.admission.reload()
 
     async def shutdown(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace=self.settings.request_timeout_s)
         await self.router.stop(drain_timeout_s=self.settings.request_timeout_s)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -304,33 +313,48 @@ class ProxyApp:
         except ClientGone:
             return 0
 
+    async def queue_v2(
+        self,
+        model: str,
+        request: v2wire.InferRequest,
+        asked_priority: object,
+        *,
+        within_s: float | None = None,
+        connection: Any = None,
+    ) -> Pending:
+        """Queue a parsed v2 request in its model's queue for its stack key, after the
+        checks (rows, model, priority, signature): HTTP and gRPC callers share these queues
+        and batches. `within_s` shortens its time in the queue (a gRPC deadline). V2Error,
+        UnknownModel or BatchError when it is refused."""
+        group, rows = v2batch.stack_key(model, request)
+        max_rows = self.settings.max_batch_size
+        if rows > max_rows:
+            raise v2wire.V2Error(f"at most {max_rows} rows a request; this one has {rows}.")
+        self.router.pool_for(model)
+        priority = self._priority(asked_priority)
+        timeout = self.settings.timeout_s(priority)
+        if within_s is not None:
+            timeout = min(timeout, within_s)
+        queue = self.router.v2_queue(group)
+        problem = await self._misfit(model, request)
+        if problem is not None:
+            raise v2wire.V2Error(problem)
+        return queue.submit(request, timeout, size=rows, priority=priority, connection=connection)
+
     async def _v2_infer(self, model: str, scope: Scope, receive: Receive, send: Send) -> int:
         body = await self._body(receive, send)
         if isinstance(body, int):
             return body
         length = _header_of(scope["headers"], b"inference-header-content-length")
-        max_rows = self.settings.max_batch_size
         try:
             request = v2wire.parse_request(body, length, orjson.loads)
-            group, rows = v2batch.stack_key(model, request)
-            if rows > max_rows:
-                raise v2wire.V2Error(f"at most {max_rows} rows a request; this one has {rows}.")
-            self.router.pool_for(model)
             asked = request.parameters.get("priority")
-            priority = self._priority(asked or _header_of(scope["headers"], b"x-priority"))
+            asked = asked or _header_of(scope["headers"], b"x-priority")
+            item = await self.queue_v2(model, request, asked, connection=_connection(scope))
         except v2wire.V2Error as exc:
             return await respond(send, 400, {"error": str(exc)})
         except UnknownModel as exc:
             return await respond(send, 404, {"error": str(exc)})
-        try:
-            timeout = self.settings.timeout_s(priority)
-            queue = self.router.v2_queue(group)
-            problem = await self._misfit(model, request)
-            if problem is not None:
-                return await respond(send, 400, {"error": problem})
-            item = queue.submit(
-                request, timeout, size=rows, priority=priority, connection=_connection(scope)
-            )
         except BatchError as exc:
             return await refuse(send, refusal_of(exc))
         answer = await self._answer_of(item, receive, send)

@@ -15,6 +15,8 @@ BatchError                 a batch's (or one caller's) fate, with its HTTP statu
 ├── ShuttingDownError      503
 ├── DeadlineError          504
 └── ItemError              422: the upstream failed this item
+RefusedError               the proxy refused a caller itself, with the HTTP status (the gRPC
+                           frontend answers the matching status code)
 """
 
 from __future__ import annotations
@@ -107,3 +109,12 @@ class ItemError(BatchError):
     def __init__(self, message: str, model: Any) -> None:
         super().__init__(message)
         self.model = model
+
+
+class RefusedError(NexusError):
+    """A caller refused by the proxy itself (admission, a bad request, a deadline), with
+    the HTTP status its answer has; the gRPC frontend answers the matching status code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status

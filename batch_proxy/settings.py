@@ -85,6 +85,7 @@ class ProxySettings(BaseSettings):
     dns_interval_s: float = 5.0
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
     max_batch_size: int = 32
     max_wait_ms: float = 50.0
     policy: PolicyName = DEFAULT_POLICY
@@ -287,6 +288,11 @@ def _upstream_flags(add: Callable[..., Any]) -> None:
     add("--dns-interval-s", type=float, help="DNS look-ups for --upstream-dns (default 5)")
     add("--host", help="address to listen on (default 127.0.0.1)")
     add("--port", type=int, help="port to listen on (default 8080)")
+    add(
+        "--grpc-port",
+        type=int,
+        help="also serve the Open Inference Protocol over gRPC on this port (default off)",
+    )
 
 
 def _batching_flags(add: Callable[..., Any]) -> None:

@@ -42,6 +42,10 @@ def serve(
     model_port: Annotated[int, typer.Option(help="Model server port (127.0.0.1 only).")] = 8000,
     device: Annotated[str | None, typer.Option(help="cuda, cuda:N or cpu.")] = None,
     handler: Annotated[str | None, typer.Option(help="module:Class for custom models.")] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(help="Also serve the v2 protocol over gRPC on this port (the proxy's)."),
+    ] = None,
     instances: Annotated[
         int | None,
         typer.Option(min=1, help="Worker processes per version: batches run this many at once."),
@@ -74,6 +78,7 @@ def serve(
         device=device,
         handler=handler,
         instances=instances,
+        grpc_port=grpc_port,
         policy=None if policy is None else policy.value,
         startup_timeout_s=startup_timeout,
     )

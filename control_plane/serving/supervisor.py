@@ -49,6 +49,7 @@ class ServeOptions:
     device: str | None = None
     handler: str | None = None
     instances: int | None = None  # the model server's worker processes per version
+    grpc_port: int | None = None  # the proxy's gRPC port (the v2 protocol), if any
     policy: str | None = None  # the proxy's batching policy; None: its own default
     startup_timeout_s: float = 600.0
 
@@ -103,6 +104,8 @@ def child_settings(options: ServeOptions) -> tuple[dict[str, str | None], dict[s
     }
     if options.policy is not None:
         proxy["NEXUS_PROXY_POLICY"] = options.policy
+    if options.grpc_port is not None:
+        proxy["NEXUS_PROXY_GRPC_PORT"] = str(options.grpc_port)
     return server, proxy
 
 

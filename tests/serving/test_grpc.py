@@ -7,17 +7,20 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from control_plane import Registry
+from nexus_common.keyfiles import add_key
 from tests.harness.models import SUM_DIFF_WIDTH, make_sum_diff_onnx
-from tests.harness.servers import console_script, free_port, run_process
+from tests.harness.servers import console_script, free_port, run_process, server_and_proxy
 from tests.harness.text import HANDLER
 
 TOKEN = {"authorization": "Bearer t0k"}
@@ -131,3 +134,146 @@ def test_failures_are_status_codes_with_one_sentence(servers: tuple[str, str]) -
             call()
         assert raised.value.status() == status
         assert said in raised.value.message()
+
+
+@contextlib.contextmanager
+def proxied(
+    repo: Path, tmp_path: Path, *proxy_flags: str
+) -> Iterator[tuple[str, str, str, dict[str, str]]]:
+    """The two-input model behind `nexus-proxy` with gRPC on and API keys: (the proxy's gRPC
+    address, its HTTP URL, the model server's URL, a key's metadata)."""
+    make_sum_diff_onnx(tmp_path / "simple.onnx")
+    Registry(repo).store(tmp_path / "simple.onnx", "simple")
+    keys = tmp_path / "keys.json"
+    key = add_key(keys, "team", rate=10_000, burst=10_000)
+    tiny = add_key(keys, "tiny", rate=1, burst=1)
+    grpc_port = free_port()
+    flags = ["--grpc-port", str(grpc_port), "--api-keys", str(keys), *proxy_flags]
+    with server_and_proxy(repo, tmp_path / "cache", flags, ["--model-name", "simple"]) as (
+        proxy,
+        server,
+    ):
+        yield (
+            f"127.0.0.1:{grpc_port}",
+            f"http://{proxy}",
+            server,
+            {
+                "authorization": f"Bearer {key}",
+                "tiny": f"Bearer {tiny}",
+            },
+        )
+
+
+def rows_of(value: int, rows: int = 1) -> list[triton.InferInput]:
+    data = np.full((rows, SUM_DIFF_WIDTH), value, dtype=np.int32)
+    inputs = [triton.InferInput(n, list(data.shape), "INT32") for n in ("INPUT0", "INPUT1")]
+    inputs[0].set_data_from_numpy(data)
+    inputs[1].set_data_from_numpy(data * 2)
+    return inputs
+
+
+def stats(server: str) -> tuple[int, int]:
+    reply = httpx.get(f"{server}/v2/models/simple/stats", headers={"Authorization": "Bearer t0k"})
+    figures = reply.json()["model_stats"][0]
+    return int(figures["inference_count"]), int(figures["execution_count"])
+
+
+def test_64_grpc_callers_through_the_proxy_are_batched_and_exact(
+    repo: Path, tmp_path: Path
+) -> None:
+    with proxied(repo, tmp_path) as (address, _, server, keys):
+        key = {"authorization": keys["authorization"]}
+        client = triton.InferenceServerClient(address)
+        assert client.is_server_ready(headers=key)
+        assert [t.name for t in client.get_model_metadata("simple").inputs] == ["INPUT0", "INPUT1"]
+        before = stats(server)
+        answers: queue.Queue[tuple[int, object]] = queue.Queue()
+        for value in range(64):
+            client.async_infer(
+                "simple",
+                rows_of(value),
+                callback=lambda result, error, value=value: answers.put((value, error or result)),
+                headers=key,
+            )
+        got = dict(answers.get(timeout=60) for _ in range(64))
+        for value, answer in got.items():
+            assert not isinstance(answer, Exception), answer
+            assert answer.as_numpy("OUTPUT0").tolist() == [[3 * value] * SUM_DIFF_WIDTH]  # type: ignore[attr-defined]
+            assert answer.as_numpy("OUTPUT1").tolist() == [[-value] * SUM_DIFF_WIDTH]  # type: ignore[attr-defined]
+        items, passes = (a - b for a, b in zip(stats(server), before, strict=True))
+        assert items == 64
+        assert passes < 64, "64 gRPC callers were not batched"
+
+
+def test_a_grpc_caller_and_an_http_caller_share_one_batch(repo: Path, tmp_path: Path) -> None:
+    # a batch leaves only when it holds two rows: the gRPC caller's and the HTTP caller's
+    flags = ("--policy", "fixed", "--max-batch-size", "2", "--max-wait-ms", "20000")
+    with proxied(repo, tmp_path, *flags) as (address, http, server, keys):
+        key = {"authorization": keys["authorization"]}
+        before = stats(server)
+        client = triton.InferenceServerClient(address)
+        answers: queue.Queue[object] = queue.Queue()
+        client.async_infer(
+            "simple",
+            rows_of(5),
+            callback=lambda result, error: answers.put(error or result),
+            headers=key,
+        )
+        body = {
+            "inputs": [
+                {
+                    "name": n,
+                    "shape": [1, SUM_DIFF_WIDTH],
+                    "datatype": "INT32",
+                    "data": [v] * SUM_DIFF_WIDTH,
+                }
+                for n, v in (("INPUT0", 7), ("INPUT1", 1))
+            ]
+        }
+        reply = httpx.post(
+            f"{http}/v2/models/simple/infer",
+            json=body,
+            headers={"Authorization": key["authorization"]},
+            timeout=30,
+        )
+        grpc_answer = answers.get(timeout=30)
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["outputs"][0]["data"] == [8] * SUM_DIFF_WIDTH
+        assert grpc_answer.as_numpy("OUTPUT0").tolist() == [[15] * SUM_DIFF_WIDTH]  # type: ignore[attr-defined]
+        items, passes = (a - b for a, b in zip(stats(server), before, strict=True))
+        assert (items, passes) == (2, 1)
+
+
+def test_deadlines_keys_and_floods_are_status_codes(repo: Path, tmp_path: Path) -> None:
+    # a batch waits up to 1.5 s for a second row: a caller whose deadline is shorter leaves first
+    flags = ("--policy", "fixed", "--max-batch-size", "64", "--max-wait-ms", "1500")
+    with proxied(repo, tmp_path, *flags) as (address, _, server, keys):
+        key = {"authorization": keys["authorization"]}
+        client = triton.InferenceServerClient(address)
+        before = stats(server)
+        with pytest.raises(InferenceServerException) as raised:
+            client.infer("simple", rows_of(1), headers=key, client_timeout=0.3)
+        assert raised.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+        time.sleep(2.0)  # past the batch's wait: had the row stayed queued, it would be sent
+        assert stats(server) == before, "an expired caller's row reached the model"
+
+        with pytest.raises(InferenceServerException) as raised:
+            client.infer("simple", rows_of(1))
+        assert raised.value.status() == "StatusCode.UNAUTHENTICATED"
+        assert "API key" in raised.value.message()
+
+        tiny = {"authorization": keys["tiny"]}
+        flood: queue.Queue[object] = queue.Queue()
+        for _ in range(5):  # at once, on a key of 1 a second with a burst of 1
+            client.async_infer(
+                "simple",
+                rows_of(2),
+                callback=lambda result, error: flood.put(error or result),
+                headers=tiny,
+            )
+        outcomes = [flood.get(timeout=30) for _ in range(5)]
+        statuses = [o.status() for o in outcomes if isinstance(o, InferenceServerException)]
+        assert len(statuses) == 4, outcomes
+        assert all(status == "StatusCode.RESOURCE_EXHAUSTED" for status in statuses)
+        refused = next(o for o in outcomes if isinstance(o, InferenceServerException))
+        assert "rate" in refused.message()
