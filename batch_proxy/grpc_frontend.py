@@ -56,9 +56,7 @@ class GrpcFrontend(rpc.GRPCInferenceServiceServicer):
     async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=all(self._app.router.ready().values()))
 
-    async def ServerMetadata(
-        self, request: Any, context: Any
-    ) -> pb.ServerMetadataResponse:
+    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name="nexusml-proxy", extensions=["binary_tensor_data"])
 
     async def ModelReady(
