@@ -82,6 +82,10 @@ proto: $(STAMP)
 		nexus_common/grpc_v2/inference.proto
 	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default()/# Our own pool (make proto): tritonclient registers the same message names in the default one.\nDESCRIPTOR = _descriptor_pool.DescriptorPool()/' \
 		nexus_common/grpc_v2/inference_pb2.py
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+		nexus_common/grpc_v2/updates.proto
+	sed -i 's/^DESCRIPTOR = _descriptor_pool.Default()/# Our own pool (make proto), as inference_pb2.py has.\nDESCRIPTOR = _descriptor_pool.DescriptorPool()/' \
+		nexus_common/grpc_v2/updates_pb2.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage

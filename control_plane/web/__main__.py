@@ -34,6 +34,9 @@ def parse(argv: Sequence[str] | None) -> RegistrySettings:
     parser.add_argument("--remote", help="the remote to push to (default origin)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 8090)")
+    parser.add_argument(
+        "--grpc-port", type=int, help="also serve the update stream over gRPC on this port"
+    )
     flags = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     return RegistrySettings(**flags)
 

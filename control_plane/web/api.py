@@ -378,10 +378,27 @@ async def watch_ref(
     last_event_id: str | None,
     disconnected: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[str]:
-    """The SSE stream of one ref: the state now (unless the client saw this generation),
-    then each change of what the ref names."""
-    seen: tuple[int, str] | None = None
+    """The SSE stream of one ref (`ref_changes` as events); a comment while it is quiet."""
     generation = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    async for change in ref_changes(state, model, ref, generation, disconnected):
+        if change is None:
+            yield ": keep-alive\n\n"
+        else:
+            seq, payload = change
+            yield f"id: {seq}\nevent: version\ndata: {payload}\n\n"
+
+
+async def ref_changes(
+    state: RegistryState,
+    model: str,
+    ref: str,
+    generation: int | None,
+    disconnected: Callable[[], Awaitable[bool]],
+) -> AsyncIterator[tuple[int, str] | None]:
+    """What one ref names, as (generation, JSON payload): now (unless the client saw this
+    generation), then at each change; None every `KEEPALIVE_S` of quiet. The SSE stream and
+    the gRPC stream (`control_plane/web/grpc_updates.py`) both send these."""
+    seen: tuple[int, str] | None = None
     document, quiet_since = None, time.monotonic()
     while not await disconnected():
         current = await asyncio.to_thread(state.document)
@@ -398,10 +415,10 @@ async def watch_ref(
             if seen is None or seen[1] != payload:
                 seen = (seq, payload)
                 quiet_since = time.monotonic()
-                yield f"id: {seq}\nevent: version\ndata: {payload}\n\n"
+                yield seq, payload
         if time.monotonic() - quiet_since > KEEPALIVE_S:
             quiet_since = time.monotonic()
-            yield ": keep-alive\n\n"
+            yield None
         await asyncio.sleep(WATCH_POLL_S)
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+import contextlib
+from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,22 @@ from control_plane.web.state import RegistryState
 
 def create_app(settings: RegistrySettings) -> FastAPI:
     state = RegistryState(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        server = None
+        if settings.grpc_port is not None:
+            from control_plane.web import grpc_updates
+
+            server = await grpc_updates.start(state, settings.host, settings.grpc_port)
+        try:
+            yield
+        finally:
+            if server is not None:
+                await server.stop(grace=1)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="NexusML registry",
         description="Models and versions, their lifecycle and audit log. Every change is a "
         "Git commit made as the token's owner.",

@@ -21,4 +21,5 @@ class RegistrySettings(BaseSettings):
     remote: str = "origin"
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)  # the update stream over gRPC
     page_size: int = Field(default=50, ge=1, le=1000)

@@ -40,7 +40,7 @@ from model_server.delivery import events as ev
 from model_server.delivery.canary import Verdict
 from model_server.delivery.events import EventLog
 from model_server.delivery.publish import RolloutPublisher
-from model_server.delivery.stream import StreamFollower
+from model_server.delivery.stream import GrpcStreamFollower, StreamFollower
 from model_server.delivery.watch import FileWatcher, GitFollower
 from model_server.errors import FollowError
 from model_server.inference import resolve_device
@@ -75,11 +75,16 @@ class Rollout:
         self.events = EventLog(sink=self.publisher)
         self._on_fatal = on_fatal
         self._follower: GitFollower | None = None
-        self._stream: StreamFollower | None = None
+        self._stream: StreamFollower | GrpcStreamFollower | None = None
         if settings.registry_url:  # device mode: the workspace holds what the stream sends
             root = settings.repo.resolve()
             root.mkdir(parents=True, exist_ok=True)
-            self._stream = StreamFollower(
+            follower = (
+                GrpcStreamFollower
+                if settings.registry_url.startswith("grpc://")
+                else StreamFollower
+            )
+            self._stream = follower(
                 settings.registry_url,
                 settings.model_name or "",
                 settings.model_ref,

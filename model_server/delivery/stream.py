@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from urllib.parse import quote
 import httpx
 
 from control_plane.metadata import METADATA_FILENAME
+from nexus_common.files import atomic_write
 
 logger = logging.getLogger("nexus.model_server")
 
@@ -91,12 +91,69 @@ class StreamFollower:
         self.connected = False  # the registry closed it: reconnect
 
     def _take(self, event_id: str | None, payload: dict[str, Any]) -> None:
-        entry = payload.get("entry")
-        document = {"schema_version": 1, "models": [entry] if entry else []}
-        self.metadata.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.metadata.with_name(f".{self.metadata.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(document, indent=2))
-        os.replace(tmp, self.metadata)
+        write_version(self.metadata, payload.get("entry"))
         if event_id is not None:
             self.last_event_id = event_id
         self._on_change()
+
+
+class GrpcStreamFollower:
+    """The same, over the registry's gRPC stream (`NEXUS_REGISTRY_URL=grpc://HOST:PORT`):
+    `Updates.Watch` with the last generation seen, so a reconnection resumes without a
+    repeat and ends on the latest version."""
+
+    def __init__(
+        self,
+        registry_url: str,
+        model: str,
+        ref: str,
+        workspace: Path,
+        on_change: Callable[[], None],
+        token: str | None = None,
+    ) -> None:
+        self.target = registry_url.removeprefix("grpc://").rstrip("/")
+        self.model, self.ref = model, ref
+        self.metadata = workspace / METADATA_FILENAME
+        self._on_change = on_change
+        self._metadata = [("authorization", f"Bearer {token}")] if token else []
+        self.last_seq = 0
+        self.connected = False
+        self.last_error: str | None = None
+
+    async def run(self) -> None:
+        """Follow until cancelled, reconnecting after any failure."""
+        import grpc
+
+        from nexus_common.grpc_v2 import updates_pb2 as pb
+        from nexus_common.grpc_v2 import updates_pb2_grpc as rpc
+
+        failures = 0
+        while True:
+            try:
+                async with grpc.aio.insecure_channel(self.target) as channel:
+                    watch = rpc.UpdatesStub(channel).Watch(  # type: ignore[no-untyped-call]
+                        pb.WatchRequest(model=self.model, ref=self.ref, after=self.last_seq),
+                        metadata=self._metadata,
+                    )
+                    async for update in watch:
+                        self.connected, self.last_error, failures = True, None, 0
+                        entry = json.loads(update.entry_json) if update.entry_json else None
+                        write_version(self.metadata, entry)
+                        self.last_seq = int(update.seq)
+                        self._on_change()
+                self.connected = False  # the registry ended it: reconnect
+            except grpc.aio.AioRpcError as exc:
+                self.connected = False
+                said = f"{exc.code().name}: {exc.details()}"
+                if said != self.last_error:
+                    logger.warning("the registry's gRPC update stream failed: %s", said)
+                self.last_error = said
+                failures += 1
+            await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S)) - 1] if failures else 0.2)
+
+
+def write_version(metadata: Path, entry: dict[str, Any] | None) -> None:
+    """The workspace's one-version `.nexus_meta.json`, written atomically."""
+    document = {"schema_version": 1, "models": [entry] if entry else []}
+    metadata.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(metadata, json.dumps(document, indent=2).encode())

@@ -1,5 +1,5 @@
 """Device mode: a model server with no Git clone follows `production` through the
-registry's update stream (Server-Sent Events), across a registry restart."""
+registry's update stream (Server-Sent Events, or gRPC), across a registry restart."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from control_plane import Registry
 from control_plane.web.roles import Role
@@ -40,15 +41,21 @@ def until(url: str, name: str, timeout_s: float) -> float:
 
 
 @contextlib.contextmanager
-def registry_process(repo: Path, tokens: Path, port: int) -> Iterator[str]:
+def registry_process(
+    repo: Path, tokens: Path, port: int, grpc_port: int | None = None
+) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     command = [console_script("nexus-registry"), "--workspace", str(repo), "--tokens", str(tokens)]
-    with run_process([*command, "--port", str(port)], url + "/login"):
+    command += ["--port", str(port)]
+    if grpc_port is not None:
+        command += ["--grpc-port", str(grpc_port)]
+    with run_process(command, url + "/login"):
         yield url
 
 
+@pytest.mark.parametrize("transport", ["sse", "grpc"])
 def test_a_device_follows_production_through_the_update_stream(
-    empty_repo: Path, tmp_path: Path
+    empty_repo: Path, tmp_path: Path, transport: str
 ) -> None:
     store = tmp_path / "store"
     (empty_repo / ".nexusrc").write_text(f"provider: local\npath: {store}\n")
@@ -62,10 +69,12 @@ def test_a_device_follows_production_through_the_update_stream(
     reader = add_token(tokens, "device", Role.READER, "device@example.com")
     approver = add_token(tokens, "ada", Role.APPROVER, "ada@example.com")
     registry_port, device_port = free_port(), free_port()
+    grpc_port = free_port() if transport == "grpc" else None
     device_url = f"http://127.0.0.1:{device_port}"
+    followed = f"grpc://127.0.0.1:{grpc_port}" if grpc_port else f"http://127.0.0.1:{registry_port}"
     device_env = dict(
         os.environ,
-        NEXUS_REGISTRY_URL=f"http://127.0.0.1:{registry_port}",
+        NEXUS_REGISTRY_URL=followed,
         NEXUS_REGISTRY_TOKEN=reader,
         NEXUS_MODEL_NAME="svc",
         NEXUS_MODEL_REF="production",
@@ -81,7 +90,7 @@ def test_a_device_follows_production_through_the_update_stream(
     device += ["--repo", str(device_dir)]
     with contextlib.ExitStack() as first_registry, contextlib.ExitStack() as running:
         registry_url = first_registry.enter_context(
-            registry_process(empty_repo, tokens, registry_port)
+            registry_process(empty_repo, tokens, registry_port, grpc_port)
         )
         running.enter_context(run_process(device, device_url + "/ready", env=device_env))
         assert serving(device_url) == "v1"
@@ -100,7 +109,7 @@ def test_a_device_follows_production_through_the_update_stream(
         commit_all(empty_repo, "v3 to production while the device's stream was down")
         time.sleep(0.5)
         assert serving(device_url) == "v2"
-        running.enter_context(registry_process(empty_repo, tokens, registry_port))
+        running.enter_context(registry_process(empty_repo, tokens, registry_port, grpc_port))
         until(device_url, "v3", 10.0)  # reconnected (Last-Event-ID) and on the latest
 
 
