@@ -113,7 +113,7 @@ class ProxyApp:
 
     async def shutdown(self) -> None:
         if self._grpc is not None:
-            await self._grpc.stop(grace=self.settings.request_timeout_s)
+            await self._grpc.stop(grace_s=self.settings.request_timeout_s)
         await self.router.stop(drain_timeout_s=self.settings.request_timeout_s)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -27,6 +27,7 @@ from nexus_common import v2wire
 from nexus_common.grpc_v2 import convert
 from nexus_common.grpc_v2 import inference_pb2 as pb
 from nexus_common.grpc_v2 import inference_pb2_grpc as rpc
+from nexus_common.grpc_v2.serving import GrpcServer
 
 if TYPE_CHECKING:
     from batch_proxy.app import ProxyApp
@@ -160,11 +161,14 @@ def _error(body: bytes) -> str:
         return "the upstream refused it."
 
 
-async def start(app: ProxyApp, host: str, port: int) -> grpc.aio.Server:
-    server = grpc.aio.server()
+async def start(app: ProxyApp, host: str, port: int) -> GrpcServer:
+    """The frontend and the health protocol (SERVING while the proxy is ready)."""
     frontend = GrpcFrontend(app)
-    rpc.add_GRPCInferenceServiceServicer_to_server(frontend, server)  # type: ignore[no-untyped-call]
-    server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    logger.info("gRPC (the Open Inference Protocol) on %s:%d", host, port)
-    return server
+    return await GrpcServer.start(
+        "the Open Inference Protocol",
+        host,
+        port,
+        lambda server: rpc.add_GRPCInferenceServiceServicer_to_server(frontend, server),  # type: ignore[no-untyped-call]
+        lambda: all(app.router.ready().values()),
+        ("inference.GRPCInferenceService",),
+    )

@@ -63,7 +63,7 @@ def create_app(
             yield
         finally:
             if grpc_server is not None:
-                await grpc_server.stop(grace=5)
+                await grpc_server.stop(grace_s=5)
             await models.stop()
 
     app = FastAPI(title="NexusML model server", lifespan=lifespan)

@@ -25,6 +25,7 @@ from nexus_common import v2wire
 from nexus_common.grpc_v2 import convert
 from nexus_common.grpc_v2 import inference_pb2 as pb
 from nexus_common.grpc_v2 import inference_pb2_grpc as rpc
+from nexus_common.grpc_v2.serving import GrpcServer
 
 logger = logging.getLogger("nexus.model_server")
 
@@ -135,11 +136,14 @@ async def _abort(context: Any, exc: Exception) -> None:
     await context.abort(code or grpc.StatusCode.INVALID_ARGUMENT, _sentence(exc))
 
 
-async def start(models: Models, host: str, port: int, token: str | None) -> grpc.aio.Server:
-    server = grpc.aio.server()
+async def start(models: Models, host: str, port: int, token: str | None) -> GrpcServer:
+    """The service and the health protocol (SERVING once every model serves)."""
     servicer = InferenceService(models, token)
-    rpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-    server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    logger.info("gRPC (the Open Inference Protocol) on %s:%d", host, port)
-    return server
+    return await GrpcServer.start(
+        "the Open Inference Protocol",
+        host,
+        port,
+        lambda server: rpc.add_GRPCInferenceServiceServicer_to_server(servicer, server),  # type: ignore[no-untyped-call]
+        lambda: all(h.service.serving is not None for h in models.hosted),
+        ("inference.GRPCInferenceService",),
+    )

@@ -35,7 +35,7 @@ def create_app(settings: RegistrySettings) -> FastAPI:
             yield
         finally:
             if server is not None:
-                await server.stop(grace=1)
+                await server.stop(grace_s=1)
 
     app = FastAPI(
         lifespan=lifespan,

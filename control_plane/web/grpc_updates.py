@@ -19,6 +19,7 @@ from control_plane.web.api import ref_changes
 from control_plane.web.state import RegistryState
 from nexus_common.grpc_v2 import updates_pb2 as pb
 from nexus_common.grpc_v2 import updates_pb2_grpc as rpc
+from nexus_common.grpc_v2.serving import GrpcServer
 
 logger = logging.getLogger("nexus.registry")
 
@@ -60,10 +61,13 @@ class UpdatesService(rpc.UpdatesServicer):
             )
 
 
-async def start(state: RegistryState, host: str, port: int) -> grpc.aio.Server:
-    server = grpc.aio.server()
-    rpc.add_UpdatesServicer_to_server(UpdatesService(state), server)  # type: ignore[no-untyped-call]
-    server.add_insecure_port(f"{host}:{port}")
-    await server.start()
-    logger.info("the update stream over gRPC on %s:%d", host, port)
-    return server
+async def start(state: RegistryState, host: str, port: int) -> GrpcServer:
+    service = UpdatesService(state)
+    return await GrpcServer.start(
+        "the update stream",
+        host,
+        port,
+        lambda server: rpc.add_UpdatesServicer_to_server(service, server),  # type: ignore[no-untyped-call]
+        lambda: not state.stopping(),
+        ("nexus.updates.Updates",),
+    )

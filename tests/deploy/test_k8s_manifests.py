@@ -174,7 +174,11 @@ def test_pods_follow_the_conventions(variant: str) -> None:
             assert "readinessProbe" in container
             if container["name"] in ("model-server", "proxy"):
                 assert container["livenessProbe"]["httpGet"]["path"] == "/health"
-                assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+                # readiness through the gRPC health protocol, on the port the server serves
+                grpc_port = container["readinessProbe"]["grpc"]["port"]
+                args = container["args"]
+                assert args[args.index("--grpc-port") + 1] == str(grpc_port)
+                assert grpc_port in [p["containerPort"] for p in container["ports"]]
             for source in container.get("envFrom", []):
                 assert "secretRef" in source or "configMapRef" in source
 
@@ -187,7 +191,7 @@ def test_the_proxy_finds_the_model_servers_through_the_headless_service(variant:
     host, port = env["NEXUS_PROXY_UPSTREAM_DNS"].split(":")
     service = named(docs, "Service", host)
     assert service["spec"]["clusterIP"] == "None"
-    assert [p["port"] for p in service["spec"]["ports"]] == [int(port)]
+    assert [p["port"] for p in service["spec"]["ports"]][0] == int(port)
     server = named(docs, "Deployment", "model-server")["spec"]["template"]
     assert service["spec"]["selector"].items() <= server["metadata"]["labels"].items()
     model_server = server["spec"]["containers"][0]

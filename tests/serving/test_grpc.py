@@ -277,3 +277,35 @@ def test_deadlines_keys_and_floods_are_status_codes(repo: Path, tmp_path: Path) 
         assert all(status == "StatusCode.RESOURCE_EXHAUSTED" for status in statuses)
         refused = next(o for o in outcomes if isinstance(o, InferenceServerException))
         assert "rate" in refused.message()
+
+
+def test_the_health_protocol_follows_readiness(repo: Path, tmp_path: Path) -> None:
+    """What Kubernetes' grpc probes ask: the model server is NOT_SERVING while nothing is
+    stored, SERVING once a version serves."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port, grpc_port = free_port(), free_port()
+    env = dict(os.environ, NEXUS_CACHE_DIR=str(tmp_path / "cache"))
+    args = [
+        *(console_script("nexus-model-server"), "--port", str(port), "--repo", str(repo)),
+        *("--grpc-port", str(grpc_port), "--model-name", "simple", "--poll-interval-s", "0.2"),
+    ]
+    with (
+        run_process(args, f"http://127.0.0.1:{port}/health", env=env),
+        grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
+    ):
+        check = health_pb2_grpc.HealthStub(channel).Check
+
+        def status() -> int:
+            return int(check(health_pb2.HealthCheckRequest(service=""), timeout=5).status)
+
+        assert status() == health_pb2.HealthCheckResponse.NOT_SERVING
+        make_sum_diff_onnx(tmp_path / "simple.onnx")
+        Registry(repo).store(tmp_path / "simple.onnx", "simple")
+        deadline = time.monotonic() + 30
+        while status() != health_pb2.HealthCheckResponse.SERVING:
+            assert time.monotonic() < deadline, "not SERVING once a version serves"
+            time.sleep(0.2)
+        named = check(health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"))
+        assert named.status == health_pb2.HealthCheckResponse.SERVING
