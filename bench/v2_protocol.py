@@ -10,6 +10,8 @@ request when answered. Side by side, in one run: requests/s, p50 and p99 for
 - `POST /v2/.../infer`     JSON tensor data (flat list),
 - `POST /v2/.../infer`     the binary data extension, binary output,
 and, as the raw baseline, the model's own forward rate at batch 1 in this process.
+Then the same image at 1, 16 and 64 clients over HTTP JSON, HTTP binary and gRPC (the stock
+tritonclient.grpc.aio), through the proxy and straight to the model server.
 Target (the v2 issue): binary at least 5x the JSON route's requests/s.
 
 Then models of several tensors, binary v2 requests of one row, through the proxy and
@@ -105,6 +107,83 @@ def raw_forward_rate(module: torch.jit.ScriptModule, seconds: float = 2.0) -> fl
     return count / (time.perf_counter() - began)
 
 
+GRPC_CLIENTS = (1, 16, 64)
+
+
+async def grpc_closed_loop(address: str, clients: int, seconds: float) -> dict[str, float]:
+    """`clients` stock tritonclient.grpc.aio callers sending the image back to back."""
+    import tritonclient.grpc.aio as triton_aio
+    from tritonclient.grpc import InferInput
+
+    image = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+    client = triton_aio.InferenceServerClient(address)
+
+    async def caller() -> None:
+        nonlocal errors
+        tensor = InferInput("input", list(SHAPE), "FP32")
+        tensor.set_data_from_numpy(image)
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            try:
+                await client.infer("vision", [tensor], headers={"authorization": "Bearer t0k"})
+            except Exception:  # counted: a bench reports, never stops
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(clients)))
+    elapsed = time.perf_counter() - began
+    await client.close()
+    latencies.sort()
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1e3 if latencies else 0.0,
+        "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] * 1e3 if latencies else 0.0,
+        "errors": float(errors),
+    }
+
+
+def grpc_rows(repo: Path, cache: Path, duration: float) -> dict[str, dict[str, float]]:
+    """The CNN at 1, 16 and 64 clients: HTTP JSON, HTTP binary and gRPC through the proxy,
+    in one run; and HTTP binary against gRPC straight to the model server (which one the
+    proxy should speak upstream)."""
+    grpc_server, grpc_proxy = free_port(), free_port()
+    server_flags = (
+        "--grpc-port",
+        str(grpc_server),
+        "--log-level",
+        "warning",
+        "--model-name",
+        "vision",
+    )
+    proxy_flags = ("--grpc-port", str(grpc_proxy), "--log-level", "warning")
+    results: dict[str, dict[str, float]] = {}
+    with server_and_proxy(repo, cache, proxy_flags, server_flags) as (proxy, server):
+        token = {"Authorization": "Bearer t0k"}
+        for clients in GRPC_CLIENTS:
+            for name in ("v2 JSON", "v2 binary"):
+                body, headers, path = bodies()[name]
+                for where, base in (("proxy", f"http://{proxy}"), ("server", server)):
+                    if where == "server" and name == "v2 JSON":
+                        continue
+                    url = base + path
+                    asyncio.run(closed_loop(url, body, {**headers, **token}, clients, 0.5))
+                    results[f"{where} HTTP {name.removeprefix('v2 ')}, {clients}"] = asyncio.run(
+                        closed_loop(url, body, {**headers, **token}, clients, duration)
+                    )
+            for where, port in (("proxy", grpc_proxy), ("server", grpc_server)):
+                address = f"127.0.0.1:{port}"
+                asyncio.run(grpc_closed_loop(address, clients, 0.5))
+                results[f"{where} gRPC, {clients}"] = asyncio.run(
+                    grpc_closed_loop(address, clients, duration)
+                )
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per row")
@@ -162,6 +241,33 @@ def main() -> None:
         "v2_protocol",
         {"clients": args.clients, "duration_s": args.duration, "results": results, "raw": raw},
     )
+    print(f"wrote {saved}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        repo = git_repo(root / "repo")
+        make_cnn(root / "cnn.pt")
+        from control_plane import Registry
+
+        Registry(repo).store(root / "cnn.pt", "vision")
+        transports = grpc_rows(repo, root / "cache", args.duration)
+    print("\nThe CNN over HTTP JSON, HTTP binary and gRPC (stock tritonclient.grpc.aio), through")
+    print("the proxy and straight to the model server:")
+    print(
+        table(
+            ["route, clients", "requests/s", "p50 ms", "p99 ms", "errors"],
+            [
+                [
+                    k,
+                    f"{r['rps']:.1f}",
+                    f"{r['p50_ms']:.1f}",
+                    f"{r['p99_ms']:.1f}",
+                    f"{r['errors']:.0f}",
+                ]
+                for k, r in transports.items()
+            ],
+        )
+    )
+    saved = save("v2_grpc", {"duration_s": args.duration, "results": transports})
     print(f"wrote {saved}")
     tensors = tensor_models(args.duration)
     warm = warm_up()
