@@ -309,3 +309,35 @@ def test_the_health_protocol_follows_readiness(repo: Path, tmp_path: Path) -> No
             time.sleep(0.2)
         named = check(health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService"))
         assert named.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_bytes_and_a_stream_through_the_proxy(repo: Path, tmp_path: Path) -> None:
+    """The BYTES model by name through the proxy's gRPC frontend, unary and streamed, at the
+    priority a request asks for."""
+    (tmp_path / "suffix.txt").write_bytes(b"?")
+    Registry(repo).store(tmp_path / "suffix.txt", "shout")
+    grpc_port = free_port()
+    server_flags = ["--model-name", "shout", "--handler", HANDLER]
+    with server_and_proxy(repo, tmp_path / "cache", ["--grpc-port", str(grpc_port)], server_flags):
+        client = triton.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        texts = triton.InferInput("TEXT", [2, 1], "BYTES")
+        texts.set_data_from_numpy(np.array([[b"ab"], [b"cde"]], dtype=object))
+        answer = client.infer("shout", [texts], priority=1)
+        assert answer.as_numpy("SHOUT").tolist() == [[b"AB?"], [b"CDE?"]]
+        assert answer.as_numpy("LENGTH").tolist() == [[2], [3]]
+        with pytest.raises(InferenceServerException) as raised:
+            client.infer("shout", [texts], priority=9)
+        assert raised.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "priority" in raised.value.message()
+
+        answers: queue.Queue[object] = queue.Queue()
+        client.start_stream(callback=lambda result, error: answers.put(error or result))
+        try:
+            for word in (b"x", b"yy"):
+                one = triton.InferInput("TEXT", [1, 1], "BYTES")
+                one.set_data_from_numpy(np.array([[word]], dtype=object))
+                client.async_stream_infer("shout", [one])
+            got = [answers.get(timeout=30) for _ in range(2)]
+        finally:
+            client.stop_stream()
+        assert sorted(g.as_numpy("SHOUT")[0, 0] for g in got) == [b"X?", b"YY?"]  # type: ignore[attr-defined]
