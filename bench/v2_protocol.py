@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import closed_loop, save, table
+from bench._common import closed_loop, figures_of, save, table
 from nexus_common import v2wire
 from tests.harness.models import SUM_DIFF_WIDTH, make_cnn, make_sum_diff_onnx
 from tests.harness.repos import git_repo
@@ -138,13 +138,7 @@ async def grpc_closed_loop(address: str, clients: int, seconds: float) -> dict[s
     await asyncio.gather(*(caller() for _ in range(clients)))
     elapsed = time.perf_counter() - began
     await client.close()
-    latencies.sort()
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50_ms": statistics.median(latencies) * 1e3 if latencies else 0.0,
-        "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] * 1e3 if latencies else 0.0,
-        "errors": float(errors),
-    }
+    return figures_of(latencies, elapsed, errors)
 
 
 def grpc_rows(repo: Path, cache: Path, duration: float) -> dict[str, dict[str, float]]:

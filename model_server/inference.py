@@ -10,6 +10,7 @@ import gc
 import importlib
 import logging
 import pickle
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -201,3 +202,15 @@ def _guess_shape(module: torch.nn.Module) -> tuple[int, ...] | None:
     for parameter in module.parameters():
         return (int(parameter.shape[1]),) if parameter.dim() == 2 else None
     return None
+
+
+def warm_up(predictor: Predictor, sizes: Sequence[int], label: str) -> None:
+    """Run the warm-up batches and record their time; ModelLoadError (the predictor closed)
+    when one fails, so the version never serves."""
+    started = time.perf_counter()
+    try:
+        predictor.warmup(sizes)
+    except Exception as exc:
+        predictor.close()
+        raise ModelLoadError(f"{label} failed its warm-up: {summary(exc)}") from exc
+    predictor.warmup_seconds = time.perf_counter() - started

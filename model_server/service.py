@@ -23,11 +23,11 @@ import numpy as np
 
 from control_plane import ModelEntry, Registry
 from model_server.delivery.canary import Baseline, BatchFigure, CanaryRules, CanaryWindow, Verdict
-from model_server.errors import ItemDecodeError, ModelLoadError, NotReadyError
-from model_server.inference import build_predictor, free_device_memory, resolve_device
+from model_server.errors import ItemDecodeError, NotReadyError
+from model_server.inference import build_predictor, free_device_memory, resolve_device, warm_up
 from model_server.loader import fetch_entry
 from model_server.metrics import ServerMetrics
-from model_server.predictor import ItemFailure, Predictor, summary
+from model_server.predictor import ItemFailure, Predictor
 from model_server.settings import ServerSettings
 from model_server.stats import InferenceStats
 from model_server.tensors import TensorPredictor
@@ -110,13 +110,7 @@ def load_entry(
         trust_remote_code=settings.trust_remote_code,
     )
     sizes = sorted({1, settings.warmup_batch})
-    started = time.perf_counter()
-    try:
-        predictor.warmup(sizes)
-    except Exception as exc:
-        predictor.close()
-        raise ModelLoadError(f"{entry.label} failed its warm-up: {summary(exc)}") from exc
-    predictor.warmup_seconds = time.perf_counter() - started
+    warm_up(predictor, sizes, entry.label)
     if isinstance(predictor, TensorPredictor) and predictor.signature is None:
         logger.warning(
             "%s has no recorded signature and does not show its input: served as one input, "

@@ -29,7 +29,9 @@ logger = logging.getLogger("nexus.model_server")
 RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)  # between reconnections, then 5 s each
 
 
-class StreamFollower:
+class Following:
+    """What both followers hold: the ref followed, the workspace file, the wake-up."""
+
     def __init__(
         self,
         registry_url: str,
@@ -39,19 +41,26 @@ class StreamFollower:
         on_change: Callable[[], None],
         token: str | None = None,
     ) -> None:
-        self.url = (
-            f"{registry_url.rstrip('/')}/api/v1/models/{quote(model, safe='')}"
-            f"/refs/{quote(ref, safe='')}/watch"
-        )
-        self.model = model
+        self.registry_url = registry_url
+        self.model, self.ref, self.token = model, ref, token
         self.metadata = workspace / METADATA_FILENAME
         self._on_change = on_change
+        self.connected = False
+        self.last_error: str | None = None
+
+
+class StreamFollower(Following):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        model, ref, token = self.model, self.ref, self.token
+        self.url = (
+            f"{self.registry_url.rstrip('/')}/api/v1/models/{quote(model, safe='')}"
+            f"/refs/{quote(ref, safe='')}/watch"
+        )
         self._headers = {"Accept": "text/event-stream"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self.last_event_id: str | None = None
-        self.connected = False
-        self.last_error: str | None = None
 
     async def run(self) -> None:
         """Follow until cancelled, reconnecting after any failure."""
@@ -97,28 +106,16 @@ class StreamFollower:
         self._on_change()
 
 
-class GrpcStreamFollower:
+class GrpcStreamFollower(Following):
     """The same, over the registry's gRPC stream (`NEXUS_REGISTRY_URL=grpc://HOST:PORT`):
     `Updates.Watch` with the last generation seen, so a reconnection resumes without a
     repeat and ends on the latest version."""
 
-    def __init__(
-        self,
-        registry_url: str,
-        model: str,
-        ref: str,
-        workspace: Path,
-        on_change: Callable[[], None],
-        token: str | None = None,
-    ) -> None:
-        self.target = registry_url.removeprefix("grpc://").rstrip("/")
-        self.model, self.ref = model, ref
-        self.metadata = workspace / METADATA_FILENAME
-        self._on_change = on_change
-        self._metadata = [("authorization", f"Bearer {token}")] if token else []
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.target = self.registry_url.removeprefix("grpc://").rstrip("/")
+        self._metadata = [("authorization", f"Bearer {self.token}")] if self.token else []
         self.last_seq = 0
-        self.connected = False
-        self.last_error: str | None = None
 
     async def run(self) -> None:
         """Follow until cancelled, reconnecting after any failure."""

@@ -14,14 +14,13 @@ import logging
 import os
 import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from model_server.errors import ChannelClosedError, ModelLoadError
-from model_server.inference import build_predictor
+from model_server.inference import build_predictor, warm_up
 from model_server.predictor import OUT_OF_MEMORY, ItemFailure, Predictor, summary
 from model_server.tensors import TensorPredictor
 from model_server.workers import confine
@@ -75,11 +74,7 @@ def _load(spec: WorkerSpec) -> tuple[Predictor, dict[str, Any]]:
         task=spec.task,
         trust_remote_code=spec.trust_remote_code,
     )
-    started = time.perf_counter()
-    try:
-        predictor.warmup(spec.warmup_sizes)
-    except Exception as exc:
-        raise ModelLoadError(f"{spec.label} failed its warm-up: {summary(exc)}") from exc
+    warm_up(predictor, spec.warmup_sizes, spec.label)
     tensors = isinstance(predictor, TensorPredictor)
     signature = predictor.signature if isinstance(predictor, TensorPredictor) else None
     try:
@@ -93,7 +88,7 @@ def _load(spec: WorkerSpec) -> tuple[Predictor, dict[str, Any]]:
         "kind": "tensors" if tensors else "items",
         "signature": signature.to_json() if signature is not None else None,
         "example": example,
-        "warmup_seconds": time.perf_counter() - started,
+        "warmup_seconds": predictor.warmup_seconds,
         "layers": layers,
     }
 
