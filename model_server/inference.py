@@ -7,7 +7,6 @@ predictors; a user handler (`module:Class`) takes any JSON and runs models that 
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import pickle
 import time
@@ -22,6 +21,8 @@ from control_plane.core.formats import ONNX, PICKLE, SAFETENSORS, TORCH, TORCHSC
 from model_server.errors import ModelLoadError
 from model_server.predictor import Predictor, error_output, summary
 from model_server.tensors import NamedHandlerPredictor, OnnxPredictor, TorchPredictor
+from nexus_common.errors import HandlerSpecError
+from nexus_common.handlers import import_class
 from nexus_common.memory import trim_c_heap
 from nexus_common.signature import Signature
 
@@ -103,13 +104,10 @@ def resolve_device(requested: str | None) -> str:
 
 
 def load_handler(spec: str) -> Any:
-    module_name, _, class_name = spec.partition(":")
-    if not module_name or not class_name:
-        raise ModelLoadError(f"handler '{spec}' must look like 'package.module:ClassName'.")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise ModelLoadError(f"cannot import the handler '{spec}': {exc}.") from exc
+        cls = import_class(spec)
+    except HandlerSpecError as exc:
+        raise ModelLoadError(exc.message) from exc
     instance = cls()
     for method in ("load", "predict"):
         if not callable(getattr(instance, method, None)):

@@ -6,6 +6,7 @@
     ├── WireError                  a batch request or reply that breaks the contract (wire)
     ├── V2Error                    a v2 request that breaks the protocol: 400 (v2wire)
     ├── SignatureError             a model signature that is not one, or a misfit: exit 2
+    ├── HandlerSpecError           a handler's package.module:Class that is not one (handlers)
     ├── control_plane.core.errors  the registry's tree (usage, config, git, metadata, storage)
     ├── model_server.errors        loading, readiness, decoding an item
     └── batch_proxy.errors         the batch's fate, the proxy's settings, its HTTP client
@@ -67,3 +68,7 @@ class SignatureError(NexusError, ValueError):
     A usage error where a person gave it (`nexus store --signature`): exit code 2."""
 
     exit_code = 2
+
+
+class HandlerSpecError(NexusError, ValueError):
+    """A handler's `package.module:Class` that does not name an importable class."""

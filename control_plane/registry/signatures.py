@@ -10,7 +10,6 @@ nothing.
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ from control_plane.core.errors import UsageError
 from control_plane.core.folders import SAVEDMODEL, FolderModel
 from control_plane.core.formats import ONNX, TORCHSCRIPT
 from control_plane.core.invoke import call_torch, datatype_of, onnx_tensors, savedmodel_tensors
+from nexus_common.errors import HandlerSpecError
+from nexus_common.handlers import import_class
 from nexus_common.signature import Signature, SignatureError, TensorSpec
 
 
@@ -66,13 +67,10 @@ def signature_for(
 def handler_signature(spec: str) -> Signature:
     """The signature a handler class declares (its `signature` attribute), read without
     making one: `module:Class`, importable here as the model server will import it."""
-    module_name, _, class_name = spec.partition(":")
-    if not module_name or not class_name:
-        raise UsageError(f"--handler must look like package.module:Class, not '{spec}'.")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise UsageError(f"cannot import the handler '{spec}': {exc}.") from None
+        cls = import_class(spec)
+    except HandlerSpecError as exc:
+        raise UsageError(f"--handler: {exc.message}") from None
     raw = getattr(cls, "signature", None)
     if raw is None:
         raise UsageError(

@@ -79,7 +79,7 @@ def test_state_dict_needs_a_handler(stored, repo, tmp_path) -> None:
 
 
 def test_bad_handler_and_device(stored, repo, tmp_path) -> None:
-    with pytest.raises(ModelLoadError, match="must look like"):
+    with pytest.raises(ModelLoadError, match=r"package\.module:Class, not .nocolon."):
         load_model(settings(repo, tmp_path, model_name="mlp_ts", handler="nocolon"))
     with pytest.raises(ModelLoadError, match="cannot import"):
         load_model(settings(repo, tmp_path, model_name="mlp_ts", handler="no.such:Thing"))

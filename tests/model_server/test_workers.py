@@ -83,9 +83,13 @@ def test_arrays_cross_the_arena_whole_and_what_a_worker_sends_is_checked() -> No
         arena.close()
 
 
-def test_instances_run_batches_at_once_and_the_proxy_sees_them(repo: Path, tmp_path: Path) -> None:
+def test_instances_run_batches_at_once_and_the_proxy_sees_them(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store_plan(repo, {"do": "echo"}, "m")
+    monkeypatch.setenv("SLOW_ECHO_SECONDS", "1.0")  # a batch long enough to overlap under load
     flags = ["--handler", f"{HANDLERS}:SlowPid", "--instances", "2"]
+    flags += ["--worker-env", "SLOW_ECHO_SECONDS"]
     with server_and_proxy(repo, tmp_path / "cache", server_flags=flags) as (proxy, server):
         health = httpx.get(server + "/health")
         assert health.headers["x-nexus-max-concurrent-batches"] == "2"

@@ -23,6 +23,7 @@ from tests.harness.models import SUM_DIFF_WIDTH, make_sum_diff_onnx
 from tests.harness.servers import console_script, free_port, run_process, server_and_proxy
 from tests.harness.text import HANDLER
 
+pytestmark = pytest.mark.long  # model servers and proxies as processes: started first
 TOKEN = {"authorization": "Bearer t0k"}
 
 
