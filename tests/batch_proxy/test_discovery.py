@@ -66,8 +66,10 @@ async def replicas(*models: SimModel) -> AsyncIterator[int]:
 
 @contextlib.asynccontextmanager
 async def proxy_over(dns: FakeDns, port: int) -> AsyncIterator[tuple[ProxyApp, str]]:
+    # Health checks every 0.5 s (1 s to answer): the replicas, the proxy and the test share one
+    # event loop, and under a loaded CI machine a 0.4 s deadline took a healthy replica out.
     settings = ProxySettings(
-        upstream_dns=(f"{NAME}:{port}",), dns_interval_s=0.05, health_interval_s=0.2
+        upstream_dns=(f"{NAME}:{port}",), dns_interval_s=0.05, health_interval_s=0.5
     )
     app = ProxyApp(settings, resolver=dns)
     async with serve_proxy(app) as url:
