@@ -48,7 +48,7 @@ from batch_proxy.batcher import Pending
 from batch_proxy.discovery import Resolver, system_resolver
 from batch_proxy.errors import BatchError, BodyTooLarge, ClientGone, UnknownModel
 from batch_proxy.metrics import ProxyMetrics
-from batch_proxy.request_cycle import DisconnectWatcher, read_body
+from batch_proxy.request_cycle import DisconnectWatcher, priority_level, read_body
 from batch_proxy.routing import Router
 from batch_proxy.settings import ProxySettings
 from batch_proxy.signatures import Signatures
@@ -92,9 +92,7 @@ class ProxyApp:
         if self.settings.grpc_port is not None:
             from batch_proxy import grpc_frontend
 
-            self._grpc = await grpc_frontend.start(
-                self, self.settings.host, self.settings.grpc_port
-            )
+            self._grpc = await grpc_frontend.start(self)
         supervisor = self.router.supervisor
         supervisor.start("memory-trimmer", self._trim_when_idle)
         if self.admission is not None:
@@ -230,7 +228,7 @@ class ProxyApp:
         try:
             if model is not None:
                 self.router.pool_for(model)
-            return self._priority(_header_of(headers, b"x-priority"))
+            return priority_level(_header_of(headers, b"x-priority"), self.settings.priority_levels)
         except UnknownModel as exc:
             return Refusal(404, {"error": str(exc)})
         except ValueError as exc:
@@ -289,21 +287,6 @@ class ProxyApp:
         else:
             await respond(send, 404, {"error": f"no route {method} {path}."})
 
-    def _priority(self, asked: object) -> int:
-        """The level of a request's priority (1 = highest; none asked: the lowest)."""
-        levels = self.settings.priority_levels
-        if asked is None or asked == 0:  # 0: the v2 protocol's "default priority"
-            return levels
-        try:
-            level = int(str(asked))
-        except ValueError:
-            level = 0
-        if not 1 <= level <= levels:
-            raise v2wire.V2Error(
-                f"priority must be a whole number from 1 to {levels}, not {asked!r}."
-            )
-        return level
-
     async def _body(self, receive: Receive, send: Send) -> bytes | int:
         """The request body; or the status already answered (413, or 0: the client left)."""
         try:
@@ -322,16 +305,15 @@ class ProxyApp:
         within_s: float | None = None,
         connection: Any = None,
     ) -> Pending:
-        """Queue a parsed v2 request in its model's queue for its stack key, after the
-        checks (rows, model, priority, signature): HTTP and gRPC callers share these queues
-        and batches. `within_s` shortens its time in the queue (a gRPC deadline). V2Error,
-        UnknownModel or BatchError when it is refused."""
+        """Queue a parsed v2 request (HTTP or gRPC: they share queues and batches) after
+        the checks; `within_s` caps its wait (a gRPC deadline). V2Error, UnknownModel or
+        BatchError when refused."""
         group, rows = v2batch.stack_key(model, request)
         max_rows = self.settings.max_batch_size
         if rows > max_rows:
             raise v2wire.V2Error(f"at most {max_rows} rows a request; this one has {rows}.")
         self.router.pool_for(model)
-        priority = self._priority(asked_priority)
+        priority = priority_level(asked_priority, self.settings.priority_levels)
         timeout = self.settings.timeout_s(priority)
         if within_s is not None:
             timeout = min(timeout, within_s)

@@ -161,13 +161,15 @@ def _error(body: bytes) -> str:
         return "the upstream refused it."
 
 
-async def start(app: ProxyApp, host: str, port: int) -> GrpcServer:
-    """The frontend and the health protocol (SERVING while the proxy is ready)."""
+async def start(app: ProxyApp) -> GrpcServer:
+    """The frontend on `--grpc-port` and the health protocol (SERVING while the proxy is
+    ready)."""
     frontend = GrpcFrontend(app)
+    assert app.settings.grpc_port is not None
     return await GrpcServer.start(
         "the Open Inference Protocol",
-        host,
-        port,
+        app.settings.host,
+        app.settings.grpc_port,
         lambda server: rpc.add_GRPCInferenceServiceServicer_to_server(frontend, server),  # type: ignore[no-untyped-call]
         lambda: all(app.router.ready().values()),
         ("inference.GRPCInferenceService",),

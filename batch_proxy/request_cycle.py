@@ -8,6 +8,7 @@ import asyncio
 from batch_proxy.answers import Receive
 from batch_proxy.batcher import Pending
 from batch_proxy.errors import BodyTooLarge, ClientGone
+from nexus_common.errors import V2Error
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -58,3 +59,17 @@ class DisconnectWatcher:
 
 
 WATCH_AFTER_S = 0.05
+
+
+def priority_level(asked: object, levels: int) -> int:
+    """The level of a request's priority (1 = highest; none asked: the lowest, `levels`);
+    V2Error naming the range for anything else."""
+    if asked is None or asked == 0:  # 0: the v2 protocol's "default priority"
+        return levels
+    try:
+        level = int(str(asked))
+    except ValueError:
+        level = 0
+    if not 1 <= level <= levels:
+        raise V2Error(f"priority must be a whole number from 1 to {levels}, not {asked!r}.")
+    return level

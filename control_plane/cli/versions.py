@@ -30,6 +30,33 @@ from nexus_common.signature import Signature
 
 commands = group()
 
+# How a version is served: its signature, its task, the hardware it needs (`nexus store`).
+SignatureFileOption = Annotated[
+    Path | None,
+    typer.Option(help="The model's inputs and outputs (JSON/YAML); checked against it."),
+]
+ExampleInputOption = Annotated[
+    Path | None,
+    typer.Option(help="An .npz of named arrays: a TorchScript model is run on it once."),
+]
+HandlerOption = Annotated[
+    str | None,
+    typer.Option(help="module:Class serving it: the signature it declares is recorded."),
+]
+TaskOption = Annotated[
+    str | None,
+    typer.Option(help="A transformers folder's task, instead of the one its config implies."),
+]
+RequiresOption = Annotated[
+    str | None, typer.Option(help="The device it needs: cuda (servers without one refuse it).")
+]
+MinMemoryOption = Annotated[
+    str | None, typer.Option(help="The device memory it needs, e.g. 16GiB.")
+]
+ComputeCapabilityOption = Annotated[
+    str | None, typer.Option(help="The GPU compute capability it needs, e.g. 8.0.")
+]
+
 
 @command(commands, "store")
 def store(
@@ -67,31 +94,13 @@ def store(
         bool, typer.Option("--sign", help="Sign the version (with --key or signing_key).")
     ] = False,
     key: KeyOption = None,
-    signature: Annotated[
-        Path | None,
-        typer.Option(help="The model's inputs and outputs (JSON/YAML); checked against it."),
-    ] = None,
-    example_input: Annotated[
-        Path | None,
-        typer.Option(help="An .npz of named arrays: a TorchScript model is run on it once."),
-    ] = None,
-    handler: Annotated[
-        str | None,
-        typer.Option(help="module:Class serving it: the signature it declares is recorded."),
-    ] = None,
-    task: Annotated[
-        str | None,
-        typer.Option(help="A transformers folder's task, instead of the one its config implies."),
-    ] = None,
-    requires: Annotated[
-        str | None, typer.Option(help="The device it needs: cuda (servers without one refuse it).")
-    ] = None,
-    min_memory: Annotated[
-        str | None, typer.Option(help="The device memory it needs, e.g. 16GiB.")
-    ] = None,
-    compute_capability: Annotated[
-        str | None, typer.Option(help="The GPU compute capability it needs, e.g. 8.0.")
-    ] = None,
+    signature: SignatureFileOption = None,
+    example_input: ExampleInputOption = None,
+    handler: HandlerOption = None,
+    task: TaskOption = None,
+    requires: RequiresOption = None,
+    min_memory: MinMemoryOption = None,
+    compute_capability: ComputeCapabilityOption = None,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
 ) -> None:

@@ -162,7 +162,7 @@ def read_arrays(
                 v2wire.check_raw(tensor, role)
             except v2wire.V2Error as exc:
                 raise WorkerProtocolError(str(exc)) from None
-            array = np.empty(len(shape) and math.prod(shape), dtype=object)
+            array = np.empty(math.prod(shape), dtype=object)
             array[:] = v2wire.unpack_bytes(raw)
             arrays[name] = array.reshape(shape)
             continue
